@@ -1,0 +1,312 @@
+"""Dyson's circular ensembles (COE, CUE, CSE) and Killip-Nenciu beta-circular ensembles.
+
+Two routes, with the same eigenvalue law:
+
+* :func:`circular_matrices` draws exact Haar matrices (Mezzadri's QR recipe for CUE, then
+  ``U^T U`` for COE and the quaternion dual product ``U^R U`` for CSE).
+* :func:`circular_eigenphases` and :func:`cayley_spectrum` draw the eigenvalues directly from
+  the five-diagonal CMV matrix of Killip and Nenciu (2004), whose eigenvalues follow the
+  C-beta-E law exactly at every order ``n`` and every ``beta > 0``.
+
+:func:`cayley_spectrum` returns ``x = |tan(theta / 2)|`` (docs/method.md, item 5), which depends
+on ``cos(theta)`` alone: the eigenvalues of the banded Hermitian part ``(C + C^H) / 2`` of the
+CMV matrix, found by a banded eigensolver in O(n^2).
+
+Every function takes ``seed`` (int, ``numpy.random.SeedSequence``, ``numpy.random.Generator``
+or None). Each realisation has its own child stream, so results do not depend on ``n_jobs``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from scipy.linalg import lapack
+
+from nnequiv._seeding import map_ordered, realization_seeds
+
+__all__ = [
+    "ENSEMBLE_BETA",
+    "ensemble_beta",
+    "circular_matrices",
+    "circular_eigenphases",
+    "cayley_spectrum",
+    "cmv_matrix",
+    "verblunsky_coefficients",
+    "cayley_from_cosines",
+    "half_cauchy_cdf",
+]
+
+#: Dyson index of each named circular ensemble.
+ENSEMBLE_BETA = {"COE": 1.0, "CUE": 2.0, "CSE": 4.0}
+
+
+def ensemble_beta(kind: str | None, beta: float | None = None) -> float:
+    """The Dyson index ``beta`` selected by ``kind`` and/or ``beta``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, ``beta <= 0``, neither given, or both given and inconsistent.
+    """
+    if beta is not None:
+        beta = float(beta)
+        if not np.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta must be a positive finite number, got {beta}")
+    if kind is None:
+        if beta is None:
+            raise ValueError("give an ensemble kind ('COE', 'CUE', 'CSE') or beta")
+        return beta
+    key = str(kind).upper()
+    if key not in ENSEMBLE_BETA:
+        raise ValueError(f"unknown circular ensemble {kind!r}; expected one of COE, CUE, CSE")
+    if beta is not None and beta != ENSEMBLE_BETA[key]:
+        raise ValueError(f"{key} has beta = {ENSEMBLE_BETA[key]:g}, but beta = {beta:g} was given")
+    return ENSEMBLE_BETA[key]
+
+
+def _check_order(n: int, size: int) -> tuple[int, int]:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"matrix order n must be an integer >= 1, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ValueError(f"size must be an integer >= 0, got {size!r}")
+    return int(n), int(size)
+
+
+# --------------------------------------------------------------------------------------
+# Haar matrices
+# --------------------------------------------------------------------------------------
+
+
+def _haar_unitary(n: int, rng: np.random.Generator) -> np.ndarray:
+    """One CUE matrix: QR of a complex Ginibre matrix with R's diagonal phases removed."""
+    z = (rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))) / np.sqrt(2.0)
+    q, r = np.linalg.qr(z)
+    d = np.diagonal(r)
+    return q * (d / np.abs(d))
+
+
+def _quaternion_dual(u: np.ndarray) -> np.ndarray:
+    """``U^R = J U^T J^T`` with ``J = [[0, I], [-I, 0]]`` (2n x 2n)."""
+    n = u.shape[-1] // 2
+    ut = u.T
+    dual = np.empty_like(u)
+    dual[:n, :n] = ut[n:, n:]
+    dual[:n, n:] = -ut[n:, :n]
+    dual[n:, :n] = -ut[:n, n:]
+    dual[n:, n:] = ut[:n, :n]
+    return dual
+
+
+def _one_circular_matrix(kind: str, n: int, seed_seq: np.random.SeedSequence) -> np.ndarray:
+    rng = np.random.default_rng(seed_seq)
+    if kind == "CUE":
+        return _haar_unitary(n, rng)
+    if kind == "COE":
+        u = _haar_unitary(n, rng)
+        return u.T @ u
+    u = _haar_unitary(2 * n, rng)
+    return _quaternion_dual(u) @ u
+
+
+def circular_matrices(
+    kind: str, n: int, size: int, seed=None, *, n_jobs: int | None = None
+) -> np.ndarray:
+    """Draw exact Haar-distributed matrices of a circular ensemble.
+
+    Parameters
+    ----------
+    kind : {"COE", "CUE", "CSE"}
+        Orthogonal (symmetric unitary), unitary, or symplectic (self-dual unitary) ensemble.
+    n : int
+        Matrix order; for CSE the quaternion order, so the matrices are ``2n x 2n`` complex.
+    size : int
+        Number of independent matrices.
+    seed : int, SeedSequence, Generator or None
+        Fixes every draw.
+    n_jobs : int or None
+        Worker processes (-1: every core). Does not change the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex array of shape ``(size, n, n)``, or ``(size, 2n, 2n)`` for CSE.
+    """
+    n, size = _check_order(n, size)
+    kind = str(kind).upper()
+    ensemble_beta(kind)
+    order = 2 * n if kind == "CSE" else n
+    out = np.empty((size, order, order), dtype=complex)
+    seeds = realization_seeds(seed, size)
+    for index, matrix in enumerate(
+        map_ordered(partial(_one_circular_matrix, kind, n), seeds, n_jobs)
+    ):
+        out[index] = matrix
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Killip-Nenciu CMV model
+# --------------------------------------------------------------------------------------
+
+
+def verblunsky_coefficients(n: int, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Independent Verblunsky coefficients of the Killip-Nenciu C-beta-E model.
+
+    ``alpha_k`` for ``k < n - 1`` has uniform phase and ``|alpha_k|^2 ~ Beta(1, beta (n-k-1) / 2)``
+    (drawn by inversion, ``1 - U^(1/a)``); ``alpha_{n-1}`` is uniform on the unit circle.
+    """
+    k = np.arange(n - 1)
+    shape_b = beta * (n - k - 1) / 2.0
+    uniform = rng.random(n - 1)
+    modulus_sq = -np.expm1(np.log1p(-uniform) / shape_b)  # 1 - (1-U)^(1/a), U in [0, 1)
+    phases = rng.random(n) * (2.0 * np.pi)
+    alpha = np.empty(n, dtype=complex)
+    alpha[:-1] = np.sqrt(modulus_sq) * np.exp(1j * phases[:-1])
+    alpha[-1] = np.exp(1j * phases[-1])
+    return alpha
+
+
+def _cmv_factors(alpha: np.ndarray):
+    """Diagonals and (symmetric) off-diagonals of the CMV factors L and M, C = L M."""
+    n = alpha.shape[-1]
+    rho = np.sqrt(np.clip(1.0 - np.abs(alpha[:-1]) ** 2, 0.0, None))
+    diag_l = np.zeros(n, dtype=complex)
+    diag_m = np.zeros(n, dtype=complex)
+    off_l = np.zeros(max(n - 1, 0))
+    off_m = np.zeros(max(n - 1, 0))
+    diag_m[0] = 1.0
+    even = np.arange(0, n, 2)
+    odd = np.arange(1, n, 2)
+    diag_l[even] = np.conj(alpha[even])
+    diag_m[odd] = np.conj(alpha[odd])
+    even_in = even[even < n - 1]
+    odd_in = odd[odd < n - 1]
+    diag_l[even_in + 1] = -alpha[even_in]
+    diag_m[odd_in + 1] = -alpha[odd_in]
+    off_l[even_in] = rho[even_in]
+    off_m[odd_in] = rho[odd_in]
+    return diag_l, off_l, diag_m, off_m
+
+
+def cmv_matrix(alpha: np.ndarray) -> np.ndarray:
+    """The dense CMV matrix ``C = L M`` of Verblunsky coefficients ``alpha`` (unitary)."""
+    diag_l, off_l, diag_m, off_m = _cmv_factors(np.asarray(alpha, dtype=complex))
+    big_l = np.diag(diag_l) + np.diag(off_l, 1) + np.diag(off_l, -1)
+    big_m = np.diag(diag_m) + np.diag(off_m, 1) + np.diag(off_m, -1)
+    return big_l @ big_m
+
+
+def _cmv_hermitian_band(alpha: np.ndarray) -> np.ndarray:
+    """Upper band storage (3 x n) of the Hermitian part ``(C + C^H) / 2`` of the CMV matrix."""
+    n = alpha.shape[-1]
+    diag_l, off_l, diag_m, off_m = _cmv_factors(alpha)
+    band = np.zeros((3, n), dtype=complex)
+    # C[i, i] = L[i,i-1] M[i-1,i] + L[i,i] M[i,i] + L[i,i+1] M[i+1,i]
+    main = diag_l * diag_m
+    if n > 1:
+        prod = off_l * off_m
+        main[1:] += prod
+        main[:-1] += prod
+        # C[i, i+1] = L[i,i] M[i,i+1] + L[i,i+1] M[i+1,i+1]; C[i+1, i] = L[i+1,i] M[i,i] + ...
+        upper = diag_l[:-1] * off_m + off_l * diag_m[1:]
+        lower = off_l * diag_m[:-1] + diag_l[1:] * off_m
+        band[1, 1:] = 0.5 * (upper + np.conj(lower))
+    if n > 2:
+        # C[i, i+2] = L[i,i+1] M[i+1,i+2]; C[i+2, i] = L[i+2,i+1] M[i+1,i] (both real)
+        band[0, 2:] = 0.5 * (off_l[:-1] * off_m[1:] + off_l[1:] * off_m[:-1])
+    band[2] = main.real
+    return band
+
+
+def cayley_from_cosines(cosines: np.ndarray) -> np.ndarray:
+    """``x = |tan(theta / 2)| = sqrt((1 - cos theta) / (1 + cos theta))``."""
+    c = np.clip(np.asarray(cosines, dtype=float), -1.0, 1.0)
+    return np.sqrt((1.0 - c) / np.maximum(1.0 + c, np.finfo(float).tiny))
+
+
+def _one_cayley_spectrum(n: int, beta: float, seed_seq) -> np.ndarray:
+    alpha = verblunsky_coefficients(n, beta, np.random.default_rng(seed_seq))
+    if n == 1:
+        cosines = np.array([alpha[0].real])
+    else:
+        cosines, info = lapack.zhbevd(_cmv_hermitian_band(alpha), compute_v=0)[::2]
+        if info != 0:  # pragma: no cover - LAPACK failure
+            raise np.linalg.LinAlgError(f"banded eigensolver failed (info={info})")
+    return np.sort(cayley_from_cosines(cosines))
+
+
+def _one_eigenphases(n: int, beta: float, seed_seq) -> np.ndarray:
+    alpha = verblunsky_coefficients(n, beta, np.random.default_rng(seed_seq))
+    phases = np.angle(np.linalg.eigvals(cmv_matrix(alpha)))
+    phases[phases <= -np.pi] = np.pi
+    return np.sort(phases)
+
+
+def _draw(one, kind, n, size, seed, beta, n_jobs) -> np.ndarray:
+    n, size = _check_order(n, size)
+    b = ensemble_beta(kind, beta)
+    seeds = realization_seeds(seed, size)
+    rows = map_ordered(partial(one, n, b), seeds, n_jobs)
+    return np.array(rows, dtype=float).reshape(size, n)
+
+
+def circular_eigenphases(
+    kind: str | None,
+    n: int,
+    size: int,
+    seed=None,
+    *,
+    beta: float | None = None,
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """Eigenphases of C-beta-E matrices of order ``n``, drawn through the CMV model.
+
+    Parameters
+    ----------
+    kind : {"COE", "CUE", "CSE"} or None
+        Named ensemble (beta = 1, 2, 4). None when ``beta`` is given.
+    n : int
+        Number of eigenphases per realisation (for CSE one per Kramers pair).
+    size : int
+        Number of realisations.
+    seed : int, SeedSequence, Generator or None
+        Fixes every draw.
+    beta : float, optional
+        Any Dyson index ``beta > 0`` (general beta-circular ensemble).
+    n_jobs : int or None
+        Worker processes (-1: every core). Does not change the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(size, n)``, each row sorted, phases in ``(-pi, pi]``.
+    """
+    return _draw(_one_eigenphases, kind, n, size, seed, beta, n_jobs)
+
+
+def cayley_spectrum(
+    kind: str | None,
+    n: int,
+    size: int,
+    seed=None,
+    beta: float | None = None,
+    *,
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """Cayley variable ``x = |tan(theta / 2)|`` of C-beta-E eigenphases (method item 5).
+
+    Same law and arguments as :func:`circular_eigenphases`, but computed in O(n^2) per
+    realisation from the banded Hermitian part of the CMV matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(size, n)``, each row sorted ascending, values in ``[0, inf)``.
+    """
+    return _draw(_one_cayley_spectrum, kind, n, size, seed, beta, n_jobs)
+
+
+def half_cauchy_cdf(x: np.ndarray) -> np.ndarray:
+    """CDF ``(2 / pi) arctan(x)`` of the one-point law of ``x`` for every beta."""
+    return (2.0 / np.pi) * np.arctan(np.asarray(x, dtype=float))

@@ -1,0 +1,51 @@
+"""Exception types of nnequiv.
+
+Every error that nnequiv raises on bad input derives from :class:`NNEquivError`, carries a
+one-line message that says what went wrong and where (file, tensor), and is turned into a
+single line on stderr with a non-zero exit status by the command-line interface.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NNEquivError",
+    "InputError",
+    "FormatError",
+    "UnsafeFileError",
+    "InvalidWeightsError",
+    "NoLayersError",
+    "MissingDependencyError",
+]
+
+
+class NNEquivError(Exception):
+    """Base class of every error raised by nnequiv on bad input or configuration."""
+
+
+class InputError(NNEquivError, ValueError):
+    """A source or argument cannot be used (missing file, empty set, bad option)."""
+
+
+class FormatError(InputError):
+    """A file is of an unknown format, truncated or corrupt."""
+
+
+class UnsafeFileError(InputError):
+    """A file would need arbitrary code to load (a pickle referencing foreign classes)."""
+
+
+class InvalidWeightsError(InputError):
+    """A weight tensor holds NaN or Inf values, or a matrix is otherwise unusable."""
+
+
+class NoLayersError(InputError):
+    """A source has no tensor that qualifies as a layer matrix."""
+
+
+class MissingDependencyError(NNEquivError, ImportError):
+    """An optional dependency needed for a format or feature is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'nnequiv[{extra}]'")
