@@ -20,7 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP) requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
 	$(PY) benchmarks/circular.py
 	$(PY) benchmarks/spectra.py
 	$(PY) benchmarks/family_recovery.py
