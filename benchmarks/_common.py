@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
+
 
 def median_seconds(func, repeats: int = 3) -> float:
     """Median wall-clock seconds of ``repeats`` calls of ``func()``."""
@@ -14,6 +16,13 @@ def median_seconds(func, repeats: int = 3) -> float:
         func()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def nearest_other(distance: np.ndarray, index: int) -> int:
+    """The row of ``distance`` nearest to ``index``, other than ``index`` itself."""
+    row = distance[index].copy()
+    row[index] = np.inf
+    return int(np.argmin(row))
 
 
 def resnet50_layer_shapes() -> list[tuple[int, int]]:

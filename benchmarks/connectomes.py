@@ -9,14 +9,17 @@ Run: ``python benchmarks/connectomes.py [--data ../shared/connectomes]`` (``make
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import nearest_other  # noqa: E402
 
-from nnequiv import cluster, compare
-from nnequiv.connectomes import null_model, save_connectome
+from nnequiv import analyze, cluster, compare  # noqa: E402
+from nnequiv.connectomes import null_model, save_connectome  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     paths = sorted(str(p) for p in Path(args.data).glob("*.npz"))
     start = time.perf_counter()
-    classes = cluster(paths, realizations=args.realizations)
+    analyses = [analyze(path, realizations=args.realizations) for path in paths]
+    classes = cluster(analyses)
     names = [Path(p).stem for p in paths]
     nulls_rejected = 0
     witvliet_ok = 0
@@ -39,19 +43,15 @@ def main() -> None:
         for index, path in enumerate(paths):
             null_path = Path(scratch) / f"{names[index]}_null.npz"
             save_connectome(null_model(path, seed=0), null_path)
-            verdict = compare(path, null_path, realizations=args.realizations)
-            from nnequiv import analyze
-
-            alpha = analyze(path, realizations=args.realizations).decay.alpha
-            row = classes.distance[index].copy()
-            row[index] = np.inf
-            nearest = int(np.argmin(row))
+            verdict = compare(analyses[index], null_path, realizations=args.realizations)
+            alpha = analyses[index].decay.alpha
+            nearest = nearest_other(classes.distance, index)
             nulls_rejected += verdict.verdict == "not equivalent"
             if names[index].startswith("witvliet"):
                 witvliet_ok += names[nearest].startswith("witvliet")
             print(
                 f"{names[index]:24} {alpha:7.3f} {verdict.distance:8.3f} {verdict.eps:6.3f} "
-                f"{verdict.verdict:16} {names[nearest]:24} {row[nearest]:6.3f}",
+                f"{verdict.verdict:16} {names[nearest]:24} {classes.distance[index, nearest]:6.3f}",
                 flush=True,
             )
     print(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,20 +20,19 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster
 from sklearn.metrics import adjusted_rand_score
 
-from nnequiv import cluster
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import nearest_other  # noqa: E402
+
+from nnequiv import cluster  # noqa: E402
 
 
-def nearest_neighbour_accuracy(distance: np.ndarray, labels: list[str]) -> float:
-    """Leave-one-out 1-NN accuracy over models whose label occurs at least twice."""
-    hits, total = 0, 0
-    for i, label in enumerate(labels):
-        if labels.count(label) < 2:
-            continue
-        row = distance[i].copy()
-        row[i] = np.inf
-        hits += labels[int(np.argmin(row))] == label
-        total += 1
-    return hits / total
+def nearest_neighbours(distance: np.ndarray, labels: list[str]) -> list[tuple[int, int]]:
+    """(model, its nearest other model) for every model whose label occurs at least twice."""
+    return [
+        (i, nearest_other(distance, i))
+        for i, label in enumerate(labels)
+        if labels.count(label) >= 2
+    ]
 
 
 def main() -> None:
@@ -67,18 +68,15 @@ def main() -> None:
             paths, level=level, ensemble=ensemble, fingerprint=fingerprint, realizations=10, seed=0
         )
         seconds = time.perf_counter() - start
-        accuracy = nearest_neighbour_accuracy(classes.distance, families)
+        pairs = nearest_neighbours(classes.distance, families)
+        accuracy = np.mean([families[i] == families[j] for i, j in pairs])
         cut = fcluster(classes.linkage, n_families, "maxclust")
         ari = adjusted_rand_score(families, cut)
-        misses = []
-        for i, label in enumerate(families):
-            if families.count(label) < 2:
-                continue
-            row = classes.distance[i].copy()
-            row[i] = np.inf
-            j = int(np.argmin(row))
-            if families[j] != label:
-                misses.append(f"{Path(paths[i]).stem}->{Path(paths[j]).stem}")
+        misses = [
+            f"{Path(paths[i]).stem}->{Path(paths[j]).stem}"
+            for i, j in pairs
+            if families[i] != families[j]
+        ]
         fp = fingerprint if level == "layer" else "-"
         print(
             f"{level:7} {fp:11} {ensemble:8} {accuracy:8.3f} {ari:6.3f} {seconds:8.1f}  "

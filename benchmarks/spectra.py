@@ -44,12 +44,13 @@ def resnet50_sized_model():
     return nn.Sequential(*layers)
 
 
-def peak_megabytes(func) -> float:
+def peak_megabytes(func) -> tuple[float, object]:
+    """Peak traced memory of ``func()`` in MB, and its result."""
     tracemalloc.start()
-    func()
+    result = func()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak / 2**20
+    return peak / 2**20, result
 
 
 def main() -> None:
@@ -63,15 +64,14 @@ def main() -> None:
     for path in sorted(zoo.glob("*.npz")):
         seconds = median_seconds(lambda: layer_spectra(path), 3)
         total += seconds
-        count = len(layer_spectra(path))
-        peak = peak_megabytes(lambda: layer_spectra(path))
-        print(f"{path.name:42} {count:6d} {seconds:8.3f} {peak:8.1f}", flush=True)
+        peak, spectra = peak_megabytes(lambda: layer_spectra(path))
+        print(f"{path.name:42} {len(spectra):6d} {seconds:8.3f} {peak:8.1f}", flush=True)
     print(f"{'all zoo models':42} {'':6} {total:8.2f}")
 
     model = resnet50_sized_model()
     ours = median_seconds(lambda: layer_spectra(model), 3)
-    ours_mb = peak_megabytes(lambda: layer_spectra(model))
-    print(f"\nResNet-50-sized torch model ({len(layer_spectra(model))} layers):")
+    ours_mb, spectra = peak_megabytes(lambda: layer_spectra(model))
+    print(f"\nResNet-50-sized torch model ({len(spectra)} layers):")
     print(f"  nnequiv.layer_spectra      {ours:8.3f} s  peak {ours_mb:8.1f} MB")
     try:
         start = time.perf_counter()
@@ -85,7 +85,7 @@ def main() -> None:
         )
         return
     theirs = median_seconds(lambda: ww.WeightWatcher(model=model).analyze(), 3)
-    theirs_mb = peak_megabytes(lambda: ww.WeightWatcher(model=model).analyze())
+    theirs_mb, _ = peak_megabytes(lambda: ww.WeightWatcher(model=model).analyze())
     print(
         f"  WeightWatcher.analyze()    {theirs:8.3f} s  peak {theirs_mb:8.1f} MB "
         f"(import {imported:.1f} s)"

@@ -135,19 +135,13 @@ def expand_paths(paths) -> list[str]:
 
 
 def _options(args) -> dict:
-    return {
-        "ensemble": args.ensemble,
-        "realizations": args.realizations,
-        "seed": args.seed,
-        "normalization": args.normalization,
-        "fingerprint": args.fingerprint,
-        "include": args.include,
-        "exclude": args.exclude,
-        "layout": args.layout,
-        "mixture": args.mixture,
-        "draws": args.draws,
-        "cache_dir": args.cache_dir,
-    }
+    """The method options given on the command line: the Settings fields it has flags for."""
+    from dataclasses import fields
+
+    from nnequiv.equivalence import Settings
+
+    options = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    return {**options, "cache_dir": args.cache_dir}
 
 
 class _Progress:
@@ -169,7 +163,10 @@ class _Progress:
         self.bar.update(done - self.bar.n)
         self.bar.set_postfix_str(Path(label).name[:30])
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -197,17 +194,14 @@ def run(argv=None) -> int:
         if args.plot:
             reporting.plot_analysis(analysis, args.plot)
     elif args.command == "compare":
-        verdict = nnequiv.compare(args.a, args.b, level=args.level, eps=args.eps, **options)
+        analyses = [nnequiv.analyze(path, **options) for path in (args.a, args.b)]
+        verdict = nnequiv.compare(*analyses, level=args.level, eps=args.eps, **options)
         _emit(args, verdict.to_dict(), reporting.format_verdict(verdict))
         if args.plot:
-            cache = options.pop("cache_dir")
-            for path in (args.a, args.b):
-                reporting.plot_analysis(
-                    nnequiv.analyze(path, cache_dir=cache, **options), args.plot
-                )
+            for analysis in analyses:
+                reporting.plot_analysis(analysis, args.plot)
     elif args.command == "cluster":
-        progress = _Progress("analysing")
-        try:
+        with _Progress("analysing") as progress:
             classes = nnequiv.cluster(
                 expand_paths(args.paths),
                 eps=args.eps,
@@ -215,16 +209,13 @@ def run(argv=None) -> int:
                 progress=progress,
                 **options,
             )
-        finally:
-            progress.close()
         _emit(args, classes.to_dict(), reporting.format_classes(classes))
         if args.csv:
             Path(args.csv).write_text(reporting.classes_csv(classes))
         if args.plot:
             reporting.plot_classes(classes, args.plot)
     elif args.command == "identify":
-        progress = _Progress("analysing")
-        try:
+        with _Progress("analysing") as progress:
             result = nnequiv.identify(
                 args.query,
                 expand_paths(args.library),
@@ -233,8 +224,6 @@ def run(argv=None) -> int:
                 progress=progress,
                 **options,
             )
-        finally:
-            progress.close()
         _emit(args, result.to_dict(), reporting.format_identification(result))
     return 0
 
@@ -243,10 +232,7 @@ def main(argv=None) -> None:
     """Entry point: errors become one line on stderr and a non-zero exit status."""
     try:
         code = run(argv)
-    except NNEquivError as exc:
-        print(f"nnequiv: error: {exc}", file=sys.stderr)
-        code = 1
-    except (OSError, ValueError) as exc:
+    except (NNEquivError, OSError, ValueError) as exc:
         print(f"nnequiv: error: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

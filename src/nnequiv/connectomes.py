@@ -65,14 +65,14 @@ def is_connectome(source) -> bool:
     return False
 
 
-def _check_matrix(label: str, name: str, matrix: np.ndarray, counts: bool = True) -> np.ndarray:
+def _check_matrix(label: str, name: str, matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise FormatError(f"{label}: '{name}' is not a square matrix (shape {matrix.shape})")
     if not np.all(np.isfinite(matrix)):
         raise FormatError(f"{label}: '{name}' holds NaN or Inf values")
-    if counts and (matrix < 0).any():
-        raise FormatError(f"{label}: '{name}' has negative synapse counts")
+    if (matrix < 0).any():
+        raise FormatError(f"{label}: '{name}' has negative entries (counts or weights)")
     return matrix
 
 
@@ -150,26 +150,21 @@ def _load_csv(path: Path) -> Connectome:
         and not (len(body) == 2 and has_header)
     ):
         return _edge_list(path, body)
-    names = (
-        header[1:]
-        if has_header and _number(header[0]) is None and len(header) == len(body) + 1
-        else header
-        if has_header
-        else None
-    )
+    names = None
+    if has_header:  # a leading corner cell sits above a first column of names
+        corner = _number(header[0]) is None and len(header) == len(body) + 1
+        names = header[1:] if corner else header
     first_col_names = all(_number(r[0]) is None for r in body)
     values = [r[1:] if first_col_names else r for r in body]
     try:
         matrix = np.array([[float(c) if c.strip() else 0.0 for c in r] for r in values])
     except ValueError as exc:
         raise FormatError(f"{path}: non-numeric entry in the adjacency matrix ({exc})") from exc
-    matrix = _check_matrix(str(path), "adjacency", matrix, counts=False)
+    matrix = _check_matrix(str(path), "adjacency", matrix)
     if names is None and first_col_names:
         names = [r[0] for r in body]
     if names is not None and len(names) != matrix.shape[0]:
         raise FormatError(f"{path}: {len(names)} node names for a {matrix.shape[0]}-node matrix")
-    if (matrix < 0).any():
-        raise FormatError(f"{path}: negative weights in the adjacency matrix")
     nodes = list(names) if names is not None else [str(i) for i in range(matrix.shape[0])]
     return Connectome(str(path), nodes, {"chemical": matrix})
 

@@ -55,11 +55,21 @@ def spectral_density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=len(edges) - 1) / values.size
 
 
+def _tail_sum(values: np.ndarray) -> np.ndarray:
+    """``out[k] = sum_{j >= k} values[j]`` along the last axis."""
+    return np.cumsum(values[..., ::-1], axis=-1)[..., ::-1]
+
+
 def csd_curve(p_net: np.ndarray, p_circ: np.ndarray) -> np.ndarray:
     """``CSD(x_k) = sum_{j >= k} |p_net(j) - p_circ(j)|`` (method item 7), cumulated from the
     tail inwards; index k is the bin whose left edge is ``x_k``."""
-    diff = np.abs(np.asarray(p_net, float) - np.asarray(p_circ, float))
-    return np.cumsum(diff[..., ::-1], axis=-1)[..., ::-1]
+    return _tail_sum(np.abs(np.asarray(p_net, float) - np.asarray(p_circ, float)))
+
+
+def survival_difference(p_net: np.ndarray, p_circ: np.ndarray) -> np.ndarray:
+    """Signed cumulative difference ``sum_{j >= k} (p_net(j) - p_circ(j))``: the CSD without the
+    absolute value, i.e. the difference of the two tail masses (survival functions)."""
+    return _tail_sum(np.asarray(p_net, float) - np.asarray(p_circ, float))
 
 
 @dataclass
@@ -141,11 +151,4 @@ def layer_csd_points(
     p_net = spectral_density(spectrum, edges)
     curve = survival_difference if signed else csd_curve
     curves = np.array([curve(p_net, spectral_density(x, edges)) for x in conjugates])
-    return curves[:, index].reshape(len(conjugates), len(index))
-
-
-def survival_difference(p_net: np.ndarray, p_circ: np.ndarray) -> np.ndarray:
-    """Signed cumulative difference ``sum_{j >= k} (p_net(j) - p_circ(j))``: the CSD without the
-    absolute value, i.e. the difference of the two tail masses (survival functions)."""
-    diff = np.asarray(p_net, float) - np.asarray(p_circ, float)
-    return np.cumsum(diff[..., ::-1], axis=-1)[..., ::-1]
+    return curves[:, index]

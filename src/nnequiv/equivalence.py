@@ -54,7 +54,7 @@ __all__ = [
 LEVELS = ("layer", "pooled")
 #: Layer-resolved point: signed tail-mass difference (default) or the absolute CSD.
 FINGERPRINTS = ("signed", "absolute")
-#: Quantile of within-network realisation distances that calibrates eps.
+#: Quantile of the compared networks' noise floors that calibrates eps.
 EPS_QUANTILE = 0.95
 
 
@@ -367,13 +367,23 @@ def _check_level(level: str) -> str:
     return level
 
 
-def _calibrated_eps(analyses, level, scale) -> float:
+def _resolve_eps(eps, analyses, level, scale) -> tuple[float, str]:
+    """The given eps, or the 95th percentile of the networks' noise floors (method item 11)."""
+    if eps is not None:
+        return float(eps), "given"
     floors = np.array([_noise_floor(a, level, scale) for a in analyses])
     if not np.isfinite(floors).all():
         raise InputError(
             "eps cannot be calibrated from a single realisation; give eps or realizations >= 2"
         )
-    return float(np.quantile(floors, EPS_QUANTILE))
+    return float(np.quantile(floors, EPS_QUANTILE)), "calibrated"
+
+
+def _analysed_set(sources, level, cache_dir, progress, **settings) -> tuple[list, tuple]:
+    """Analyses of the sources (each computed once) and the feature scale over them."""
+    _check_level(level)
+    analyses = _Analyses(_settings(**settings), cache_dir, progress)(sources)
+    return analyses, _feature_scale(analyses)
 
 
 @dataclass
@@ -466,27 +476,31 @@ def compare(
     Verdict
         Distance of the realisation means, its bootstrap spread, eps and the verdict.
     """
-    _check_level(level)
-    settings = _settings(ensemble=ensemble, realizations=realizations, seed=seed, **options)
-    first, second = _Analyses(settings, cache_dir)([a, b])
-    scale = _feature_scale([first, second])
+    (first, second), scale = _analysed_set(
+        [a, b],
+        level,
+        cache_dir,
+        None,
+        ensemble=ensemble,
+        realizations=realizations,
+        seed=seed,
+        **options,
+    )
     distance, spread = _pair_distance(first, second, level, scale)
-    source = "given"
-    if eps is None:
-        eps, source = _calibrated_eps([first, second], level, scale), "calibrated"
+    eps, eps_source = _resolve_eps(eps, [first, second], level, scale)
     return Verdict(
         first.source,
         second.source,
         level,
         distance,
         spread,
-        float(eps),
-        source,
-        decide(distance, spread, float(eps)),
+        eps,
+        eps_source,
+        decide(distance, spread, eps),
     )
 
 
-def _distance_matrix(analyses, level, scale, progress=None):
+def _distance_matrix(analyses, level, scale):
     count = len(analyses)
     distance = np.zeros((count, count))
     low = np.zeros((count, count))
@@ -497,8 +511,6 @@ def _distance_matrix(analyses, level, scale, progress=None):
             distance[i, j] = distance[j, i] = value
             low[i, j] = low[j, i] = lo
             high[i, j] = high[j, i] = hi
-        if progress:
-            progress(i + 1, count, "distances")
     return distance, low, high
 
 
@@ -555,15 +567,18 @@ def cluster(
     Features are standardised over the set. ``eps=None`` calibrates it over the set as in
     :func:`compare`. Each source is analysed once.
     """
-    _check_level(level)
-    sources = _check_sources(sources)
-    settings = _settings(ensemble=ensemble, realizations=realizations, seed=seed, **options)
-    analyses = _Analyses(settings, cache_dir, progress)(sources)
-    scale = _feature_scale(analyses)
+    analyses, scale = _analysed_set(
+        _check_sources(sources),
+        level,
+        cache_dir,
+        progress,
+        ensemble=ensemble,
+        realizations=realizations,
+        seed=seed,
+        **options,
+    )
     distance, low, high = _distance_matrix(analyses, level, scale)
-    source = "given"
-    if eps is None:
-        eps, source = _calibrated_eps(analyses, level, scale), "calibrated"
+    eps, eps_source = _resolve_eps(eps, analyses, level, scale)
     names = [a.source for a in analyses]
     _, labels = connected_components(distance <= eps, directed=False)
     order = sorted(set(labels), key=lambda c: int(np.flatnonzero(labels == c)[0]))
@@ -573,7 +588,7 @@ def cluster(
         if len(names) > 1
         else np.zeros((0, 4))
     )
-    return Classes(names, level, distance, low, high, float(eps), source, classes, tree)
+    return Classes(names, level, distance, low, high, eps, eps_source, classes, tree)
 
 
 @dataclass
@@ -619,13 +634,18 @@ def identify(
 
     Features are standardised over the library and the query together.
     """
-    _check_level(level)
-    library = _check_sources(library)
     if top < 1:
         raise InputError(f"top must be >= 1, got {top}")
-    settings = _settings(ensemble=ensemble, realizations=realizations, seed=seed, **options)
-    analyses = _Analyses(settings, cache_dir, progress)([query, *library])
-    scale = _feature_scale(analyses)
+    analyses, scale = _analysed_set(
+        [query, *_check_sources(library)],
+        level,
+        cache_dir,
+        progress,
+        ensemble=ensemble,
+        realizations=realizations,
+        seed=seed,
+        **options,
+    )
     target = analyses[0]
     matches = []
     for candidate in analyses[1:]:

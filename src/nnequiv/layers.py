@@ -171,6 +171,15 @@ def resolved_layout(source, layout: str | None = None) -> tuple[WeightSource, st
     return weights, weights.layout or infer_layout([shape for _, shape in weights.shapes()])
 
 
+def require_layers(label: str, layers: list, skipped: list) -> None:
+    """Raise :class:`NoLayersError` when a network gave no eligible layer."""
+    if not layers:
+        raise NoLayersError(
+            f"{label}: no eligible layer (float tensor with ndim >= 2 "
+            f"and min(N, M) >= 2) among {len(skipped)} tensors"
+        )
+
+
 def layer_matrices(source, include=None, exclude=None, layout: str | None = None) -> LayerMatrices:
     """Every eligible layer matrix of a network (method item 1).
 
@@ -192,9 +201,5 @@ def layer_matrices(source, include=None, exclude=None, layout: str | None = None
     weights, chosen = resolved_layout(source, layout)
     skipped: list[SkippedTensor] = []
     layers = list(iter_layer_matrices(weights, include, exclude, chosen, skipped))
-    if not layers:
-        raise NoLayersError(
-            f"{weights.label}: no eligible layer (float tensor with ndim >= 2 "
-            f"and min(N, M) >= 2) among {len(skipped)} tensors"
-        )
+    require_layers(weights.label, layers, skipped)
     return LayerMatrices(weights.label, chosen, layers, skipped)

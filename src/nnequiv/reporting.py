@@ -112,12 +112,16 @@ def _pyplot():
 
 
 def _save(fig, directory: Path, stem: str) -> list[str]:
+    """Write ``fig`` as PNG and SVG, close it, and return the paths."""
+    import matplotlib.pyplot as plt
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in ("png", "svg"):
         path = directory / f"{stem}.{suffix}"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         written.append(str(path))
+    plt.close(fig)
     return written
 
 
@@ -143,7 +147,6 @@ def plot_analysis(analysis: Analysis, directory: str | os.PathLike) -> list[str]
     )
     ax.legend()
     written = _save(fig, directory, f"{stem}_density")
-    plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     low, high = analysis.csd_band
@@ -174,7 +177,6 @@ def plot_analysis(analysis: Analysis, directory: str | os.PathLike) -> list[str]
     )
     ax.legend()
     written += _save(fig, directory, f"{stem}_csd")
-    plt.close(fig)
     return written
 
 
@@ -193,7 +195,6 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
     fig.colorbar(image, ax=ax, label=f"{classes.level} distance")
     ax.set_title("distance between networks")
     written = _save(fig, directory, "distance_heatmap")
-    plt.close(fig)
     if len(names) > 1:
         fig, ax = plt.subplots(figsize=(size + 2, 4))
         dendrogram(
@@ -207,5 +208,4 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
         ax.axhline(classes.eps, color="k", linestyle="--", linewidth=0.8)
         ax.set(ylabel=f"{classes.level} distance", title="average-linkage dendrogram (eps dashed)")
         written += _save(fig, directory, "dendrogram")
-        plt.close(fig)
     return written

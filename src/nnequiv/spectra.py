@@ -16,8 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import NoLayersError
-from nnequiv.layers import LayerMatrix, SkippedTensor, iter_layer_matrices, resolved_layout
+from nnequiv.layers import (
+    LayerMatrix,
+    SkippedTensor,
+    iter_layer_matrices,
+    require_layers,
+    resolved_layout,
+)
 
 __all__ = [
     "LayerSpectrum",
@@ -198,11 +203,7 @@ def network_spectra(
         cached_layer_spectrum(layer, rtol, cache_dir)
         for layer in iter_layer_matrices(weights, include, exclude, chosen, skipped)
     ]
-    if not layers:
-        raise NoLayersError(
-            f"{weights.label}: no eligible layer (float tensor with ndim >= 2 "
-            f"and min(N, M) >= 2) among {len(skipped)} tensors"
-        )
+    require_layers(weights.label, layers, skipped)
     return NetworkSpectra(weights.label, chosen, layers, skipped)
 
 
