@@ -3,7 +3,7 @@
 The scipy path draws ``scipy.stats.unitary_group`` matrices (COE as U^T U, CSE as the
 quaternion dual product of a 2n x 2n one) and takes ``numpy.linalg.eigvals``. nnequiv times
 are medians of 3 runs of 20 realisations; the scipy path is timed per realisation (median of
-a few) and scaled to 20, because 20 of its CSE matrices at n = 1024 take many minutes.
+3) and scaled to 20, because 20 of its CSE matrices at n = 1024 take many minutes.
 
 Run: ``python benchmarks/circular.py`` (``make bench``).
 """
@@ -17,11 +17,16 @@ import sys
 
 import numpy as np
 from scipy.stats import unitary_group
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import median_seconds, resnet50_layer_shapes  # noqa: E402
 
-from nnequiv.ensembles import cayley_spectrum, circular_eigenphases  # noqa: E402
+from nnequiv.ensembles import (  # noqa: E402
+    cayley_spectrum,
+    circular_eigenphases,
+    conjugate_ensemble,
+)
 
 KINDS = ["COE", "CUE", "CSE"]
 
@@ -46,6 +51,9 @@ def scipy_seconds_per_realisation(kind: str, n: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small orders only (smoke run)")
+    parser.add_argument(
+        "--part", choices=["all", "orders", "resnet50"], default="all", help="which table"
+    )
     args = parser.parse_args()
     orders = [64, 128] if args.quick else [256, 1024]
     big = 256 if args.quick else 4096
@@ -54,6 +62,13 @@ def main() -> None:
         f"# circular ensembles: {platform.processor() or platform.machine()}, {jobs} cores, "
         f"numpy {np.__version__}"
     )
+    if args.part in ("all", "orders"):
+        orders_table(orders, big)
+    if args.part in ("all", "resnet50"):
+        resnet50_table()
+
+
+def orders_table(orders: list[int], big: int) -> None:
     print("seconds for 20 realisations (median); ratio = scipy path / nnequiv")
     header = (
         f"{'kind':4} {'n':>5} {'scipy path':>11} {'eigenphases':>12} {'ratio':>7} "
@@ -66,7 +81,7 @@ def main() -> None:
                 scipy_20 = float("nan")
                 phases = float("nan")
             else:
-                reps = 3 if n <= 256 else 1
+                reps = 3
                 scipy_20 = 20 * scipy_seconds_per_realisation(kind, n, reps)
                 phases = median_seconds(lambda: circular_eigenphases(kind, n, 20, seed=0), 1)
             serial = median_seconds(lambda: cayley_spectrum(kind, n, 20, seed=0), 3)
@@ -78,6 +93,8 @@ def main() -> None:
                 flush=True,
             )
 
+
+def resnet50_table() -> None:
     shapes = resnet50_layer_shapes()
     orders = [min(shape) for shape in shapes]
     print(
@@ -85,27 +102,33 @@ def main() -> None:
         f"orders {min(orders)}..{max(orders)}, 10 realisations"
     )
     print(
-        f"{'kind':4} {'scipy path':>11} {'nnequiv n_jobs=1':>17} {'ratio':>7} "
-        f"{'nnequiv n_jobs=-1':>18} {'ratio':>7}"
+        f"{'kind':4} {'scipy 1 thread':>14} {'nnequiv n_jobs=1':>17} {'ratio':>7} "
+        f"{'scipy all':>10} {'nnequiv n_jobs=-1':>18} {'ratio':>7}"
     )
     for kind in KINDS:
         rng = np.random.default_rng(1)
-        one = median_seconds(lambda: [scipy_eigenvalues(kind, n, rng) for n in orders], 1)
-        scipy_10 = 10 * one
+        with threadpool_limits(1):
+            scipy_one = 10 * median_seconds(
+                lambda: [scipy_eigenvalues(kind, n, rng) for n in orders], 1
+            )
+        scipy_all = 10 * median_seconds(
+            lambda: [scipy_eigenvalues(kind, n, rng) for n in orders], 1
+        )
 
-        def ours(n_jobs):
-            return [
-                cayley_spectrum(kind, n, 10, seed=i, n_jobs=n_jobs) for i, n in enumerate(orders)
-            ]
-
-        serial = median_seconds(lambda: ours(None), 3)
-        parallel = median_seconds(lambda: ours(-1), 3)
+        serial = median_seconds(lambda: conjugate_ensemble(orders, kind, 10, seed=0), 3)
+        parallel = median_seconds(
+            lambda: conjugate_ensemble(orders, kind, 10, seed=0, n_jobs=-1), 3
+        )
         print(
-            f"{kind:4} {scipy_10:11.2f} {serial:17.3f} {scipy_10 / serial:7.1f} "
-            f"{parallel:18.3f} {scipy_10 / parallel:7.1f}",
+            f"{kind:4} {scipy_one:14.2f} {serial:17.3f} {scipy_one / serial:7.1f} "
+            f"{scipy_all:10.2f} {parallel:18.3f} {scipy_all / parallel:7.1f}",
             flush=True,
         )
-    print("(scipy path timed for 1 realisation of every layer and scaled to 10)")
+    print(
+        "(scipy path timed for 1 realisation of every layer and scaled to 10; one core against "
+        "one core, then every core against every core: BLAS threads for scipy, worker "
+        "processes for nnequiv)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def test_analyze_table_json_and_plots(capsys, models, tmp_path):
     assert (tmp_path / "fig" / "mlp0_density.svg").exists()
 
 
+def test_jobs_do_not_change_the_numbers(capsys, models):
+    _, serial, _ = run(capsys, "analyze", models[3], "--realizations", "3", "--json")
+    code, parallel, _ = run(
+        capsys, "analyze", models[3], "--realizations", "3", "--json", "-j", "2"
+    )
+    assert code == 0 and json.loads(parallel)["curves"] == json.loads(serial)["curves"]
+
+
 def test_compare_json_shape(capsys, models):
     code, out, _ = run(capsys, "compare", models[0], models[3], "--json", "--realizations", "4")
     payload = json.loads(out)

@@ -2,10 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from nnequiv.csd import (
-    conjugate_spectra,
     csd_curve,
     decay_rate,
     layer_csd_points,
@@ -13,7 +11,7 @@ from nnequiv.csd import (
     spectral_density,
     survival_difference,
 )
-from nnequiv.ensembles import half_cauchy_cdf
+from nnequiv.ensembles import conjugate_ensemble
 
 
 def test_grid_and_density():
@@ -51,20 +49,11 @@ def test_network_of_circular_spectra_has_small_csd():
     """A 'network' whose layers are themselves circular spectra is close to its conjugate."""
     edges = log_grid()
     orders = [200, 150, 300]
-    mine = [x[0] for x in conjugate_spectra(orders, "CUE", 1, seed=99)]
-    conj = conjugate_spectra(orders, "CUE", 5, seed=1)
+    mine = [x[0] for x in conjugate_ensemble(orders, "CUE", 1, seed=99)]
+    conj = conjugate_ensemble(orders, "CUE", 5, seed=1)
     for values, conjugate in zip(mine, conj):
         points = layer_csd_points(values, conjugate, edges, signed=True)
         assert np.abs(points).max() < 0.15
     # and a spectrum far from half-Cauchy is not
     far = layer_csd_points(np.full(200, 50.0), conj[0], edges, signed=True)
     assert np.abs(far).max() > 0.9
-
-
-def test_conjugate_spectra_are_half_cauchy_and_keyed():
-    conj = conjugate_spectra([40, 60], "COE", 3, seed=5)
-    assert [len(layer) for layer in conj] == [3, 3] and conj[1][0].size == 60
-    pooled = np.concatenate([x for layer in conj for x in layer])
-    assert stats.kstest(pooled, half_cauchy_cdf).pvalue > 1e-3
-    again = conjugate_spectra([40, 99], "COE", 3, seed=5)  # layer 0 does not depend on layer 1
-    assert np.array_equal(again[0][2], conj[0][2])

@@ -5,11 +5,13 @@ import pytest
 from scipy import special, stats
 
 from nnequiv.ensembles import (
+    _eigenphases_of_verblunsky,
     cayley_from_cosines,
     cayley_spectrum,
     circular_eigenphases,
     circular_matrices,
     cmv_matrix,
+    conjugate_ensemble,
     ensemble_beta,
     half_cauchy_cdf,
     verblunsky_coefficients,
@@ -194,3 +196,44 @@ def test_empty_size_and_bad_arguments():
         cayley_spectrum("COE", 3, 1, beta=2.0)
     with pytest.raises(ValueError):
         ensemble_beta(None)
+
+
+def test_conjugate_ensemble_is_half_cauchy_keyed_and_parallel_safe():
+    conj = conjugate_ensemble([40, 60], "COE", 3, seed=5)
+    assert [layer.shape for layer in conj] == [(3, 40), (3, 60)]
+    pooled = np.concatenate([layer.ravel() for layer in conj])
+    assert stats.kstest(pooled, half_cauchy_cdf).pvalue > P_MIN
+    again = conjugate_ensemble([40, 99], "COE", 3, seed=5)  # layer 0 does not depend on layer 1
+    assert again[0].tobytes() == conj[0].tobytes()
+    parallel = conjugate_ensemble([40, 60], "COE", 3, seed=5, n_jobs=2)
+    assert all(p.tobytes() == s.tobytes() for p, s in zip(parallel, conj))
+    with pytest.raises(ValueError, match="fixed seed"):
+        conjugate_ensemble([4], "CUE", 1, seed=None)
+
+
+def circle_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest distance on the unit circle from a phase in ``a`` to the nearest in ``b``,
+    both ways (equal multisets give 0 whatever the branch of -pi / pi)."""
+    apart = np.abs(np.exp(1j * a)[:, None] - np.exp(1j * b)[None, :])
+    return max(apart.min(axis=1).max(), apart.min(axis=0).max())
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 51])
+def test_eigenphases_match_dense_cmv_eigenvalues(n):
+    rng = np.random.default_rng(n)
+    for beta in (1.0, 2.0, 4.0):
+        alpha = verblunsky_coefficients(n, beta, rng)
+        dense = np.angle(np.linalg.eigvals(cmv_matrix(alpha)))
+        assert circle_gap(_eigenphases_of_verblunsky(alpha), dense) < 1e-12
+
+
+def test_eigenphases_resolve_exactly_degenerate_cosines():
+    """Real Verblunsky coefficients give a spectrum symmetric under conjugation, so every
+    cosine is doubly degenerate: the phases must still come out right, not averaged."""
+    rng = np.random.default_rng(3)
+    for n in (5, 40):
+        alpha = np.append(rng.uniform(-0.9, 0.9, n - 1), 1.0).astype(complex)
+        dense = np.angle(np.linalg.eigvals(cmv_matrix(alpha)))
+        mine = _eigenphases_of_verblunsky(alpha)
+        assert circle_gap(mine, -mine) < 1e-10  # symmetric under conjugation
+        assert circle_gap(mine, dense) < 1e-10

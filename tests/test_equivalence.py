@@ -5,6 +5,7 @@ import pytest
 from conftest import random_mlp
 
 from nnequiv import analyze, cluster, compare, identify
+from nnequiv.equivalence import energy_distance
 from nnequiv.errors import InputError
 
 
@@ -51,6 +52,21 @@ def test_clearly_different_designs_are_not_equivalent():
         verdict = compare(wide, deep, level=level, realizations=8)
         assert verdict.verdict == "not equivalent", verdict
         assert verdict.spread[0] <= verdict.distance <= verdict.spread[1]
+
+
+def test_layer_distance_is_energy_distance_of_standardised_clouds():
+    wide, deep = designs(6)
+    first, second = analyze(wide, realizations=3), analyze(deep, realizations=3)
+    clouds = [a.layer_points.mean(axis=0) for a in (first, second)]
+    # scaled over the single-realisation points of every layer
+    stacked = np.concatenate([a.layer_points.reshape(-1, 10) for a in (first, second)])
+    for weight, expected_weight in ((None, 3.0), (1.0, 1.0), (0.5, 0.5)):
+        scale = stacked.std(axis=0) / np.r_[np.ones(9), expected_weight]
+        standard = [(c - stacked.mean(axis=0)) / scale for c in clouds]
+        verdict = compare(first, second, eps=1.0, order_weight=weight)
+        assert verdict.distance == pytest.approx(energy_distance(*standard), rel=1e-12)
+    with pytest.raises(InputError, match="order_weight"):
+        analyze(wide, order_weight=0.0)
 
 
 def test_spread_shrinks_as_realisations_grow():
@@ -112,3 +128,16 @@ def test_bad_options_and_empty_sets():
         compare(net, net, realizations=1)
     with pytest.raises(ValueError, match="unknown circular ensemble"):
         analyze(net, ensemble="GOE")
+
+
+def test_a_noise_only_coordinate_does_not_swamp_the_distance():
+    """With median normalisation the point at x = 1 is conjugate noise for every layer; the
+    standardisation must not blow it up, or shallow networks of one design fall apart."""
+    rng = np.random.default_rng(9)
+    shallow = [
+        {"a": rng.standard_t(3, (256, 64)), "b": rng.standard_t(3, (10, 256))} for _ in range(3)
+    ]
+    deep = [{f"l{i}": rng.standard_normal((64, 64)) for i in range(4)} for _ in range(3)]
+    result = cluster(shallow + deep, realizations=20)
+    assert sorted(len(members) for members in result.classes) == [3, 3]
+    assert result.eps < 0.35 * result.distance[:3, 3:].min()

@@ -34,6 +34,11 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="layer-resolved CSD point (default signed)",
     )
     group.add_argument(
+        "--order-weight",
+        type=float,
+        help="weight of log n in a layer point (default sqrt of the number of locations)",
+    )
+    group.add_argument(
         "--include",
         action="append",
         metavar="PATTERN",
@@ -60,6 +65,14 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         "--draws", type=int, default=32, help="connectomes: submatrices per matrix (default 32)"
     )
     group.add_argument("--cache-dir", help="on-disk cache of layer spectra")
+    group.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        dest="n_jobs",
+        metavar="N",
+        help="worker processes for the circular ensembles (-1: every core; same results)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,7 +154,7 @@ def _options(args) -> dict:
     from nnequiv.equivalence import Settings
 
     options = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
-    return {**options, "cache_dir": args.cache_dir}
+    return {**options, "cache_dir": args.cache_dir, "n_jobs": args.n_jobs}
 
 
 class _Progress:

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnequiv._seeding import keyed_seed
-from nnequiv.ensembles import cayley_spectrum
-
 __all__ = [
     "DEFAULT_GRID",
     "DEFAULT_LOCATIONS",
@@ -21,7 +18,6 @@ __all__ = [
     "csd_curve",
     "DecayFit",
     "decay_rate",
-    "conjugate_spectra",
     "layer_csd_points",
     "DEFAULT_TAIL_QUANTILE",
     "survival_difference",
@@ -118,23 +114,6 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
         count,
         float(intercept),
     )
-
-
-def conjugate_spectra(
-    orders, ensemble: str = "CUE", realizations: int = 10, seed: int = 0, beta: float | None = None
-) -> list[list[np.ndarray]]:
-    """Cayley spectra of the conjugate circular ensemble: one matrix per layer order.
-
-    Returns ``out[layer][realisation]`` (arrays of length ``orders[layer]``). The stream of
-    (layer i, realisation r) is ``SeedSequence(seed, spawn_key=(i, r))`` (method item 13).
-    """
-    return [
-        [
-            cayley_spectrum(ensemble, int(n), 1, seed=keyed_seed(seed, i, r), beta=beta)[0]
-            for r in range(realizations)
-        ]
-        for i, n in enumerate(orders)
-    ]
 
 
 def layer_csd_points(

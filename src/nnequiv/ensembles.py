@@ -6,11 +6,13 @@ Two routes, with the same eigenvalue law:
   ``U^T U`` for COE and the quaternion dual product ``U^R U`` for CSE).
 * :func:`circular_eigenphases` and :func:`cayley_spectrum` draw the eigenvalues directly from
   the five-diagonal CMV matrix of Killip and Nenciu (2004), whose eigenvalues follow the
-  C-beta-E law exactly at every order ``n`` and every ``beta > 0``.
+  C-beta-E law exactly at every order ``n`` and every ``beta > 0``, through real symmetric
+  banded eigenproblems (docs/method.md, items 4 and 5).
 
 :func:`cayley_spectrum` returns ``x = |tan(theta / 2)|`` (docs/method.md, item 5), which depends
-on ``cos(theta)`` alone: the eigenvalues of the banded Hermitian part ``(C + C^H) / 2`` of the
-CMV matrix, found by a banded eigensolver in O(n^2).
+on ``cos(theta)`` alone: the eigenvalues of the Hermitian part of the CMV matrix, which after a
+unitary similarity is a real symmetric seven-diagonal matrix, found by a banded eigensolver in
+O(n^2).
 
 Every function takes ``seed`` (int, ``numpy.random.SeedSequence``, ``numpy.random.Generator``
 or None). Each realisation has its own child stream, so results do not depend on ``n_jobs``.
@@ -23,7 +25,7 @@ from functools import partial
 import numpy as np
 from scipy.linalg import lapack
 
-from nnequiv._seeding import map_ordered, realization_seeds
+from nnequiv._seeding import keyed_seed, map_ordered, realization_seeds
 
 __all__ = [
     "ENSEMBLE_BETA",
@@ -31,6 +33,7 @@ __all__ = [
     "circular_matrices",
     "circular_eigenphases",
     "cayley_spectrum",
+    "conjugate_ensemble",
     "cmv_matrix",
     "verblunsky_coefficients",
     "cayley_from_cosines",
@@ -197,26 +200,92 @@ def cmv_matrix(alpha: np.ndarray) -> np.ndarray:
     return big_l @ big_m
 
 
-def _cmv_hermitian_band(alpha: np.ndarray) -> np.ndarray:
-    """Upper band storage (3 x n) of the Hermitian part ``(C + C^H) / 2`` of the CMV matrix."""
+def _symmetric_root_of_m(alpha: np.ndarray, diag_m: np.ndarray, off_m: np.ndarray):
+    """Diagonal and off-diagonal of ``S = M^(1/2)``, a complex symmetric unitary matrix.
+
+    Each 2 x 2 block ``A`` of ``M`` is symmetric unitary with ``det A = -1``; its square root
+    is ``(A + s I) / sqrt(tr A + 2 s)`` with ``s = +-i`` chosen so that ``|tr A + 2 s| >= 2``.
+    The 1 x 1 blocks (modulus one) take the principal root.
+    """
+    n = alpha.shape[-1]
+    diag_s = np.sqrt(diag_m)
+    off_s = np.zeros(max(n - 1, 0), dtype=complex)
+    block = np.arange(1, n - 1, 2)  # first rows of M's 2 x 2 blocks
+    if block.size:
+        a = alpha[block]
+        s = np.where(a.imag <= 0, 1j, -1j)
+        t = np.sqrt(2.0 * s - 2j * a.imag)  # tr A = conj(a) - a = -2i Im a
+        diag_s[block] = (np.conj(a) + s) / t
+        diag_s[block + 1] = (s - a) / t
+        off_s[block] = off_m[block] / t
+    return diag_s, off_s
+
+
+def _band_product(left: dict, right: dict, n: int) -> dict:
+    """Product of two banded matrices given as ``{offset: diagonal}``, diagonals padded to n.
+
+    ``A[i, i + p] = a[p][i]``; the product's diagonal ``q`` is ``sum_p a[p][i] b[q-p][i+p]``.
+    """
+    out: dict = {}
+    for p, a in left.items():
+        for r, b in right.items():
+            shifted = np.zeros(n, dtype=np.result_type(a, b))
+            if p >= 0:
+                shifted[: n - p] = b[p:]
+            else:
+                shifted[-p:] = b[: n + p]
+            out[p + r] = out.get(p + r, 0) + a * shifted
+    return out
+
+
+def _tridiagonal(diag: np.ndarray, off: np.ndarray) -> dict:
+    """A symmetric tridiagonal matrix as ``{offset: diagonal}`` (padded to n)."""
+    n = diag.shape[-1]
+    upper = np.zeros(n, dtype=off.dtype)
+    lower = np.zeros(n, dtype=off.dtype)
+    upper[: n - 1] = off
+    lower[1:] = off
+    return {-1: lower, 0: diag, 1: upper}
+
+
+def _cmv_symmetric_form(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper band storage (4 x n each) of ``Re T`` and ``Im T``, a complex symmetric
+    seven-diagonal matrix ``T`` unitarily similar to the CMV matrix ``C``.
+
+    With ``C = L M`` and ``S = M^(1/2)``, ``T = S L S = S C S^H``; ``L`` and ``S`` are complex
+    symmetric, so ``T`` is too, and its Hermitian and skew-Hermitian parts are the real
+    symmetric matrices ``A = Re T`` and ``B = Im T``. They commute (``T`` is unitary), share
+    ``T``'s eigenvectors, and have the eigenvalues ``cos(theta)`` and ``sin(theta)``.
+    """
     n = alpha.shape[-1]
     diag_l, off_l, diag_m, off_m = _cmv_factors(alpha)
-    band = np.zeros((3, n), dtype=complex)
-    # C[i, i] = L[i,i-1] M[i-1,i] + L[i,i] M[i,i] + L[i,i+1] M[i+1,i]
-    main = diag_l * diag_m
-    if n > 1:
-        prod = off_l * off_m
-        main[1:] += prod
-        main[:-1] += prod
-        # C[i, i+1] = L[i,i] M[i,i+1] + L[i,i+1] M[i+1,i+1]; C[i+1, i] = L[i+1,i] M[i,i] + ...
-        upper = diag_l[:-1] * off_m + off_l * diag_m[1:]
-        lower = off_l * diag_m[:-1] + diag_l[1:] * off_m
-        band[1, 1:] = 0.5 * (upper + np.conj(lower))
-    if n > 2:
-        # C[i, i+2] = L[i,i+1] M[i+1,i+2]; C[i+2, i] = L[i+2,i+1] M[i+1,i] (both real)
-        band[0, 2:] = 0.5 * (off_l[:-1] * off_m[1:] + off_l[1:] * off_m[:-1])
-    band[2] = main.real
-    return band
+    root = _tridiagonal(*_symmetric_root_of_m(alpha, diag_m, off_m))
+    product = _band_product(_band_product(root, _tridiagonal(diag_l, off_l), n), root, n)
+    band = np.zeros((4, n), dtype=complex)
+    for offset in range(4):
+        band[3 - offset, offset:] = product[offset][: n - offset]
+    return band.real.copy(), band.imag.copy()
+
+
+def _band_matmul(band: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``B @ vectors`` for ``B`` symmetric in upper band storage."""
+    kd = band.shape[0] - 1
+    n = vectors.shape[0]
+    out = band[kd][:, None] * vectors
+    for offset in range(1, min(kd, n - 1) + 1):
+        diagonal = band[kd - offset, offset:][:, None]
+        out[:-offset] += diagonal * vectors[offset:]
+        out[offset:] += diagonal * vectors[:-offset]
+    return out
+
+
+def _rayleigh_quotients(band: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``v^T B v`` for each column ``v`` of ``vectors``."""
+    return np.einsum("ij,ij->j", vectors, _band_matmul(band, vectors))
+
+
+#: Cosines closer than this form a cluster whose eigenvectors are re-resolved by ``Im T``.
+_CLUSTER_GAP = 1e-8
 
 
 def cayley_from_cosines(cosines: np.ndarray) -> np.ndarray:
@@ -225,22 +294,61 @@ def cayley_from_cosines(cosines: np.ndarray) -> np.ndarray:
     return np.sqrt((1.0 - c) / np.maximum(1.0 + c, np.finfo(float).tiny))
 
 
+def _check_lapack(info: int) -> None:
+    if info != 0:  # pragma: no cover - LAPACK failure
+        raise np.linalg.LinAlgError(f"banded eigensolver failed (info={info})")
+
+
 def _one_cayley_spectrum(n: int, beta: float, seed_seq) -> np.ndarray:
     alpha = verblunsky_coefficients(n, beta, np.random.default_rng(seed_seq))
     if n == 1:
         cosines = np.array([alpha[0].real])
     else:
-        cosines, info = lapack.zhbevd(_cmv_hermitian_band(alpha), compute_v=0)[::2]
-        if info != 0:  # pragma: no cover - LAPACK failure
-            raise np.linalg.LinAlgError(f"banded eigensolver failed (info={info})")
+        cosines, _, info = lapack.dsbev(_cmv_symmetric_form(alpha)[0], compute_v=0)
+        _check_lapack(info)
     return np.sort(cayley_from_cosines(cosines))
 
 
-def _one_eigenphases(n: int, beta: float, seed_seq) -> np.ndarray:
-    alpha = verblunsky_coefficients(n, beta, np.random.default_rng(seed_seq))
-    phases = np.angle(np.linalg.eigvals(cmv_matrix(alpha)))
+def _eigenphases_of_verblunsky(alpha: np.ndarray) -> np.ndarray:
+    """Sorted eigenphases of the CMV matrix of ``alpha``, in ``(-pi, pi]``.
+
+    The eigenvectors of ``A = Re T`` give ``cos`` and ``sin`` as Rayleigh quotients of ``A``
+    and ``B = Im T``. Where cosines cluster (``theta_j`` near ``-theta_k``) the eigenvectors
+    of ``A`` are not those of ``T``: there ``B`` is diagonalised on the cluster's subspace.
+    """
+    if alpha.shape[-1] == 1:
+        phases = np.angle(alpha[:1])
+    else:
+        real, imag = _cmv_symmetric_form(alpha)
+        cosines, vectors, info = lapack.dsbevd(real, compute_v=1)
+        _check_lapack(info)
+        close = np.flatnonzero(np.diff(cosines) < _CLUSTER_GAP)
+        for start, stop in _runs(close):
+            block = vectors[:, start : stop + 1]
+            _, rotation = np.linalg.eigh(block.T @ _band_matmul(imag, block))
+            vectors[:, start : stop + 1] = block @ rotation
+        if close.size:
+            cosines = _rayleigh_quotients(real, vectors)
+        phases = np.arctan2(_rayleigh_quotients(imag, vectors), cosines)
     phases[phases <= -np.pi] = np.pi
     return np.sort(phases)
+
+
+def _runs(gaps: np.ndarray):
+    """``(first, last)`` index of each cluster, from the sorted indices ``i`` of small gaps
+    between eigenvalue ``i`` and ``i + 1``."""
+    if gaps.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(gaps) > 1)
+    starts = np.r_[gaps[0], gaps[breaks + 1]]
+    stops = np.r_[gaps[breaks], gaps[-1]] + 1
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _one_eigenphases(n: int, beta: float, seed_seq) -> np.ndarray:
+    return _eigenphases_of_verblunsky(
+        verblunsky_coefficients(n, beta, np.random.default_rng(seed_seq))
+    )
 
 
 def _draw(one, kind, n, size, seed, beta, n_jobs) -> np.ndarray:
@@ -305,6 +413,57 @@ def cayley_spectrum(
         Shape ``(size, n)``, each row sorted ascending, values in ``[0, inf)``.
     """
     return _draw(_one_cayley_spectrum, kind, n, size, seed, beta, n_jobs)
+
+
+def _keyed_cayley_spectrum(beta: float, seed, task: tuple[int, int, int]) -> np.ndarray:
+    layer, realisation, n = task
+    return _one_cayley_spectrum(n, beta, keyed_seed(seed, layer, realisation))
+
+
+def conjugate_ensemble(
+    orders,
+    kind: str | None = "CUE",
+    size: int = 10,
+    seed: int = 0,
+    *,
+    beta: float | None = None,
+    n_jobs: int | None = None,
+) -> list[np.ndarray]:
+    """Cayley spectra of a conjugate circular ensemble: one matrix per layer order.
+
+    Parameters
+    ----------
+    orders : sequence of int
+        Matrix order of each layer (``min(N, M)``).
+    kind, beta
+        The circular ensemble, as in :func:`cayley_spectrum`.
+    size : int
+        Number of realisations of the whole ensemble.
+    seed : int or SeedSequence
+        Layer ``i`` in realisation ``r`` draws from ``SeedSequence(seed, spawn_key=(i, r))``
+        (method item 13), so any subset of layers or realisations can be redrawn alone.
+    n_jobs : int or None
+        Worker processes over all (layer, realisation) pairs (-1: every core). Does not
+        change the result.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``out[i]`` has shape ``(size, orders[i])``, each row sorted ascending.
+    """
+    b = ensemble_beta(kind, beta)
+    orders = [_check_order(n, size)[0] for n in orders]
+    if seed is None or (isinstance(seed, (int, np.integer)) and seed < 0):
+        raise ValueError(f"conjugate_ensemble needs a fixed seed >= 0, got {seed!r}")
+    # Largest orders first, so that parallel workers finish together.
+    tasks = sorted(
+        ((i, r, n) for i, n in enumerate(orders) for r in range(size)), key=lambda t: -t[2]
+    )
+    rows = map_ordered(partial(_keyed_cayley_spectrum, b, seed), tasks, n_jobs)
+    out = [np.empty((size, n)) for n in orders]
+    for (i, r, _), row in zip(tasks, rows):
+        out[i][r] = row
+    return out
 
 
 def half_cauchy_cdf(x: np.ndarray) -> np.ndarray:

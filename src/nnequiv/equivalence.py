@@ -24,14 +24,13 @@ from nnequiv.csd import (
     DEFAULT_LOCATIONS,
     DEFAULT_TAIL_QUANTILE,
     DecayFit,
-    conjugate_spectra,
     csd_curve,
     decay_rate,
     layer_csd_points,
     log_grid,
     spectral_density,
 )
-from nnequiv.ensembles import ensemble_beta
+from nnequiv.ensembles import conjugate_ensemble, ensemble_beta
 from nnequiv.errors import InputError
 from nnequiv.loading import WeightSource
 from nnequiv.spectra import DEFAULT_RTOL, network_spectra, normalize_spectrum
@@ -70,6 +69,7 @@ class Settings:
     locations: tuple = DEFAULT_LOCATIONS
     tail_quantile: float = DEFAULT_TAIL_QUANTILE
     fingerprint: str = "signed"
+    order_weight: float | None = None
     include: tuple | None = None
     exclude: tuple | None = None
     layout: str | None = None
@@ -85,8 +85,18 @@ class Settings:
             raise InputError(
                 f"unknown fingerprint {self.fingerprint!r}; use one of {', '.join(FINGERPRINTS)}"
             )
+        if self.order_weight is not None and not float(self.order_weight) > 0:
+            raise InputError(f"order_weight must be > 0, got {self.order_weight}")
         if not 0 < self.tail_quantile < 1:
             raise InputError(f"tail_quantile must be in (0, 1), got {self.tail_quantile}")
+
+    @property
+    def log_order_weight(self) -> float:
+        """Weight of the standardised ``log n`` coordinate of a layer point: by default
+        ``sqrt(len(locations))``, so that order and curve weigh the same (method item 10)."""
+        if self.order_weight is None:
+            return float(np.sqrt(len(self.locations)))
+        return float(self.order_weight)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -174,6 +184,7 @@ def analyze(
     *,
     settings: Settings | None = None,
     cache_dir: str | os.PathLike | None = None,
+    n_jobs: int | None = None,
     **options,
 ) -> Analysis:
     """Compare a network's Mixed Matrix Ensemble with its conjugate circular ensemble.
@@ -192,9 +203,13 @@ def analyze(
         All options at once (overrides the arguments above).
     cache_dir : path, optional
         On-disk cache of layer spectra.
+    n_jobs : int or None
+        Worker processes for the conjugate ensemble (-1: every core). Does not change the
+        result.
     **options
         Other :class:`Settings` fields: normalization, grid, locations, tail_quantile,
-        fingerprint, include, exclude, layout, rtol, and for connectomes mixture, draws.
+        fingerprint, order_weight, include, exclude, layout, rtol, and for connectomes
+        mixture, draws.
 
     Returns
     -------
@@ -215,7 +230,7 @@ def analyze(
         rtol=settings.rtol,
         cache_dir=cache_dir,
     )
-    return analysis_from_spectra(spectra.source, spectra.layers, settings)
+    return analysis_from_spectra(spectra.source, spectra.layers, settings, n_jobs)
 
 
 def _settings(**kwargs) -> Settings:
@@ -234,14 +249,18 @@ def _settings(**kwargs) -> Settings:
         raise InputError(f"unknown option: {exc}") from exc
 
 
-def analysis_from_spectra(label: str, layer_spectra, settings: Settings) -> Analysis:
+def analysis_from_spectra(
+    label: str, layer_spectra, settings: Settings, n_jobs: int | None = None
+) -> Analysis:
     """The :class:`Analysis` of already computed layer spectra (lets callers reuse spectra)."""
     edges = log_grid(*settings.grid)
     normalised = [
         normalize_spectrum(layer.eigenvalues, settings.normalization) for layer in layer_spectra
     ]
     orders = [layer.order for layer in layer_spectra]
-    conjugates = conjugate_spectra(orders, settings.ensemble, settings.realizations, settings.seed)
+    conjugates = conjugate_ensemble(
+        orders, settings.ensemble, settings.realizations, settings.seed, n_jobs=n_jobs
+    )
     pooled = np.concatenate(normalised)
     p_net = spectral_density(pooled, edges)
     p_circ_each = np.array(
@@ -307,11 +326,18 @@ def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(max(value, 0.0)))
 
 
-def _feature_scale(analyses: Sequence[Analysis]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the layer features over a set (method item 10)."""
-    stacked = np.concatenate([a.layer_points.mean(axis=0) for a in analyses], axis=0)
+def _feature_scale(
+    analyses: Sequence[Analysis], settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale of the layer features over a set (method item 10): mean and standard
+    deviation of the single-realisation points of every layer, the ``log n`` scale divided by
+    its weight. Taking single realisations keeps a coordinate that carries only conjugate
+    noise from being blown up by standardisation."""
+    width = analyses[0].layer_points.shape[-1]
+    stacked = np.concatenate([a.layer_points.reshape(-1, width) for a in analyses], axis=0)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     std[std == 0] = 1.0
+    std[-1] /= settings.log_order_weight
     return mean, std
 
 
@@ -379,11 +405,14 @@ def _resolve_eps(eps, analyses, level, scale) -> tuple[float, str]:
     return float(np.quantile(floors, EPS_QUANTILE)), "calibrated"
 
 
-def _analysed_set(sources, level, cache_dir, progress, **settings) -> tuple[list, tuple]:
+def _analysed_set(
+    sources, level, cache_dir, progress, n_jobs=None, **settings
+) -> tuple[list, tuple]:
     """Analyses of the sources (each computed once) and the feature scale over them."""
     _check_level(level)
-    analyses = _Analyses(_settings(**settings), cache_dir, progress)(sources)
-    return analyses, _feature_scale(analyses)
+    chosen = _settings(**settings)
+    analyses = _Analyses(chosen, cache_dir, progress, n_jobs)(sources)
+    return analyses, _feature_scale(analyses, chosen)
 
 
 @dataclass
@@ -424,8 +453,11 @@ def decide(distance: float, spread: tuple[float, float], eps: float) -> str:
 class _Analyses:
     """Analyses computed once per distinct source within one call."""
 
-    def __init__(self, settings: Settings, cache_dir=None, progress: Callable | None = None):
+    def __init__(
+        self, settings: Settings, cache_dir=None, progress: Callable | None = None, n_jobs=None
+    ):
         self.settings, self.cache_dir, self.progress = settings, cache_dir, progress
+        self.n_jobs = n_jobs
         self.done: dict = {}
 
     def __call__(self, sources) -> list[Analysis]:
@@ -437,7 +469,9 @@ class _Analyses:
                 continue
             key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
             if key not in self.done:
-                self.done[key] = analyze(source, settings=self.settings, cache_dir=self.cache_dir)
+                self.done[key] = analyze(
+                    source, settings=self.settings, cache_dir=self.cache_dir, n_jobs=self.n_jobs
+                )
             out.append(self.done[key])
             if self.progress:
                 self.progress(index + 1, len(items), str(key))
@@ -454,6 +488,7 @@ def compare(
     realizations: int = 10,
     seed: int = 0,
     cache_dir=None,
+    n_jobs: int | None = None,
     **options,
 ) -> Verdict:
     """Decide whether two networks are equivalent (method items 9-11).
@@ -468,7 +503,7 @@ def compare(
         Accuracy. When None it is calibrated: the 95th percentile, over the compared
         networks, of the distance expected between two independent analyses of the same
         network (half-split of its realisations, divided by sqrt 2).
-    ensemble, realizations, seed, cache_dir, **options
+    ensemble, realizations, seed, cache_dir, n_jobs, **options
         As for :func:`analyze`.
 
     Returns
@@ -481,6 +516,7 @@ def compare(
         level,
         cache_dir,
         None,
+        n_jobs,
         ensemble=ensemble,
         realizations=realizations,
         seed=seed,
@@ -558,6 +594,7 @@ def cluster(
     seed: int = 0,
     cache_dir=None,
     progress: Callable | None = None,
+    n_jobs: int | None = None,
     **options,
 ) -> Classes:
     """Sort networks into equivalence classes.
@@ -572,6 +609,7 @@ def cluster(
         level,
         cache_dir,
         progress,
+        n_jobs,
         ensemble=ensemble,
         realizations=realizations,
         seed=seed,
@@ -628,6 +666,7 @@ def identify(
     seed: int = 0,
     cache_dir=None,
     progress: Callable | None = None,
+    n_jobs: int | None = None,
     **options,
 ) -> Identification:
     """Which known design is this checkpoint? Rank ``library`` by distance to ``query``.
@@ -641,6 +680,7 @@ def identify(
         level,
         cache_dir,
         progress,
+        n_jobs,
         ensemble=ensemble,
         realizations=realizations,
         seed=seed,
