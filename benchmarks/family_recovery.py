@@ -2,7 +2,8 @@
 
 For each level (layer, pooled), fingerprint and ensemble: leave-one-out nearest-neighbour
 family accuracy over the models whose family has two members or more, and the adjusted Rand
-index of average-linkage classes cut at the number of families, with the run time.
+index of average-linkage classes cut at the number of families, with the run time. Then the
+default settings at several seeds, to show how much the scores move with the random draws.
 
 Run: ``python benchmarks/family_recovery.py [--zoo ../shared/zoo]`` (``make bench``).
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import nearest_other  # noqa: E402
 
 from nnequiv import cluster  # noqa: E402
+from nnequiv.csd import DEFAULT_LOCATIONS  # noqa: E402
 
 
 def nearest_neighbours(distance: np.ndarray, labels: list[str]) -> list[tuple[int, int]]:
@@ -40,7 +42,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", default=str(root.parent / "shared" / "zoo"))
     parser.add_argument("--quick", action="store_true", help="default settings only")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="default settings at seeds 0..K-1 (full: 5)"
+    )
     args = parser.parse_args()
+    if args.seeds is None:
+        args.seeds = 0 if args.quick else 5
     zoo = Path(args.zoo)
     rows = list(csv.DictReader((zoo / "MANIFEST.csv").open()))
     paths = [str(zoo / row["file"]) for row in rows]
@@ -50,39 +57,78 @@ def main() -> None:
         f"# family recovery on {len(paths)} networks, {n_families} families, "
         f"{sum(families.count(f) >= 2 for f in families)} models in families of 2+"
     )
-    runs = [("layer", "signed", "CUE"), ("layer", "absolute", "CUE"), ("pooled", "signed", "CUE")]
+    # (level, fingerprint, ensemble, order weight; None = the default sqrt(#locations))
+    runs = [
+        ("layer", "signed", "CUE", None),
+        ("layer", "absolute", "CUE", None),
+        ("pooled", "signed", "CUE", None),
+    ]
     if not args.quick:
         runs += [
-            ("layer", "signed", "COE"),
-            ("layer", "signed", "CSE"),
-            ("pooled", "signed", "COE"),
-            ("pooled", "signed", "CSE"),
+            ("layer", "signed", "CUE", 1.0),
+            ("layer", "absolute", "CUE", 1.0),
+            ("layer", "signed", "COE", None),
+            ("layer", "signed", "CSE", None),
+            ("pooled", "signed", "COE", None),
+            ("pooled", "signed", "CSE", None),
         ]
     print(
-        f"{'level':7} {'fingerprint':11} {'ensemble':8} {'1-NN acc':>8} {'ARI':>6} "
+        f"{'level':7} {'fingerprint':11} {'w':>4} {'ensemble':8} {'1-NN acc':>8} {'ARI':>6} "
         f"{'seconds':>8}  misses"
     )
-    for level, fingerprint, ensemble in runs:
-        start = time.perf_counter()
-        classes = cluster(
-            paths, level=level, ensemble=ensemble, fingerprint=fingerprint, realizations=10, seed=0
+    for level, fingerprint, ensemble, weight in runs:
+        accuracy, ari, misses, seconds = recovery(
+            paths,
+            families,
+            level=level,
+            ensemble=ensemble,
+            fingerprint=fingerprint,
+            order_weight=weight,
         )
-        seconds = time.perf_counter() - start
-        pairs = nearest_neighbours(classes.distance, families)
-        accuracy = np.mean([families[i] == families[j] for i, j in pairs])
-        cut = fcluster(classes.linkage, n_families, "maxclust")
-        ari = adjusted_rand_score(families, cut)
-        misses = [
-            f"{Path(paths[i]).stem}->{Path(paths[j]).stem}"
-            for i, j in pairs
-            if families[i] != families[j]
-        ]
-        fp = fingerprint if level == "layer" else "-"
+        default_weight = np.sqrt(len(DEFAULT_LOCATIONS))
+        fp, w = fingerprint, f"{default_weight if weight is None else weight:g}"
+        if level == "pooled":
+            fp, w = "-", "-"
         print(
-            f"{level:7} {fp:11} {ensemble:8} {accuracy:8.3f} {ari:6.3f} {seconds:8.1f}  "
+            f"{level:7} {fp:11} {w:>4} {ensemble:8} {accuracy:8.3f} {ari:6.3f} {seconds:8.1f}  "
             f"{', '.join(misses)}",
             flush=True,
         )
+    if args.seeds:
+        print(
+            f"\n# layer level, signed, CUE at seeds 0..{args.seeds - 1}: default order weight and 1"
+        )
+        print(f"{'seed':>4} {'1-NN acc':>8} {'ARI':>6} {'1-NN w=1':>9} {'ARI w=1':>8}")
+        scores = []
+        for seed in range(args.seeds):
+            default = recovery(paths, families, seed=seed)[:2]
+            plain = recovery(paths, families, seed=seed, order_weight=1.0)[:2]
+            scores.append(default + plain)
+            print(f"{seed:4d} {default[0]:8.3f} {default[1]:6.3f} {plain[0]:9.3f} {plain[1]:8.3f}")
+        low, high = np.min(scores, axis=0), np.max(scores, axis=0)
+        for name, column in (("default", 0), ("w=1", 2)):
+            print(
+                f"range {name}: 1-NN {low[column]:.3f}-{high[column]:.3f}, "
+                f"ARI {low[column + 1]:.3f}-{high[column + 1]:.3f}"
+            )
+
+
+def recovery(paths: list[str], families: list[str], **options):
+    """1-NN family accuracy, ARI, misses and seconds of one :func:`nnequiv.cluster` run."""
+    options = {"realizations": 10, "seed": 0, **options}
+    start = time.perf_counter()
+    classes = cluster(paths, **options)
+    seconds = time.perf_counter() - start
+    pairs = nearest_neighbours(classes.distance, families)
+    accuracy = float(np.mean([families[i] == families[j] for i, j in pairs]))
+    cut = fcluster(classes.linkage, len(set(families)), "maxclust")
+    ari = adjusted_rand_score(families, cut)
+    misses = [
+        f"{Path(paths[i]).stem}->{Path(paths[j]).stem}"
+        for i, j in pairs
+        if families[i] != families[j]
+    ]
+    return accuracy, ari, misses, seconds
 
 
 if __name__ == "__main__":
