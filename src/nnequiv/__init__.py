@@ -1,7 +1,12 @@
 """nnequiv: equivalence of neural networks from their weights via conjugate circular
 ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method.md."""
 
-from nnequiv.ensembles import cayley_spectrum, circular_eigenphases, circular_matrices
+from nnequiv.ensembles import (
+    cayley_spectrum,
+    circular_eigenphases,
+    circular_matrices,
+    conjugate_ensemble,
+)
 from nnequiv.equivalence import (
     Analysis,
     Classes,
@@ -32,6 +37,7 @@ __all__ = [
     "circular_matrices",
     "cluster",
     "compare",
+    "conjugate_ensemble",
     "identify",
     "layer_matrices",
     "layer_spectra",
