@@ -81,8 +81,7 @@ def orders_table(orders: list[int], big: int) -> None:
                 scipy_20 = float("nan")
                 phases = float("nan")
             else:
-                reps = 3
-                scipy_20 = 20 * scipy_seconds_per_realisation(kind, n, reps)
+                scipy_20 = 20 * scipy_seconds_per_realisation(kind, n, 3)
                 phases = median_seconds(lambda: circular_eigenphases(kind, n, 20, seed=0), 1)
             serial = median_seconds(lambda: cayley_spectrum(kind, n, 20, seed=0), 3)
             parallel = median_seconds(lambda: cayley_spectrum(kind, n, 20, seed=0, n_jobs=-1), 3)
@@ -107,13 +106,13 @@ def resnet50_table() -> None:
     )
     for kind in KINDS:
         rng = np.random.default_rng(1)
+
+        def scipy_topology():
+            return [scipy_eigenvalues(kind, n, rng) for n in orders]
+
         with threadpool_limits(1):
-            scipy_one = 10 * median_seconds(
-                lambda: [scipy_eigenvalues(kind, n, rng) for n in orders], 1
-            )
-        scipy_all = 10 * median_seconds(
-            lambda: [scipy_eigenvalues(kind, n, rng) for n in orders], 1
-        )
+            scipy_one = 10 * median_seconds(scipy_topology, 1)
+        scipy_all = 10 * median_seconds(scipy_topology, 1)
 
         serial = median_seconds(lambda: conjugate_ensemble(orders, kind, 10, seed=0), 3)
         parallel = median_seconds(

@@ -248,9 +248,9 @@ def _tridiagonal(diag: np.ndarray, off: np.ndarray) -> dict:
     return {-1: lower, 0: diag, 1: upper}
 
 
-def _cmv_symmetric_form(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Upper band storage (4 x n each) of ``Re T`` and ``Im T``, a complex symmetric
-    seven-diagonal matrix ``T`` unitarily similar to the CMV matrix ``C``.
+def _cmv_symmetric_form(alpha: np.ndarray) -> np.ndarray:
+    """Upper band storage (4 x n) of a complex symmetric seven-diagonal matrix ``T``
+    unitarily similar to the CMV matrix ``C``.
 
     With ``C = L M`` and ``S = M^(1/2)``, ``T = S L S = S C S^H``; ``L`` and ``S`` are complex
     symmetric, so ``T`` is too, and its Hermitian and skew-Hermitian parts are the real
@@ -264,7 +264,7 @@ def _cmv_symmetric_form(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     band = np.zeros((4, n), dtype=complex)
     for offset in range(4):
         band[3 - offset, offset:] = product[offset][: n - offset]
-    return band.real.copy(), band.imag.copy()
+    return band
 
 
 def _band_matmul(band: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -304,7 +304,7 @@ def _one_cayley_spectrum(n: int, beta: float, seed_seq) -> np.ndarray:
     if n == 1:
         cosines = np.array([alpha[0].real])
     else:
-        cosines, _, info = lapack.dsbev(_cmv_symmetric_form(alpha)[0], compute_v=0)
+        cosines, _, info = lapack.dsbev(_cmv_symmetric_form(alpha).real, compute_v=0)
         _check_lapack(info)
     return np.sort(cayley_from_cosines(cosines))
 
@@ -319,7 +319,8 @@ def _eigenphases_of_verblunsky(alpha: np.ndarray) -> np.ndarray:
     if alpha.shape[-1] == 1:
         phases = np.angle(alpha[:1])
     else:
-        real, imag = _cmv_symmetric_form(alpha)
+        band = _cmv_symmetric_form(alpha)
+        real, imag = band.real, band.imag
         cosines, vectors, info = lapack.dsbevd(real, compute_v=1)
         _check_lapack(info)
         close = np.flatnonzero(np.diff(cosines) < _CLUSTER_GAP)
