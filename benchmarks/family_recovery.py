@@ -3,7 +3,10 @@
 For each level (layer, pooled), fingerprint and ensemble: leave-one-out nearest-neighbour
 family accuracy over the models whose family has two members or more, and the adjusted Rand
 index of average-linkage classes cut at the number of families, with the run time. Then the
-default settings at several seeds, to show how much the scores move with the random draws.
+default settings at several seeds, to show how much the scores move with the random draws, and
+the rank of each model's nearest family member under the layer and pooled distances and under
+a distance of the layer shapes alone (no weights), which shows which misses the family labels
+themselves make unavoidable for the 1-NN score.
 
 Run: ``python benchmarks/family_recovery.py [--zoo ../shared/zoo]`` (``make bench``).
 """
@@ -24,8 +27,9 @@ from sklearn.metrics import adjusted_rand_score
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import nearest_other  # noqa: E402
 
-from nnequiv import cluster  # noqa: E402
+from nnequiv import analyze, cluster  # noqa: E402
 from nnequiv.csd import DEFAULT_LOCATIONS  # noqa: E402
+from nnequiv.equivalence import energy_distance  # noqa: E402
 
 
 def nearest_neighbours(distance: np.ndarray, labels: list[str]) -> list[tuple[int, int]]:
@@ -35,6 +39,59 @@ def nearest_neighbours(distance: np.ndarray, labels: list[str]) -> list[tuple[in
         for i, label in enumerate(labels)
         if labels.count(label) >= 2
     ]
+
+
+def partner_ranks(distance: np.ndarray, labels: list[str]) -> dict[int, int]:
+    """For every model whose label occurs twice or more, the rank of its nearest other model
+    with the same label: 1 + the number of other models strictly nearer."""
+    ranks = {}
+    for i, label in enumerate(labels):
+        same = [j for j, other in enumerate(labels) if other == label and j != i]
+        if same:
+            row = np.delete(distance[i], i)
+            ranks[i] = 1 + int(np.sum(row < distance[i, same].min()))
+    return ranks
+
+
+def shape_distance(analyses) -> np.ndarray:
+    """Energy distance between the clouds of standardised (log N, log M) layer shapes: the
+    architecture as written, with no weight values and no conjugate ensemble."""
+    clouds = [np.log([layer["matrix_shape"] for layer in a.layers]) for a in analyses]
+    stacked = np.concatenate(clouds)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    clouds = [(cloud - mean) / std for cloud in clouds]
+    distance = np.zeros((len(clouds), len(clouds)))
+    for i in range(len(clouds)):
+        for j in range(i + 1, len(clouds)):
+            distance[i, j] = distance[j, i] = energy_distance(clouds[i], clouds[j])
+    return distance
+
+
+def reach(paths: list[str], families: list[str]) -> None:
+    """Print the rank of each model's nearest family member under three distances, and the
+    1-NN accuracy that the models missed by all three leave at most."""
+    analyses = [analyze(path, realizations=10, seed=0) for path in paths]
+    distances = {
+        "layer": cluster(analyses).distance,
+        "pooled": cluster(analyses, level="pooled").distance,
+        "shapes": shape_distance(analyses),
+    }
+    ranks = {name: partner_ranks(distance, families) for name, distance in distances.items()}
+    others = len(paths) - 1
+    print(f"\n# rank of the nearest family member among the {others} other networks (1 = nearest)")
+    print(f"{'network':36} {'family':20} " + " ".join(f"{name:>6}" for name in distances))
+    for i in ranks["layer"]:
+        print(
+            f"{Path(paths[i]).stem:36} {families[i]:20} "
+            + " ".join(f"{ranks[name][i]:6d}" for name in distances)
+        )
+    missed = [i for i in ranks["layer"] if all(ranks[name][i] > 1 for name in distances)]
+    total = len(ranks["layer"])
+    print(
+        f"missed by every distance above: {len(missed)} of {total} "
+        f"({', '.join(Path(paths[i]).stem for i in missed)}); "
+        f"with these missed, 1-NN accuracy <= {(total - len(missed)) / total:.3f}"
+    )
 
 
 def main() -> None:
@@ -111,6 +168,7 @@ def main() -> None:
                 f"range {name}: 1-NN {low[column]:.3f}-{high[column]:.3f}, "
                 f"ARI {low[column + 1]:.3f}-{high[column + 1]:.3f}"
             )
+    reach(paths, families)
 
 
 def recovery(paths: list[str], families: list[str], **options):
