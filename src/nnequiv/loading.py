@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -415,7 +416,10 @@ def _load_torch(path: Path) -> dict:
             raise FormatError(f"{path}: unreadable TorchScript archive ({exc})") from exc
         return dict(module.state_dict())
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch's advice on pickle protocols; the file either loads or gets a clear error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc).strip()
         first = text.splitlines()[0][:160] if text else type(exc).__name__
