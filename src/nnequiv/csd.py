@@ -92,9 +92,7 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
     """
     locations = np.asarray(edges[:-1], dtype=float)
     csd = np.asarray(csd, dtype=float)
-    nonzero = np.flatnonzero(csd > 0)
-    last = nonzero[-1] if nonzero.size else -1
-    mask = (locations >= x_start) & (np.arange(csd.size) <= last) & (csd > 0)
+    mask = (locations >= x_start) & (csd > 0)  # so the fit ends at the last non-zero bin
     count = int(mask.sum())
     if count < 3:
         nan = float("nan")

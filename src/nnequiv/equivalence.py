@@ -270,8 +270,8 @@ def analysis_from_spectra(
         ]
     )
     csd = csd_curve(p_net, p_circ_each)
-    tail_start = float(np.quantile(pooled, settings.tail_quantile))
-    far_tail = edges[:-1] >= np.quantile(pooled, 0.99)
+    tail_start, far_start = np.quantile(pooled, [settings.tail_quantile, 0.99])
+    far_tail = edges[:-1] >= far_start
     mean_csd = csd.mean(axis=0)
     conjugacy = float(mean_csd[far_tail].max()) if far_tail.any() else 0.0
     points = np.stack(
@@ -311,7 +311,7 @@ def analysis_from_spectra(
         p_circ_each.mean(axis=0),
         csd,
         decay_rate(edges, mean_csd, tail_start),
-        tail_start,
+        float(tail_start),
         conjugacy,
         np.concatenate([points, log_orders], axis=2),
     )
@@ -411,7 +411,7 @@ def _analysed_set(
     """Analyses of the sources (each computed once) and the feature scale over them."""
     _check_level(level)
     chosen = _settings(**settings)
-    analyses = _Analyses(chosen, cache_dir, progress, n_jobs)(sources)
+    analyses = _analyse_each(list(sources), chosen, cache_dir, progress, n_jobs)
     return analyses, _feature_scale(analyses, chosen)
 
 
@@ -450,32 +450,24 @@ def decide(distance: float, spread: tuple[float, float], eps: float) -> str:
     return "equivalent" if distance <= eps else "not equivalent"
 
 
-class _Analyses:
-    """Analyses computed once per distinct source within one call."""
-
-    def __init__(
-        self, settings: Settings, cache_dir=None, progress: Callable | None = None, n_jobs=None
-    ):
-        self.settings, self.cache_dir, self.progress = settings, cache_dir, progress
-        self.n_jobs = n_jobs
-        self.done: dict = {}
-
-    def __call__(self, sources) -> list[Analysis]:
-        out = []
-        items = list(sources)
-        for index, source in enumerate(items):
-            if isinstance(source, Analysis):
-                out.append(source)
-                continue
-            key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
-            if key not in self.done:
-                self.done[key] = analyze(
-                    source, settings=self.settings, cache_dir=self.cache_dir, n_jobs=self.n_jobs
-                )
-            out.append(self.done[key])
-            if self.progress:
-                self.progress(index + 1, len(items), str(key))
-        return out
+def _analyse_each(
+    sources, settings: Settings, cache_dir=None, progress: Callable | None = None, n_jobs=None
+) -> list[Analysis]:
+    """Analyses of the sources, each distinct source computed once; finished analyses are
+    used as they are."""
+    done: dict = {}
+    out = []
+    for index, source in enumerate(sources):
+        if isinstance(source, Analysis):
+            out.append(source)
+            continue
+        key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
+        if key not in done:
+            done[key] = analyze(source, settings=settings, cache_dir=cache_dir, n_jobs=n_jobs)
+        out.append(done[key])
+        if progress:
+            progress(index + 1, len(sources), str(key))
+    return out
 
 
 def compare(
