@@ -8,6 +8,7 @@ scikit-learn (no download): a wide shallow MLP, a narrow deep MLP, and a bottlen
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import warnings
@@ -40,6 +41,12 @@ def train_family(out: Path) -> list[Path]:
     return paths
 
 
+def nnequiv(*arguments: str) -> None:
+    """Show and run one ``nnequiv`` command."""
+    print(f"\n$ nnequiv {shlex.join(arguments)}", flush=True)
+    subprocess.run([sys.executable, "-m", "nnequiv.cli", *arguments], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output")
@@ -48,42 +55,13 @@ def main() -> None:
     networks = out / "networks"
     networks.mkdir(parents=True, exist_ok=True)
     paths = train_family(networks)
-    command = [
-        sys.executable,
-        "-m",
-        "nnequiv.cli",
-        "cluster",
-        str(networks),
-        "--layout",
-        "out-last",
-        "--plot",
-        str(out / "figures"),
-        "--csv",
-        str(out / "classes.csv"),
-        "--realizations",
-        "40",
-    ]
-    print(
-        "\n$ nnequiv cluster",
-        networks,
-        "--layout out-last --realizations 40 --plot",
-        out / "figures",
-    )
-    subprocess.run(command, check=True)
-    analyze = [
-        sys.executable,
-        "-m",
-        "nnequiv.cli",
-        "analyze",
-        str(paths[0]),
-        "--layout",
-        "out-last",
-        "--plot",
-        str(out / "figures"),
-    ]
-    print(f"\n$ nnequiv analyze {paths[0]} --layout out-last --plot {out / 'figures'}")
-    subprocess.run(analyze, check=True)
-    print(f"\nfigures in {out / 'figures'}, classes in {out / 'classes.csv'}")
+    figures = str(out / "figures")
+    nnequiv(
+        "cluster", str(networks), "--layout", "out-last", "--realizations", "40",
+        "--plot", figures, "--csv", str(out / "classes.csv"),
+    )  # fmt: skip
+    nnequiv("analyze", str(paths[0]), "--layout", "out-last", "--plot", figures)
+    print(f"\nfigures in {figures}, classes in {out / 'classes.csv'}")
 
 
 if __name__ == "__main__":
