@@ -29,10 +29,10 @@ def test_layer_table_and_skipped_reasons(mlp_state):
 @pytest.mark.parametrize(
     "shape,layout,expected",
     [
-        ((64, 32, 3, 3), "out-first", (64, 288)),
-        ((3, 3, 32, 64), "out-last", (64, 288)),
-        ((40, 1, 15), "out-first", (40, 15)),
-        ((10, 20), "out-first", (10, 20)),
+        ((64, 32, 3, 3), "oihw", (64, 288)),
+        ((3, 3, 32, 64), "hwio", (64, 288)),
+        ((40, 1, 15), "oihw", (40, 15)),
+        ((10, 20), "oihw", (10, 20)),
     ],
 )
 def test_matrix_shape(shape, layout, expected):
@@ -40,19 +40,19 @@ def test_matrix_shape(shape, layout, expected):
 
 
 def test_kernel_votes_and_network_inference():
-    assert kernel_vote((64, 32, 3, 3)) == "out-first"
-    assert kernel_vote((3, 3, 32, 64)) == "out-last"
-    assert kernel_vote((1, 1, 8, 8)) == "out-last"  # 1x1 kernel beats the 8x8 tail
-    assert kernel_vote((8, 8, 1, 1)) == "out-first"
+    assert kernel_vote((64, 32, 3, 3)) == "oihw"
+    assert kernel_vote((3, 3, 32, 64)) == "hwio"
+    assert kernel_vote((1, 1, 8, 8)) == "hwio"  # 1x1 kernel beats the 8x8 tail
+    assert kernel_vote((8, 8, 1, 1)) == "oihw"
     assert kernel_vote((128, 1, 512, 1)) is None  # long 1-D kernels do not vote
     assert kernel_vote((10, 20)) is None
     # one odd tensor (an 8 x 8 x 3 x 39 ONNX kernel) is outvoted by the rest of its network
-    assert infer_layout([(32, 1, 7, 7), (8, 8, 3, 39), (32, 8, 5, 5)]) == "out-first"
-    assert infer_layout([(3, 3, 3, 32), (1, 1, 32, 64), (3, 3, 64, 1)]) == "out-last"
-    assert infer_layout([(10, 20)]) == "out-first"
+    assert infer_layout([(32, 1, 7, 7), (8, 8, 3, 39), (32, 8, 5, 5)]) == "oihw"
+    assert infer_layout([(3, 3, 3, 32), (1, 1, 32, 64), (3, 3, 64, 1)]) == "hwio"
+    assert infer_layout([(10, 20)]) == "oihw"
 
 
 def test_matrix_is_a_view_of_the_tensor():
     kernel = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)
-    layer = layer_matrices({"k": kernel}, layout="out-first").layers[0]
+    layer = layer_matrices({"k": kernel}, layout="oihw").layers[0]
     assert np.shares_memory(layer.matrix, kernel)

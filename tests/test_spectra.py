@@ -82,7 +82,7 @@ def zoo_rows():
 @pytest.mark.parametrize("row", zoo_rows(), ids=lambda r: r["file"] if r else "zoo")
 def test_zoo_models_load_with_inferred_layout_and_match_svd(row):
     path = require_shared(ZOO) / row["file"]
-    expected_layout = "out-last" if "TF.js" in row["loader"] else "out-first"
+    expected_layout = "hwio" if "TF.js" in row["loader"] else "oihw"
     spectra = network_spectra(path)
     assert spectra.layout == expected_layout
     assert len(spectra.layers) + len(spectra.skipped) == int(row["n_tensors"])

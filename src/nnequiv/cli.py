@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nnequiv import __version__
 from nnequiv.errors import InputError, NNEquivError
+from nnequiv.loading import LAYOUTS
 
 COMMANDS = ("analyze", "compare", "cluster", "identify", "null")
 
@@ -52,7 +53,8 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--layout",
-        choices=["out-first", "out-last"],
+        type=str.lower,
+        choices=sorted(LAYOUTS),
         help="force the tensor layout (default: known or inferred)",
     )
     group.add_argument(
@@ -191,7 +193,7 @@ def _emit(args, payload: dict, text: str) -> None:
 def run(argv=None) -> int:
     args = _parser().parse_args(argv)
     import nnequiv
-    from nnequiv import reporting
+    from nnequiv import figures, reporting
 
     if args.command == "null":
         from nnequiv.connectomes import null_model, save_connectome
@@ -205,14 +207,14 @@ def run(argv=None) -> int:
         analysis = nnequiv.analyze(args.path, **options)
         _emit(args, analysis.to_dict(), reporting.format_analysis(analysis))
         if args.plot:
-            reporting.plot_analysis(analysis, args.plot)
+            figures.plot_analysis(analysis, args.plot)
     elif args.command == "compare":
         analyses = [nnequiv.analyze(path, **options) for path in (args.a, args.b)]
         verdict = nnequiv.compare(*analyses, level=args.level, eps=args.eps, **options)
         _emit(args, verdict.to_dict(), reporting.format_verdict(verdict))
         if args.plot:
             for analysis in analyses:
-                reporting.plot_analysis(analysis, args.plot)
+                figures.plot_analysis(analysis, args.plot)
     elif args.command == "cluster":
         with _Progress("analysing") as progress:
             classes = nnequiv.cluster(
@@ -226,7 +228,7 @@ def run(argv=None) -> int:
         if args.csv:
             Path(args.csv).write_text(reporting.classes_csv(classes))
         if args.plot:
-            reporting.plot_classes(classes, args.plot)
+            figures.plot_classes(classes, args.plot)
     elif args.command == "identify":
         with _Progress("analysing") as progress:
             result = nnequiv.identify(
