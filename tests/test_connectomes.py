@@ -73,11 +73,11 @@ def test_bad_connectomes(tmp_path):
 
 def test_mixed_ensemble_orders_follow_binomial_and_seed():
     chemical, electrical = modular_connectome()
-    layers = mixed_ensemble(tmp := _as(chemical, electrical), mixture=0.3, draws=200, seed=4)
+    layers = mixed_ensemble(tmp := _as(chemical, electrical), mixture=0.3, submatrices=200, seed=4)
     orders = [m.shape[0] for k, m in layers.items() if k.startswith("chemical")]
     assert len(layers) == 400 and abs(np.mean(orders) - 18) < 1.0  # Binomial(60, 0.3)
     assert np.var(orders) == pytest.approx(60 * 0.3 * 0.7, rel=0.25)
-    again = mixed_ensemble(tmp, mixture=0.3, draws=200, seed=4)
+    again = mixed_ensemble(tmp, mixture=0.3, submatrices=200, seed=4)
     assert all(np.array_equal(layers[k], again[k]) for k in layers)
     blocks = mixed_ensemble(tmp, partition={f"N{i}": i // 30 for i in range(60)})
     assert sorted(blocks) == ["chemical/0", "chemical/1", "electrical/0", "electrical/1"]
@@ -119,5 +119,5 @@ def test_real_connectome_loads_and_analyses():
     path = require_shared(CONNECTOMES) / "witvliet_2021_1.npz"
     connectome = load_connectome(path)
     assert set(connectome.matrices) == {"chemical", "electrical"}
-    analysis = analyze(path, realizations=4, draws=8)
+    analysis = analyze(path, realizations=4, submatrices=8)
     assert len(analysis.layers) == 16 and np.isfinite(analysis.decay.alpha)

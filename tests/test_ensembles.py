@@ -181,14 +181,14 @@ def test_matrices_reproducible_and_generator_seeds():
     assert cayley_spectrum("CUE", 5, 2, seed=again).tobytes() == first.tobytes()
 
 
-def test_empty_size_and_bad_arguments():
+def test_zero_realizations_and_bad_arguments():
     assert cayley_spectrum("CUE", 4, 0, seed=0).shape == (0, 4)
     assert circular_matrices("CSE", 3, 0, seed=0).shape == (0, 6, 6)
     with pytest.raises(ValueError, match="unknown circular ensemble"):
         cayley_spectrum("GUE", 4, 1)
     with pytest.raises(ValueError, match="n must be"):
         circular_eigenphases("CUE", 0, 1)
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(ValueError, match="realizations"):
         circular_matrices("CUE", 3, -1)
     with pytest.raises(ValueError, match="beta"):
         cayley_spectrum(None, 3, 1, beta=0.0)

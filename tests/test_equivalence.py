@@ -1,11 +1,13 @@
-"""Equivalence: invariances, verdicts, classes, identification on generated networks."""
+"""Equivalence: verdicts, set-independence, classes, identification, guard rails."""
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from conftest import ZOO, random_mlp, require_shared
+from transforms import fold_batchnorm, reversed_order, to_hwio, to_ohwi
 
 from nnequiv import analyze, cluster, compare, identify
-from nnequiv.equivalence import energy_distance
+from nnequiv.distances import fingerprint
+from nnequiv.equivalence import decide, pair_eps
 from nnequiv.errors import InputError
 
 
@@ -18,32 +20,58 @@ def designs(seed):
     return wide, deep
 
 
-def test_analysis_fields_and_json():
-    analysis = analyze(random_mlp([60, 50, 40, 30], seed=1), realizations=4, seed=2)
-    assert len(analysis.layers) == 3 and analysis.csd.shape == (4, 240)
-    assert analysis.layer_points.shape == (4, 3, 10)
-    assert np.isfinite(analysis.decay.alpha) and 0 <= analysis.decay.r2 <= 1
-    assert analysis.p_net.sum() == pytest.approx(1.0) and analysis.p_circ.sum() == pytest.approx(1)
-    payload = analysis.to_dict()
-    assert payload["decay"]["alpha"] == analysis.decay.alpha and len(payload["curves"]["x"]) == 240
-    again = analyze(random_mlp([60, 50, 40, 30], seed=1), realizations=4, seed=2)
-    assert np.array_equal(again.csd, analysis.csd)  # one seed fixes every number
+def noisy(state, seed, scale=1e-4):
+    rng = np.random.default_rng(seed)
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in state.items()}
 
 
-def test_network_is_equivalent_to_itself_rescaled_and_permuted():
-    net = random_mlp([40, 35, 30, 20], seed=3)
+@pytest.fixture
+def files(tmp_path):
+    """Five networks on disk: a, a near-copy of a, another near-copy, and two other designs."""
+    a = random_mlp([60, 60, 60, 60], seed=9)
+    wide, deep = designs(10)
+    nets = {"a": a, "a2": noisy(a, 1), "a3": noisy(a, 2), "wide": wide, "deep": deep}
+    paths = {}
+    for name, state in nets.items():
+        paths[name] = tmp_path / f"{name}.npz"
+        np.savez(paths[name], **state)
+    return paths
+
+
+def test_a_network_is_equivalent_to_every_function_preserving_rewrite():
     rng = np.random.default_rng(0)
-    scaled = {k: 9.0 * v for k, v in net.items()}
+    net = random_mlp([40, 35, 30, 20], seed=3)
     permuted = {}
     for key, value in net.items():  # permute the neurons of every layer
         if value.ndim == 2:
             value = value[rng.permutation(value.shape[0])][:, rng.permutation(value.shape[1])]
         permuted[key] = value
-    for other in (net, scaled, permuted):
+    rewrites = {
+        "rescaled": {k: 9.0 * v for k, v in net.items()},
+        "permuted": permuted,
+        "channel scales": {
+            k: v * rng.uniform(0.2, 5, v.shape[0])[:, None] if v.ndim == 2 else v
+            for k, v in net.items()
+        },
+        "tensorflow layout": to_hwio(net),
+        "tflite layout": to_ohwi(net),
+        "layers listed backwards": reversed_order(net),
+    }
+    for name, other in rewrites.items():
         for level in ("layer", "pooled"):
             verdict = compare(net, other, level=level, realizations=6)
-            assert verdict.distance == pytest.approx(0.0, abs=1e-12), level
-            assert verdict.verdict == "equivalent"
+            assert verdict.distance == 0.0, (name, level)
+            assert verdict.verdict == "equivalent", (name, level)
+
+
+def test_raw_form_tells_channel_scales_apart():
+    net = random_mlp([40, 35, 30, 20], seed=3)
+    rng = np.random.default_rng(1)
+    scaled = {
+        k: v * rng.uniform(0.2, 5, v.shape[0])[:, None] if v.ndim == 2 else v
+        for k, v in net.items()
+    }
+    assert compare(net, scaled, realizations=6, canonical="raw").distance > 0
 
 
 def test_clearly_different_designs_are_not_equivalent():
@@ -52,92 +80,143 @@ def test_clearly_different_designs_are_not_equivalent():
         verdict = compare(wide, deep, level=level, realizations=8)
         assert verdict.verdict == "not equivalent", verdict
         assert verdict.spread[0] <= verdict.distance <= verdict.spread[1]
+        assert verdict.distance > verdict.eps
 
 
-def test_layer_distance_is_energy_distance_of_standardised_clouds():
+def test_the_answer_for_a_pair_depends_on_the_pair_alone(files):
+    a, b = files["a"], files["wide"]
+    others = [files["a2"], files["deep"], files["a3"]]
+    verdict = compare(a, b, realizations=6)
+    small = cluster([a, b], realizations=6)
+    large = cluster([files["deep"], b, *others[:1], a], realizations=6)
+    found = identify(a, [files["deep"], b, files["a2"]], realizations=6, top=3)
+    match = next(m for m in found.matches if m.path == str(b))
+    i, j = large.models.index(str(a)), large.models.index(str(b))
+    for d, spread, eps, word in [
+        (small.distance[0, 1], (small.spread_low[0, 1], small.spread_high[0, 1]),
+         small.eps_pairs[0, 1], small.verdicts[0, 1]),
+        (large.distance[i, j], (large.spread_low[i, j], large.spread_high[i, j]),
+         large.eps_pairs[i, j], large.verdicts[i, j]),
+        (match.distance, match.spread, match.eps, match.verdict),
+    ]:  # fmt: skip
+        assert d == pytest.approx(verdict.distance, abs=1e-12)
+        assert spread == pytest.approx(verdict.spread, abs=1e-12)
+        assert eps == pytest.approx(verdict.eps, abs=1e-12)
+        assert word == verdict.verdict
+
+
+def test_calibrated_eps_is_the_larger_noise_floor_of_the_pair():
     wide, deep = designs(6)
-    first, second = analyze(wide, realizations=3), analyze(deep, realizations=3)
-    clouds = [a.layer_points.mean(axis=0) for a in (first, second)]
-    # scaled over the single-realisation points of every layer
-    stacked = np.concatenate([a.layer_points.reshape(-1, 10) for a in (first, second)])
-    for weight, expected_weight in ((None, 3.0), (1.0, 1.0), (0.5, 0.5)):
-        scale = stacked.std(axis=0) / np.r_[np.ones(9), expected_weight]
-        standard = [(c - stacked.mean(axis=0)) / scale for c in clouds]
-        verdict = compare(first, second, eps=1.0, order_weight=weight)
-        assert verdict.distance == pytest.approx(energy_distance(*standard), rel=1e-12)
-    with pytest.raises(InputError, match="order_weight"):
-        analyze(wide, order_weight=0.0)
+    first, second = analyze(wide, realizations=6), analyze(deep, realizations=6)
+    floors = [fingerprint(x).noise_floor for x in (first, second)]
+    verdict = compare(first, second)
+    assert verdict.eps == max(floors) == pair_eps(fingerprint(first), fingerprint(second))
+    assert verdict.eps_source == "calibrated" and min(floors) < max(floors)
+    assert compare(first, second, eps=0.5).eps_source == "given"
 
 
-def test_spread_shrinks_as_realisations_grow():
-    wide, deep = designs(5)
-    widths = []
-    for count in (4, 32):
-        low, high = compare(wide, deep, level="pooled", realizations=count, eps=1.0).spread
-        widths.append(high - low)
-    assert widths[1] < widths[0]
+def test_decision_rule_at_its_boundaries():
+    assert decide(0.3, (0.3, 0.3), 0.3) == "equivalent"  # d <= eps, empty spread
+    assert decide(0.3, (0.2, 0.4), 0.2) == "undecided"  # low <= eps
+    assert decide(0.3, (0.2, 0.4), 0.4) == "equivalent"  # eps = high: outside the spread
+    assert decide(0.3, (0.2, 0.4), 0.5) == "equivalent"
+    assert decide(0.3, (0.25, 0.35), 0.1) == "not equivalent"
 
 
 def test_verdict_is_undecided_inside_the_spread():
     wide, deep = designs(6)
     verdict = compare(wide, deep, realizations=8)
-    inside = 0.5 * sum(verdict.spread)
-    if verdict.spread[0] < verdict.spread[1]:
-        assert compare(wide, deep, realizations=8, eps=inside).verdict == "undecided"
-    assert compare(wide, deep, realizations=8, eps=verdict.spread[1] * 2).verdict == "equivalent"
+    low, high = verdict.spread
+    assert low < high
+    assert compare(wide, deep, realizations=8, eps=0.5 * (low + high)).verdict == "undecided"
+    assert compare(wide, deep, realizations=8, eps=2 * high).verdict == "equivalent"
+    assert compare(wide, deep, realizations=8, eps=0.5 * low).verdict == "not equivalent"
 
 
-def test_classes_are_connected_components():
-    a = random_mlp([50, 50, 50, 50], seed=7)
-    b = {k: v + 0.02 * np.random.default_rng(1).standard_normal(v.shape) for k, v in a.items()}
-    c = {k: v + 0.02 * np.random.default_rng(2).standard_normal(v.shape) for k, v in b.items()}
-    wide, deep = designs(8)
-    result = cluster([a, b, c, wide, deep], realizations=6, eps=None)
+def test_classes_are_components_of_the_equivalent_pairs(files):
+    paths = [files[k] for k in ("a", "a2", "wide", "a3", "deep")]
+    result = cluster(paths, realizations=6)
     d = result.distance
     assert d.shape == (5, 5) and np.allclose(d, d.T) and np.all(np.diag(d) == 0)
-    # every pair within eps shares a class (transitive closure of d <= eps)
-    label = {name: i for i, members in enumerate(result.classes) for name in members}
+    equivalent = result.verdicts == "equivalent"
     for i in range(5):
         for j in range(5):
-            if d[i, j] <= result.eps:
-                assert label[result.models[i]] == label[result.models[j]]
-    assert sum(len(m) for m in result.classes) == 5 and result.linkage.shape == (4, 4)
+            if equivalent[i, j]:
+                assert result.labels_[i] == result.labels_[j]
+    assert list(result.labels_) == [0, 0, 1, 0, 2]
+    assert [len(c) for c in result.classes] == [3, 1, 1]
+    assert result.eps == np.median(result.eps_pairs[~np.eye(5, dtype=bool)])
+    assert result.linkage.shape == (4, 4)
     payload = result.to_dict()
-    assert set(payload) >= {"models", "distance", "classes"}
+    assert payload["labels"] == [0, 0, 1, 0, 2] and len(payload["eps_pairs"]) == 5
+    assert "1 class" not in repr(result) and "3 classes" in repr(result)
 
 
-def test_identify_ranks_the_same_design_first():
-    a = random_mlp([60, 60, 60, 60], seed=9)
-    query = {k: v + 0.01 * np.random.default_rng(3).standard_normal(v.shape) for k, v in a.items()}
-    wide, deep = designs(10)
-    result = identify(query, [wide, a, deep], top=2, realizations=6)
-    assert len(result.matches) == 2 and result.matches[0].distance <= result.matches[1].distance
-    assert result.matches[0].path == "<dict>"
-    assert result.to_dict()["matches"][0]["distance"] == result.matches[0].distance
+def test_undecided_pairs_do_not_join_a_class(files):
+    paths = [files["a"], files["wide"]]
+    probe = compare(*paths, realizations=6)
+    low, high = probe.spread
+    result = cluster(paths, realizations=6, eps=0.5 * (low + high))
+    assert result.verdicts[0, 1] == "undecided" and len(result.classes) == 2
+    joined = cluster(paths, realizations=6, eps=2 * high)
+    assert joined.verdicts[0, 1] == "equivalent" and len(joined.classes) == 1
 
 
-def test_bad_options_and_empty_sets():
+def test_identify_ranks_the_query_s_own_design_first(files):
+    library = [files["wide"], files["a"], files["deep"]]
+    result = identify(files["a2"], library, top=2, realizations=6)
+    assert [m.path for m in result.matches] == [str(files["a"]), str(files["deep"])]
+    assert result.matches[0].distance <= result.matches[1].distance
+    assert result.query == str(files["a2"])
+    assert result.to_dict()["matches"][0]["verdict"] == result.matches[0].verdict
+    other = identify(files["wide"], library, top=1, realizations=6)
+    assert other.matches[0].path == str(files["wide"]) and other.matches[0].distance == 0
+
+
+def test_order_weight_and_level_are_used(files):
+    a, b = files["a"], files["deep"]
+    distances = {w: compare(a, b, realizations=4, order_weight=w).distance for w in (0, 0.1, 1)}
+    assert distances[0] < distances[0.1] < distances[1]
+    pooled = compare(a, b, realizations=4, level="pooled")
+    assert pooled.level == "pooled" and pooled.distance != distances[0.1]
+
+
+def test_guard_rails():
     net = random_mlp([10, 8, 6])
     with pytest.raises(InputError, match="empty"):
         cluster([])
     with pytest.raises(InputError, match="level"):
         compare(net, net, level="global")
-    with pytest.raises(InputError, match="realizations"):
-        analyze(net, realizations=0)
     with pytest.raises(InputError, match="single realisation"):
         compare(net, net, realizations=1)
-    with pytest.raises(ValueError, match="unknown circular ensemble"):
-        analyze(net, ensemble="GOE")
+    for eps in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="eps"):
+            compare(net, net, eps=eps)
+    with pytest.raises(InputError, match="connectomes only"):
+        compare(net, net, submatrices=4)
+    with pytest.raises(InputError, match="top"):
+        identify(net, [net], top=0)
+    first, second = analyze(net, realizations=3), analyze(net, realizations=3, seed=1)
+    with pytest.raises(InputError, match="seed"):
+        compare(first, second)
+    with pytest.raises(InputError, match="realizations"):
+        compare(first, first, realizations=5)
+    with pytest.raises(InputError, match="locations"):
+        cluster([first, analyze(net, realizations=3, locations=(1.0,))])
 
 
-def test_a_noise_only_coordinate_does_not_swamp_the_distance():
-    """With median normalisation the point at x = 1 is conjugate noise for every layer; the
-    standardisation must not blow it up, or shallow networks of one design fall apart."""
-    rng = np.random.default_rng(9)
-    shallow = [
-        {"a": rng.standard_t(3, (256, 64)), "b": rng.standard_t(3, (10, 256))} for _ in range(3)
-    ]
-    deep = [{f"l{i}": rng.standard_normal((64, 64)) for i in range(4)} for _ in range(3)]
-    result = cluster(shallow + deep, realizations=20)
-    assert sorted(len(members) for members in result.classes) == [3, 3]
-    assert result.eps < 0.35 * result.distance[:3, 3:].min()
+def test_batchnorm_folding_keeps_zoo_networks_equivalent():
+    """Real BatchNorm folding (W scaled per output channel by gamma / sqrt(var + eps)) of every
+    zoo network with BatchNorm gives distance 0 and "equivalent"."""
+    zoo = require_shared(ZOO)
+    checked = 0
+    for path in sorted(zoo.glob("*.npz")):
+        state = dict(np.load(path))
+        folded, count = fold_batchnorm(state)
+        if count == 0:
+            continue
+        verdict = compare(state, folded, realizations=4)
+        assert verdict.distance == pytest.approx(0, abs=1e-9), path.name
+        assert verdict.verdict == "equivalent", path.name
+        checked += 1
+    assert checked >= 8

@@ -1,6 +1,8 @@
 """nnequiv: equivalence of neural networks from their weights via conjugate circular
 ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method.md."""
 
+from nnequiv._version import __version__
+from nnequiv.analysis import Analysis, LayerRecord, analyze
 from nnequiv.ensembles import (
     cayley_spectrum,
     circular_eigenphases,
@@ -8,29 +10,30 @@ from nnequiv.ensembles import (
     conjugate_ensemble,
 )
 from nnequiv.equivalence import (
-    Analysis,
     Classes,
     Identification,
-    Settings,
+    Match,
     Verdict,
-    analyze,
     cluster,
     compare,
     identify,
 )
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
+from nnequiv.settings import DistanceSettings, Settings
 from nnequiv.spectra import LayerSpectrum, layer_spectra, normalize_spectrum
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Analysis",
     "Classes",
+    "DistanceSettings",
     "Identification",
+    "LayerRecord",
     "LayerSpectrum",
+    "Match",
     "Settings",
     "Verdict",
+    "__version__",
     "analyze",
     "cayley_spectrum",
     "circular_eigenphases",

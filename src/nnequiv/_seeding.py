@@ -34,6 +34,16 @@ def realization_seeds(seed, size: int) -> list[np.random.SeedSequence]:
     return as_seed_sequence(seed).spawn(size)
 
 
+#: Every random stream of nnequiv, each with its own namespace: the first element of the spawn
+#: key. Two streams never share a key, because their namespaces differ (docs/method.md item 14).
+STREAMS = {
+    "conjugate": 1,  # (n, rank among same-order layers, realisation): a layer's circular matrix
+    "bootstrap": 2,  # resamples of the realisations: spreads of d and alpha
+    "connectome-submatrix": 3,  # (matrix, draw): a connectome's principal submatrices
+    "null-model": 4,  # (matrix,): the edge swaps of a null connectome
+}
+
+
 def keyed_seed(seed: int | None, *key: int) -> np.random.SeedSequence:
     """The SeedSequence of the stream addressed by ``key`` under the integer ``seed``.
 
@@ -45,6 +55,11 @@ def keyed_seed(seed: int | None, *key: int) -> np.random.SeedSequence:
             seed.entropy, spawn_key=tuple(seed.spawn_key) + tuple(int(k) for k in key)
         )
     return np.random.SeedSequence(seed, spawn_key=tuple(int(k) for k in key))
+
+
+def stream_seed(seed: int | None, stream: str, *key: int) -> np.random.SeedSequence:
+    """The SeedSequence of item ``key`` of the named ``stream`` (one of :data:`STREAMS`)."""
+    return keyed_seed(seed, STREAMS[stream], *key)
 
 
 def map_ordered(func, items: Sequence, n_jobs: int | None = None) -> list:

@@ -1,128 +1,206 @@
-"""The ``nnequiv`` command line: analyze, compare, cluster, identify, null."""
+"""The ``nnequiv`` command line: analyze, compare, cluster, identify, null.
+
+Every method option is generated from :mod:`nnequiv.settings` (help text, choices, default),
+so the command line and the library share one set of defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from nnequiv import __version__
+from nnequiv._version import __version__
 from nnequiv.errors import InputError, NNEquivError
 from nnequiv.loading import LAYOUTS
+from nnequiv.settings import (
+    ConnectomeOptions,
+    DistanceSettings,
+    LoadOptions,
+    Settings,
+    field_default,
+    option_fields,
+)
 
 COMMANDS = ("analyze", "compare", "cluster", "identify", "null")
+#: Library options that are not method settings: where caches live, how many processes.
+RUN_OPTIONS = ("cache_dir", "n_jobs")
 
 
-def _add_method_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("method options (docs/method.md)")
+def _default_text(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _add_settings(parser: argparse.ArgumentParser, group_class, title: str) -> None:
+    """One command-line option per settings field, with its help text and default."""
+    group = parser.add_argument_group(title)
+    for f in option_fields(group_class):
+        meta = f.metadata
+        default = field_default(f)
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs: dict = {"dest": f.name, "default": None, "metavar": meta.get("metavar")}
+        text = meta["help"]
+        if f.type in ("bool", bool) or isinstance(default, bool):
+            kwargs = {"dest": f.name, "action": "store_true", "default": None}
+        elif f.name in ("include", "exclude"):
+            kwargs["action"] = "append"
+            text += "; default: every tensor" if f.name == "include" else "; default: none"
+        elif f.name == "layout":
+            kwargs.update(type=str.lower, choices=sorted(LAYOUTS), metavar="LAYOUT")
+        else:
+            if meta.get("choices"):
+                kwargs["choices"] = list(meta["choices"])
+                kwargs["metavar"] = None
+            kwargs["type"] = _type_of(default, f)
+        if "default:" not in text and not isinstance(default, bool):
+            text += f" (default: {_default_text(default)})"
+        group.add_argument(flag, help=text, **kwargs)
+
+
+def _type_of(default, f):
+    if f.name == "ensemble":
+        return str.upper
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed"):
+        return int
+    if isinstance(default, float):
+        return float
+    return str
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("running")
     group.add_argument(
-        "--ensemble",
-        default="CUE",
-        type=str.upper,
-        choices=["COE", "CUE", "CSE"],
-        help="conjugate circular ensemble (default CUE)",
+        "--cache-dir", metavar="DIR", help="on-disk cache of layer spectra (default: none)"
     )
-    group.add_argument(
-        "--realizations", type=int, default=10, help="conjugate ensembles drawn (default 10)"
-    )
-    group.add_argument("--seed", type=int, default=0, help="fixes every draw (default 0)")
-    group.add_argument("--normalization", default="median", choices=["median", "mean", "none"])
-    group.add_argument(
-        "--fingerprint",
-        default="signed",
-        choices=["signed", "absolute"],
-        help="layer-resolved CSD point (default signed)",
-    )
-    group.add_argument(
-        "--order-weight",
-        type=float,
-        help="weight of log n in a layer point (default sqrt of the number of locations)",
-    )
-    group.add_argument(
-        "--include",
-        action="append",
-        metavar="PATTERN",
-        help="keep only tensors whose name matches (repeatable)",
-    )
-    group.add_argument(
-        "--exclude",
-        action="append",
-        metavar="PATTERN",
-        help="drop tensors whose name matches (repeatable)",
-    )
-    group.add_argument(
-        "--layout",
-        type=str.lower,
-        choices=sorted(LAYOUTS),
-        help="force the tensor layout (default: known or inferred)",
-    )
-    group.add_argument(
-        "--mixture",
-        type=float,
-        default=0.5,
-        help="connectomes: node inclusion probability p (default 0.5)",
-    )
-    group.add_argument(
-        "--draws", type=int, default=32, help="connectomes: submatrices per matrix (default 32)"
-    )
-    group.add_argument("--cache-dir", help="on-disk cache of layer spectra")
     group.add_argument(
         "-j",
         "--jobs",
         type=int,
         dest="n_jobs",
         metavar="N",
-        help="worker processes for the circular ensembles (-1: every core; same results)",
+        help="worker processes for the circular ensembles; -1: every core; the numbers do "
+        "not change (default: 1)",
     )
+
+
+def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--json", action="store_true", help="print the result as JSON instead of text"
+    )
+    group.add_argument("--csv", metavar="FILE", help=f"also write {table} as CSV to FILE")
+    if plot:
+        group.add_argument("--plot", metavar="DIR", help="also write PNG and SVG figures to DIR")
+
+
+def _add_eps(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--eps",
+        type=float,
+        help="accuracy: pairs with d <= eps are equivalent (default: calibrated per pair "
+        "from the two networks' noise floors)",
+    )
+
+
+def _method_parser() -> argparse.ArgumentParser:
+    """The options every analysing command shares, as a parent parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_settings(parent, Settings, "analysis settings (docs/method.md)")
+    _add_settings(parent, LoadOptions, "reading files")
+    _add_settings(parent, ConnectomeOptions, "connectomes")
+    _add_run_options(parent)
+    return parent
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnequiv",
-        description="Equivalence of neural networks from their weights via "
-        "conjugate circular ensembles (docs/method.md).",
+        description="Equivalence of neural networks from their weights via conjugate "
+        "circular ensembles (docs/method.md).",
     )
     parser.add_argument("--version", action="version", version=f"nnequiv {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    method = _method_parser()
+    distance = argparse.ArgumentParser(add_help=False)
+    _add_settings(distance, DistanceSettings, "distance")
 
-    p = sub.add_parser("analyze", help="CSD and decay rate of one network")
-    p.add_argument("path")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--plot", metavar="DIR", help="write PNG and SVG figures to DIR")
-    _add_method_options(p)
+    p = sub.add_parser(
+        "analyze",
+        parents=[method],
+        help="CSD and decay rate of one network",
+        description="Compare one network's layer spectra with its conjugate circular "
+        "ensemble: CSD, decay rate alpha with its interval, per-layer numbers.",
+    )
+    p.add_argument("path", help="network file, shard directory or connectome")
+    _add_outputs(p, "the layer table")
 
-    p = sub.add_parser("compare", help="are two networks equivalent?")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--level", choices=["layer", "pooled"], default="layer")
-    p.add_argument("--eps", type=float, help="accuracy (default: calibrated)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", metavar="DIR")
-    _add_method_options(p)
+    p = sub.add_parser(
+        "compare",
+        parents=[method, distance],
+        help="are two networks equivalent?",
+        description="Distance between two networks, its spread, eps and the verdict.",
+    )
+    p.add_argument("a", help="first network")
+    p.add_argument("b", help="second network")
+    _add_eps(p)
+    _add_outputs(p, "the verdict")
 
-    p = sub.add_parser("cluster", help="equivalence classes of many networks")
-    p.add_argument("paths", nargs="+", help="files or directories of networks")
-    p.add_argument("--level", choices=["layer", "pooled"], default="layer")
-    p.add_argument("--eps", type=float, help="accuracy (default: calibrated)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--csv", metavar="FILE", help="write classes and distances as CSV")
-    p.add_argument("--plot", metavar="DIR")
-    _add_method_options(p)
+    p = sub.add_parser(
+        "cluster",
+        parents=[method, distance],
+        help="equivalence classes of many networks",
+        description="Pairwise distances and verdicts, and the classes: connected "
+        "components of the pairs judged equivalent.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    _add_eps(p)
+    _add_outputs(p, "classes and distances")
 
-    p = sub.add_parser("identify", help="which known design is this network?")
-    p.add_argument("query")
-    p.add_argument("--library", nargs="+", required=True, metavar="DIR_OR_PATH")
-    p.add_argument("--top", type=int, default=5)
-    p.add_argument("--level", choices=["layer", "pooled"], default="layer")
-    p.add_argument("--json", action="store_true")
-    _add_method_options(p)
+    p = sub.add_parser(
+        "identify",
+        parents=[method, distance],
+        help="which known design is this network?",
+        description="Rank library networks by distance to a query network.",
+    )
+    p.add_argument("query", help="the network to identify")
+    p.add_argument(
+        "--library",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="library network files or directories",
+    )
+    p.add_argument("--top", type=int, default=5, help="matches shown (default: 5)")
+    _add_eps(p)
+    _add_outputs(p, "the matches", plot=False)
 
-    p = sub.add_parser("null", help="write a degree-preserving randomised connectome")
-    p.add_argument("source")
-    p.add_argument("-o", "--output", required=True, help="output .npz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kind", default="degree-preserving", choices=["degree-preserving"])
+    from nnequiv.connectomes import NULL_MODELS
+
+    p = sub.add_parser(
+        "null",
+        help="write a strength-preserving randomised connectome",
+        description="Weighted edge swaps that keep every node's in- and out-strength.",
+    )
+    p.add_argument("source", help="connectome file (npz, CSV or GraphML)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.npz", help="output file; must end in .npz"
+    )
+    p.add_argument("--seed", type=int, default=0, help="fixes the swaps (default: 0)")
+    p.add_argument(
+        "--kind",
+        default=NULL_MODELS[0],
+        choices=NULL_MODELS,
+        help=f"null model (default: {NULL_MODELS[0]})",
+    )
     return parser
 
 
@@ -149,14 +227,13 @@ def expand_paths(paths) -> list[str]:
     return out
 
 
-def _options(args) -> dict:
-    """The method options given on the command line: the Settings fields it has flags for."""
-    from dataclasses import fields
-
-    from nnequiv.equivalence import Settings
-
-    options = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
-    return {**options, "cache_dir": args.cache_dir, "n_jobs": args.n_jobs}
+def _options(args, distance: bool) -> dict:
+    """The library keyword options given on the command line (None: the library default)."""
+    groups = [Settings, LoadOptions, ConnectomeOptions] + ([DistanceSettings] if distance else [])
+    names = [f.name for group in groups for f in fields(group)]
+    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    options.update({name: getattr(args, name) for name in RUN_OPTIONS})
+    return options
 
 
 class _Progress:
@@ -186,48 +263,66 @@ class _Progress:
             self.bar.close()
 
 
-def _emit(args, payload: dict, text: str) -> None:
+def _emit(args, payload: dict, text: str, csv_text: str | None = None) -> None:
     print(json.dumps(payload, indent=2) if args.json else text)
+    if getattr(args, "csv", None) and csv_text is not None:
+        Path(args.csv).write_text(csv_text)
+
+
+def _null(args) -> None:
+    from nnequiv.connectomes import null_model, save_connectome
+
+    if Path(args.output).suffix.lower() != ".npz":
+        raise InputError(f"{args.output}: the output of 'null' must end in .npz")
+    null = null_model(args.source, seed=args.seed, kind=args.kind)
+    save_connectome(null, args.output)
+    print(f"wrote {args.output}: {args.kind} null of {args.source} (seed {args.seed})")
 
 
 def run(argv=None) -> int:
+    """Run one command; returns the exit status."""
     args = _parser().parse_args(argv)
-    import nnequiv
-    from nnequiv import figures, reporting
-
     if args.command == "null":
-        from nnequiv.connectomes import null_model, save_connectome
-
-        null = null_model(args.source, seed=args.seed, kind=args.kind)
-        save_connectome(null, args.output)
-        print(f"wrote {args.output}: degree-preserving null of {args.source} (seed {args.seed})")
+        _null(args)
         return 0
-    options = _options(args)
+    import nnequiv
+    from nnequiv import reporting
+
+    options = _options(args, distance=args.command != "analyze")
     if args.command == "analyze":
         analysis = nnequiv.analyze(args.path, **options)
-        _emit(args, analysis.to_dict(), reporting.format_analysis(analysis))
+        _emit(
+            args,
+            analysis.to_dict(),
+            reporting.format_analysis(analysis),
+            reporting.layers_csv(analysis),
+        )
         if args.plot:
+            from nnequiv import figures
+
             figures.plot_analysis(analysis, args.plot)
     elif args.command == "compare":
-        analyses = [nnequiv.analyze(path, **options) for path in (args.a, args.b)]
-        verdict = nnequiv.compare(*analyses, level=args.level, eps=args.eps, **options)
-        _emit(args, verdict.to_dict(), reporting.format_verdict(verdict))
-        if args.plot:
-            for analysis in analyses:
-                figures.plot_analysis(analysis, args.plot)
+        verdict = nnequiv.compare(args.a, args.b, eps=args.eps, **options)
+        _emit(
+            args,
+            verdict.to_dict(),
+            reporting.format_verdict(verdict),
+            reporting.verdict_csv(verdict),
+        )
     elif args.command == "cluster":
         with _Progress("analysing") as progress:
             classes = nnequiv.cluster(
-                expand_paths(args.paths),
-                eps=args.eps,
-                level=args.level,
-                progress=progress,
-                **options,
+                expand_paths(args.paths), eps=args.eps, progress=progress, **options
             )
-        _emit(args, classes.to_dict(), reporting.format_classes(classes))
-        if args.csv:
-            Path(args.csv).write_text(reporting.classes_csv(classes))
+        _emit(
+            args,
+            classes.to_dict(),
+            reporting.format_classes(classes),
+            reporting.classes_csv(classes),
+        )
         if args.plot:
+            from nnequiv import figures
+
             figures.plot_classes(classes, args.plot)
     elif args.command == "identify":
         with _Progress("analysing") as progress:
@@ -235,11 +330,16 @@ def run(argv=None) -> int:
                 args.query,
                 expand_paths(args.library),
                 top=args.top,
-                level=args.level,
+                eps=args.eps,
                 progress=progress,
                 **options,
             )
-        _emit(args, result.to_dict(), reporting.format_identification(result))
+        _emit(
+            args,
+            result.to_dict(),
+            reporting.format_identification(result),
+            reporting.identification_csv(result),
+        )
     return 0
 
 
@@ -247,8 +347,15 @@ def main(argv=None) -> None:
     """Entry point: errors become one line on stderr and a non-zero exit status."""
     try:
         code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (``nnequiv ... | head``): stop quietly, as a Unix tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
     except (NNEquivError, OSError, ValueError) as exc:
-        print(f"nnequiv: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())
+        print(f"nnequiv: error: {message}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("nnequiv: interrupted", file=sys.stderr)

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv._seeding import keyed_seed
+from nnequiv._seeding import stream_seed
 from nnequiv.errors import FormatError, InputError, MissingDependencyError
+from nnequiv.loading import OIHW, WeightSource
+from nnequiv.settings import ConnectomeOptions, check_choice
 
 __all__ = [
     "Connectome",
@@ -27,15 +29,13 @@ __all__ = [
     "null_model",
     "save_connectome",
     "CONNECTOME_SUFFIXES",
-    "DEFAULT_MIXTURE",
-    "DEFAULT_DRAWS",
+    "connectome_weights",
+    "NULL_MODELS",
 ]
 
 CONNECTOME_SUFFIXES = {".csv", ".graphml"}
-#: Degree of mixture p: each node enters a submatrix with probability p.
-DEFAULT_MIXTURE = 0.5
-#: Number of submatrices drawn from each matrix of a connectome.
-DEFAULT_DRAWS = 32
+#: Null models of :func:`null_model`.
+NULL_MODELS = ("strength-preserving",)
 
 
 @dataclass
@@ -197,23 +197,24 @@ def _load_graphml(path: Path) -> Connectome:
 
 def mixed_ensemble(
     connectome,
-    mixture: float = DEFAULT_MIXTURE,
-    draws: int = DEFAULT_DRAWS,
+    mixture: float = ConnectomeOptions.mixture,
+    submatrices: int = ConnectomeOptions.submatrices,
     seed: int = 0,
     partition: dict[str, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The Mixed Matrix Ensemble of a connectome, as named matrices ("layers").
 
-    Each matrix ``A`` of the connectome gives ``draws`` principal submatrices ``A[S, S]``, where
-    every node joins ``S`` independently with probability ``mixture`` (so ``|S| ~ Binomial(N,
-    p)``); draw k of matrix m uses the stream ``SeedSequence(seed, spawn_key=(m, k))``. With a
+    Each matrix ``A`` of the connectome gives ``submatrices`` principal submatrices
+    ``A[S, S]``, where every node joins ``S`` independently with probability ``mixture`` (so
+    ``|S| ~ Binomial(N, p)``); draw k of matrix m uses the stream
+    ``("connectome-submatrix", m, k)`` (method item 14). With a
     ``partition`` (node -> group), the blocks ``A[G, G]`` of the groups are the layers instead.
     """
     connectome = load_connectome(connectome)
     if not 0 < mixture <= 1:
         raise InputError(f"mixture p must be in (0, 1], got {mixture}")
-    if draws < 1:
-        raise InputError(f"draws must be >= 1, got {draws}")
+    if submatrices < 1:
+        raise InputError(f"submatrices must be >= 1, got {submatrices}")
     layers = {}
     if partition is not None:
         groups: dict[str, list[int]] = {}
@@ -228,8 +229,8 @@ def mixed_ensemble(
         return layers
     for m, (name, matrix) in enumerate(connectome.matrices.items()):
         size = matrix.shape[0]
-        for k in range(draws):
-            rng = np.random.default_rng(keyed_seed(seed, m, k))
+        for k in range(submatrices):
+            rng = np.random.default_rng(stream_seed(seed, "connectome-submatrix", m, k))
             members = np.flatnonzero(rng.random(size) < mixture)
             layers[f"{name}/draw{k:03d}"] = matrix[np.ix_(members, members)]
     return layers
@@ -268,18 +269,17 @@ def _weighted_swaps(matrix: np.ndarray, rng, symmetric: bool, swaps_per_edge: in
 
 
 def null_model(
-    connectome, seed: int = 0, kind: str = "degree-preserving", swaps_per_edge: int = 10
+    connectome, seed: int = 0, kind: str = NULL_MODELS[0], swaps_per_edge: int = 10
 ) -> Connectome:
     """A randomised copy that keeps every node's in- and out-strength.
 
     Directed matrices get weighted edge swaps; symmetric ones (gap junctions) symmetric swaps.
     """
-    if kind != "degree-preserving":
-        raise InputError(f"unknown null model {kind!r}; use 'degree-preserving'")
+    check_choice("null model", kind, NULL_MODELS)
     connectome = load_connectome(connectome)
     matrices = {}
     for m, (name, matrix) in enumerate(connectome.matrices.items()):
-        rng = np.random.default_rng(keyed_seed(seed, 1000 + m))
+        rng = np.random.default_rng(stream_seed(seed, "null-model", m))
         symmetric = bool(np.allclose(matrix, matrix.T))
         matrices[name] = _weighted_swaps(matrix, rng, symmetric, swaps_per_edge)
     return Connectome(f"null({connectome.label})", list(connectome.nodes), matrices)
@@ -303,3 +303,11 @@ def save_connectome(connectome: Connectome, path: str | os.PathLike) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def connectome_weights(source, options: ConnectomeOptions, seed: int) -> WeightSource:
+    """A connectome as a network: its Mixed Matrix Ensemble (:func:`mixed_ensemble`) as the
+    layers of a :class:`~nnequiv.loading.WeightSource` (the source adapter of the analysis)."""
+    connectome = load_connectome(source)
+    layers = mixed_ensemble(connectome, options.mixture, options.submatrices, seed)
+    return WeightSource(connectome.label, OIHW, lambda: iter(layers.items()))

@@ -1,34 +1,33 @@
-"""Circular Spectral Difference (method items 6-8 and 10): densities, CSD, decay rate, and the
-layer-resolved CSD points.
+"""Circular Spectral Difference (method items 6-8 and 10): densities, CSD, decay rate with its
+interval, and the layer-resolved CSD points.
 
 Everything here is a pure function on NumPy arrays: spectra in, curves and numbers out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.stats import t as student_t
+
+from nnequiv._seeding import stream_seed
+from nnequiv.settings import BOOTSTRAP_RESAMPLES, DEFAULT_GRID, DEFAULT_LOCATIONS
 
 __all__ = [
-    "DEFAULT_GRID",
-    "DEFAULT_LOCATIONS",
     "log_grid",
     "spectral_density",
     "csd_curve",
+    "survival_difference",
     "DecayFit",
     "decay_rate",
+    "decay_with_interval",
+    "layer_csd_curves",
     "layer_csd_points",
-    "DEFAULT_TAIL_QUANTILE",
-    "survival_difference",
+    "sample_curves",
+    "bootstrap_indices",
+    "replicate_interval",
 ]
-
-#: (low, high, bins) of the shared log-spaced grid of densities (method item 6).
-DEFAULT_GRID = (1e-6, 1e6, 240)
-#: Spectral locations of the layer-resolved CSD points (method item 10).
-DEFAULT_LOCATIONS = tuple(np.logspace(-2, 2, 9))
-#: The tail of the decay fit starts at this quantile of the pooled network spectrum.
-DEFAULT_TAIL_QUANTILE = 0.90
 
 
 def log_grid(
@@ -68,9 +67,31 @@ def survival_difference(p_net: np.ndarray, p_circ: np.ndarray) -> np.ndarray:
     return _tail_sum(np.asarray(p_net, float) - np.asarray(p_circ, float))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecayFit:
-    """Tail decay of the CSD: ``log CSD ~ -alpha log x`` (method item 8)."""
+    """Tail decay of the CSD: ``log CSD ~ -alpha log x`` (method item 8).
+
+    Attributes
+    ----------
+    alpha : float
+        Decay rate of the mean CSD.
+    stderr : float
+        Standard error of the least-squares slope of that one fit (it leaves out the
+        conjugate ensemble's randomness).
+    r2 : float
+        Coefficient of determination of the fit.
+    x_start, x_end : float
+        First and last location of the fit.
+    n_points : int
+        Bins in the fit.
+    intercept : float
+        Of ``log CSD`` at ``log x = 0``.
+    interval : tuple of float
+        Where the alpha of a repeated analysis with another seed falls, 95 %: from the
+        spread of alpha over resamples of the realisations (:func:`replicate_interval`).
+    realisation_sd : float
+        Standard deviation of alpha over those resamples.
+    """
 
     alpha: float
     stderr: float
@@ -79,9 +100,14 @@ class DecayFit:
     x_end: float
     n_points: int
     intercept: float = float("nan")
+    interval: tuple[float, float] = (float("nan"), float("nan"))
+    realisation_sd: float = float("nan")
 
     def to_dict(self) -> dict:
-        return {k: int(v) if k == "n_points" else float(v) for k, v in self.__dict__.items()}
+        out = {k: float(v) for k, v in self.__dict__.items() if k not in ("n_points", "interval")}
+        out["n_points"] = int(self.n_points)
+        out["interval"] = [float(v) for v in self.interval]
+        return out
 
 
 def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
@@ -114,18 +140,76 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
     )
 
 
+def decay_with_interval(
+    edges: np.ndarray, csd: np.ndarray, x_start: float, resamples: np.ndarray
+) -> DecayFit:
+    """:func:`decay_rate` of the mean of the CSD curves ``csd`` (realisations x bins), with
+    the interval in which the alpha of a repeated analysis falls (:func:`replicate_interval`
+    over the realisation ``resamples``, rows of indices from :func:`bootstrap_indices`)."""
+    fit = decay_rate(edges, csd.mean(axis=0), x_start)
+    if csd.shape[0] < 2 or not np.isfinite(fit.alpha):
+        return fit
+    replicates = np.array(
+        [decay_rate(edges, csd[pick].mean(axis=0), x_start).alpha for pick in resamples]
+    )
+    replicates = replicates[np.isfinite(replicates)]
+    interval, sd = replicate_interval(fit.alpha, replicates, csd.shape[0])
+    return replace(fit, interval=interval, realisation_sd=sd)
+
+
+def bootstrap_indices(
+    seed: int, realizations: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> np.ndarray:
+    """Resamples (with replacement) of ``realizations`` realisations, shape ``(resamples,
+    realizations)``, from the seed's ``"bootstrap"`` stream: the same for every network."""
+    rng = np.random.default_rng(stream_seed(seed, "bootstrap", realizations))
+    return rng.integers(0, realizations, size=(resamples, realizations))
+
+
+def replicate_interval(
+    estimate: float, replicates: np.ndarray, realizations: int, level: float = 0.95
+) -> tuple[tuple[float, float], float]:
+    """Where the estimate of a repeated analysis (another seed) falls, with probability
+    ``level``, and the standard deviation of the estimate.
+
+    The bootstrap replicates (resampled realisations) give the estimate's standard
+    deviation s, corrected by sqrt(R / (R - 1)) for the small number R of realisations. Two
+    independent analyses differ by sqrt(2) s, and the Student t quantile with R - 1 degrees
+    of freedom replaces the normal one: ``estimate +- t * sqrt(2) * s``.
+    """
+    if realizations < 2 or len(replicates) < 2:
+        nan = float("nan")
+        return (nan, nan), nan
+    sd = float(np.std(replicates, ddof=1) * np.sqrt(realizations / (realizations - 1)))
+    half = float(student_t.ppf(0.5 + level / 2, realizations - 1) * np.sqrt(2.0) * sd)
+    return (estimate - half, estimate + half), sd
+
+
+def layer_csd_curves(
+    spectrum: np.ndarray, conjugates: np.ndarray, edges: np.ndarray, signed: bool = False
+) -> np.ndarray:
+    """CSD of one normalised layer spectrum against each of its conjugate matrices (rows of
+    ``conjugates``), or with ``signed=True`` the :func:`survival_difference`. Shape
+    ``(realisations, bins)``."""
+    p_net = spectral_density(spectrum, edges)
+    curve = survival_difference if signed else csd_curve
+    return np.array([curve(p_net, spectral_density(x, edges)) for x in conjugates])
+
+
+def sample_curves(curves: np.ndarray, edges: np.ndarray, locations) -> np.ndarray:
+    """The curves (last axis on the bins of ``edges``) at the bins whose left edges are the
+    first at or above each of ``locations``."""
+    index = np.clip(np.searchsorted(edges, np.asarray(locations), side="left"), 0, len(edges) - 2)
+    return curves[..., index]
+
+
 def layer_csd_points(
     spectrum: np.ndarray,
-    conjugates: list[np.ndarray],
+    conjugates: np.ndarray,
     edges: np.ndarray,
     locations=DEFAULT_LOCATIONS,
     signed: bool = False,
 ) -> np.ndarray:
-    """CSD of one normalised layer spectrum against each of its conjugate matrices, sampled
-    at ``locations`` (method item 10); ``signed=True`` samples :func:`survival_difference`
-    instead. Shape ``(realisations, len(locations))``."""
-    index = np.clip(np.searchsorted(edges, np.asarray(locations), side="left"), 0, len(edges) - 2)
-    p_net = spectral_density(spectrum, edges)
-    curve = survival_difference if signed else csd_curve
-    curves = np.array([curve(p_net, spectral_density(x, edges)) for x in conjugates])
-    return curves[:, index]
+    """:func:`layer_csd_curves` sampled at ``locations`` (method item 10), shape
+    ``(realisations, len(locations))``."""
+    return sample_curves(layer_csd_curves(spectrum, conjugates, edges, signed), edges, locations)

@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 from scipy.linalg import lapack
 
-from nnequiv._seeding import keyed_seed, map_ordered, realization_seeds
+from nnequiv._seeding import map_ordered, realization_seeds, stream_seed
 
 __all__ = [
     "ENSEMBLE_BETA",
@@ -34,6 +34,7 @@ __all__ = [
     "circular_eigenphases",
     "cayley_spectrum",
     "conjugate_ensemble",
+    "same_order_keys",
     "cmv_matrix",
     "verblunsky_coefficients",
     "cayley_from_cosines",
@@ -44,36 +45,40 @@ __all__ = [
 ENSEMBLE_BETA = {"COE": 1.0, "CUE": 2.0, "CSE": 4.0}
 
 
-def ensemble_beta(kind: str | None, beta: float | None = None) -> float:
-    """The Dyson index ``beta`` selected by ``kind`` and/or ``beta``.
+def ensemble_beta(ensemble: str | None, beta: float | None = None) -> float:
+    """The Dyson index ``beta`` selected by ``ensemble`` and/or ``beta``.
 
     Raises
     ------
     ValueError
-        Unknown ``kind``, ``beta <= 0``, neither given, or both given and inconsistent.
+        Unknown ``ensemble``, ``beta <= 0``, neither given, or both given and inconsistent.
     """
     if beta is not None:
         beta = float(beta)
         if not np.isfinite(beta) or beta <= 0:
             raise ValueError(f"beta must be a positive finite number, got {beta}")
-    if kind is None:
+    if ensemble is None:
         if beta is None:
-            raise ValueError("give an ensemble kind ('COE', 'CUE', 'CSE') or beta")
+            raise ValueError("give an ensemble ('COE', 'CUE', 'CSE') or beta")
         return beta
-    key = str(kind).upper()
+    key = str(ensemble).upper()
     if key not in ENSEMBLE_BETA:
-        raise ValueError(f"unknown circular ensemble {kind!r}; expected one of COE, CUE, CSE")
+        raise ValueError(f"unknown circular ensemble {ensemble!r}; expected one of COE, CUE, CSE")
     if beta is not None and beta != ENSEMBLE_BETA[key]:
         raise ValueError(f"{key} has beta = {ENSEMBLE_BETA[key]:g}, but beta = {beta:g} was given")
     return ENSEMBLE_BETA[key]
 
 
-def _check_order(n: int, size: int) -> tuple[int, int]:
+def _check_order(n: int, realizations: int) -> tuple[int, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"matrix order n must be an integer >= 1, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-        raise ValueError(f"size must be an integer >= 0, got {size!r}")
-    return int(n), int(size)
+    if (
+        isinstance(realizations, bool)
+        or not isinstance(realizations, (int, np.integer))
+        or realizations < 0
+    ):
+        raise ValueError(f"realizations must be an integer >= 0, got {realizations!r}")
+    return int(n), int(realizations)
 
 
 # --------------------------------------------------------------------------------------
@@ -101,11 +106,11 @@ def _quaternion_dual(u: np.ndarray) -> np.ndarray:
     return dual
 
 
-def _one_circular_matrix(kind: str, n: int, seed_seq: np.random.SeedSequence) -> np.ndarray:
+def _one_circular_matrix(ensemble: str, n: int, seed_seq: np.random.SeedSequence) -> np.ndarray:
     rng = np.random.default_rng(seed_seq)
-    if kind == "CUE":
+    if ensemble == "CUE":
         return _haar_unitary(n, rng)
-    if kind == "COE":
+    if ensemble == "COE":
         u = _haar_unitary(n, rng)
         return u.T @ u
     u = _haar_unitary(2 * n, rng)
@@ -113,17 +118,17 @@ def _one_circular_matrix(kind: str, n: int, seed_seq: np.random.SeedSequence) ->
 
 
 def circular_matrices(
-    kind: str, n: int, size: int, seed=None, *, n_jobs: int | None = None
+    ensemble: str, n: int, realizations: int, seed=None, *, n_jobs: int | None = None
 ) -> np.ndarray:
     """Draw exact Haar-distributed matrices of a circular ensemble.
 
     Parameters
     ----------
-    kind : {"COE", "CUE", "CSE"}
+    ensemble : {"COE", "CUE", "CSE"}
         Orthogonal (symmetric unitary), unitary, or symplectic (self-dual unitary) ensemble.
     n : int
         Matrix order; for CSE the quaternion order, so the matrices are ``2n x 2n`` complex.
-    size : int
+    realizations : int
         Number of independent matrices.
     seed : int, SeedSequence, Generator or None
         Fixes every draw.
@@ -133,16 +138,16 @@ def circular_matrices(
     Returns
     -------
     numpy.ndarray
-        Complex array of shape ``(size, n, n)``, or ``(size, 2n, 2n)`` for CSE.
+        Complex array of shape ``(realizations, n, n)``, or ``(realizations, 2n, 2n)`` for CSE.
     """
-    n, size = _check_order(n, size)
-    kind = str(kind).upper()
-    ensemble_beta(kind)
-    order = 2 * n if kind == "CSE" else n
-    out = np.empty((size, order, order), dtype=complex)
-    seeds = realization_seeds(seed, size)
+    n, realizations = _check_order(n, realizations)
+    ensemble = str(ensemble).upper()
+    ensemble_beta(ensemble)
+    order = 2 * n if ensemble == "CSE" else n
+    out = np.empty((realizations, order, order), dtype=complex)
+    seeds = realization_seeds(seed, realizations)
     for index, matrix in enumerate(
-        map_ordered(partial(_one_circular_matrix, kind, n), seeds, n_jobs)
+        map_ordered(partial(_one_circular_matrix, ensemble, n), seeds, n_jobs)
     ):
         out[index] = matrix
     return out
@@ -352,18 +357,18 @@ def _one_eigenphases(n: int, beta: float, seed_seq) -> np.ndarray:
     )
 
 
-def _draw(one, kind, n, size, seed, beta, n_jobs) -> np.ndarray:
-    n, size = _check_order(n, size)
-    b = ensemble_beta(kind, beta)
-    seeds = realization_seeds(seed, size)
+def _draw(one, ensemble, n, realizations, seed, beta, n_jobs) -> np.ndarray:
+    n, realizations = _check_order(n, realizations)
+    b = ensemble_beta(ensemble, beta)
+    seeds = realization_seeds(seed, realizations)
     rows = map_ordered(partial(one, n, b), seeds, n_jobs)
-    return np.array(rows, dtype=float).reshape(size, n)
+    return np.array(rows, dtype=float).reshape(realizations, n)
 
 
 def circular_eigenphases(
-    kind: str | None,
+    ensemble: str | None,
     n: int,
-    size: int,
+    realizations: int,
     seed=None,
     *,
     beta: float | None = None,
@@ -373,11 +378,11 @@ def circular_eigenphases(
 
     Parameters
     ----------
-    kind : {"COE", "CUE", "CSE"} or None
+    ensemble : {"COE", "CUE", "CSE"} or None
         Named ensemble (beta = 1, 2, 4). None when ``beta`` is given.
     n : int
         Number of eigenphases per realisation (for CSE one per Kramers pair).
-    size : int
+    realizations : int
         Number of realisations.
     seed : int, SeedSequence, Generator or None
         Fixes every draw.
@@ -389,15 +394,15 @@ def circular_eigenphases(
     Returns
     -------
     numpy.ndarray
-        Shape ``(size, n)``, each row sorted, phases in ``(-pi, pi]``.
+        Shape ``(realizations, n)``, each row sorted, phases in ``(-pi, pi]``.
     """
-    return _draw(_one_eigenphases, kind, n, size, seed, beta, n_jobs)
+    return _draw(_one_eigenphases, ensemble, n, realizations, seed, beta, n_jobs)
 
 
 def cayley_spectrum(
-    kind: str | None,
+    ensemble: str | None,
     n: int,
-    size: int,
+    realizations: int,
     seed=None,
     beta: float | None = None,
     *,
@@ -411,22 +416,33 @@ def cayley_spectrum(
     Returns
     -------
     numpy.ndarray
-        Shape ``(size, n)``, each row sorted ascending, values in ``[0, inf)``.
+        Shape ``(realizations, n)``, each row sorted ascending, values in ``[0, inf)``.
     """
-    return _draw(_one_cayley_spectrum, kind, n, size, seed, beta, n_jobs)
+    return _draw(_one_cayley_spectrum, ensemble, n, realizations, seed, beta, n_jobs)
 
 
-def _keyed_cayley_spectrum(beta: float, seed, task: tuple[int, int, int]) -> np.ndarray:
-    layer, realisation, n = task
-    return _one_cayley_spectrum(n, beta, keyed_seed(seed, layer, realisation))
+def _keyed_cayley_spectrum(beta: float, seed, task: tuple) -> np.ndarray:
+    key, realisation, n = task
+    return _one_cayley_spectrum(n, beta, stream_seed(seed, "conjugate", *key, realisation))
+
+
+def same_order_keys(orders) -> list[tuple[int, int]]:
+    """``(n, k)`` for each order: k counts the earlier entries of the same order."""
+    seen: dict[int, int] = {}
+    keys = []
+    for n in orders:
+        keys.append((int(n), seen.get(int(n), 0)))
+        seen[int(n)] = seen.get(int(n), 0) + 1
+    return keys
 
 
 def conjugate_ensemble(
     orders,
-    kind: str | None = "CUE",
-    size: int = 10,
+    ensemble: str | None = "CUE",
+    realizations: int = 10,
     seed: int = 0,
     *,
+    keys=None,
     beta: float | None = None,
     n_jobs: int | None = None,
 ) -> list[np.ndarray]:
@@ -436,13 +452,17 @@ def conjugate_ensemble(
     ----------
     orders : sequence of int
         Matrix order of each layer (``min(N, M)``).
-    kind, beta
+    ensemble, beta
         The circular ensemble, as in :func:`cayley_spectrum`.
-    size : int
+    realizations : int
         Number of realisations of the whole ensemble.
     seed : int or SeedSequence
-        Layer ``i`` in realisation ``r`` draws from ``SeedSequence(seed, spawn_key=(i, r))``
-        (method item 13), so any subset of layers or realisations can be redrawn alone.
+        With ``keys``, fixes every draw: the matrix of the layer with key ``(n, k)`` in
+        realisation r comes from the stream ``("conjugate", n, k, r)`` (method item 14), so
+        it depends on the key, not on where the layer stands in the list.
+    keys : sequence of (int, int), optional
+        ``(n, k)`` per layer: its order and its rank among the layers of that order. Default
+        :func:`same_order_keys` (rank = position among the same-order layers).
     n_jobs : int or None
         Worker processes over all (layer, realisation) pairs (-1: every core). Does not
         change the result.
@@ -450,18 +470,24 @@ def conjugate_ensemble(
     Returns
     -------
     list of numpy.ndarray
-        ``out[i]`` has shape ``(size, orders[i])``, each row sorted ascending.
+        ``out[i]`` has shape ``(realizations, orders[i])``, each row sorted ascending.
     """
-    b = ensemble_beta(kind, beta)
-    orders = [_check_order(n, size)[0] for n in orders]
+    b = ensemble_beta(ensemble, beta)
+    orders = [_check_order(n, realizations)[0] for n in orders]
+    keys = same_order_keys(orders) if keys is None else [tuple(map(int, k)) for k in keys]
+    if len(keys) != len(orders) or len(set(keys)) != len(keys):
+        raise ValueError("keys must give each layer its own (n, rank) key")
     if seed is None or (isinstance(seed, (int, np.integer)) and seed < 0):
         raise ValueError(f"conjugate_ensemble needs a fixed seed >= 0, got {seed!r}")
     # Largest orders first, so that parallel workers finish together.
     tasks = sorted(
-        ((i, r, n) for i, n in enumerate(orders) for r in range(size)), key=lambda t: -t[2]
+        ((i, r, n) for i, n in enumerate(orders) for r in range(realizations)),
+        key=lambda t: -t[2],
     )
-    rows = map_ordered(partial(_keyed_cayley_spectrum, b, seed), tasks, n_jobs)
-    out = [np.empty((size, n)) for n in orders]
+    rows = map_ordered(
+        partial(_keyed_cayley_spectrum, b, seed), [(keys[i], r, n) for i, r, n in tasks], n_jobs
+    )
+    out = [np.empty((realizations, n)) for n in orders]
     for (i, r, _), row in zip(tasks, rows):
         out[i][r] = row
     return out

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.equivalence import Analysis, Classes
+from nnequiv.analysis import Analysis
+from nnequiv.equivalence import Classes
 from nnequiv.errors import MissingDependencyError
 from nnequiv.reporting import _short
 

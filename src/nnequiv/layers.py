@@ -1,9 +1,11 @@
 """Layer matrices (method item 1): which tensors count as layers, and their N x M shape.
 
 A float tensor with ``ndim >= 2`` becomes ``W`` with rows on the output axis and columns on
-every other axis. The output axis is first for PyTorch/ONNX/Paddle and last for
-TensorFlow/Keras/TF.js. For bare arrays (npz, dict) the layout is inferred once per network
-by a vote of its kernels: small equal dimensions at one end mark the spatial axes.
+every other axis. Three kernel layouts are known: OIHW (PyTorch, ONNX, Paddle), HWIO
+(TensorFlow, Keras, TF.js) and OHWI (TFLite). A kernel with a single output channel (a
+depthwise kernel in HWIO or OHWI, or a one-output convolution) is the C x (kh*kw) matrix of
+its per-channel filters in every layout. For bare arrays (npz, dict) the layout is inferred
+once per network by a vote of its kernels: the small equal dimensions mark the spatial axes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from nnequiv.errors import InvalidWeightsError, NoLayersError
-from nnequiv.loading import OUT_FIRST, OUT_LAST, WeightSource, open_weights
+from nnequiv.loading import HWIO, OHWI, OIHW, WeightSource, open_weights
 
 __all__ = [
     "LayerMatrix",
@@ -68,49 +70,87 @@ class LayerMatrices:
     skipped: list[SkippedTensor]
 
 
+def _spatial_axes(shape: Sequence[int], layout: str) -> tuple[int, ...]:
+    """The dims of the spatial axes of a kernel of ``shape`` in ``layout``."""
+    k = len(shape) - 2
+    return {OIHW: tuple(shape[2:]), HWIO: tuple(shape[:k]), OHWI: tuple(shape[1:-1])}[layout]
+
+
 def kernel_vote(shape: Sequence[int]) -> str | None:
     """Layout suggested by one tensor's shape, or None when it does not tell.
 
-    The ``ndim - 2`` spatial axes of a kernel are small and equal: at the end for out-first
-    (``out x in x kh x kw``), at the start for out-last (``kh x kw x in x out``).
+    The ``ndim - 2`` spatial axes of a kernel are small and equal: last in OIHW
+    (``out x in x kh x kw``), first in HWIO (``kh x kw x in x out``), in the middle in OHWI
+    (``out x kh x kw x in``). Where several positions qualify the smaller kernel wins; a tie
+    abstains.
     """
     if len(shape) < 3:
         return None
-    k = len(shape) - 2
-    lead, trail = shape[:k], shape[-k:]
-
-    def is_kernel(dims):
-        return len(set(dims)) == 1 and dims[0] <= MAX_KERNEL
-
-    if is_kernel(trail) and (not is_kernel(lead) or trail[0] < lead[0]):
-        return OUT_FIRST
-    if is_kernel(lead) and (not is_kernel(trail) or lead[0] < trail[0]):
-        return OUT_LAST
-    return None
+    extents = {}
+    for layout in (OIHW, HWIO, OHWI):
+        dims = _spatial_axes(shape, layout)
+        if len(set(dims)) == 1 and dims[0] <= MAX_KERNEL:
+            extents[layout] = dims[0]
+    if not extents:
+        return None
+    smallest = min(extents.values())
+    winners = [layout for layout, extent in extents.items() if extent == smallest]
+    return winners[0] if len(winners) == 1 else None
 
 
 def infer_layout(shapes: Sequence[Sequence[int]]) -> str:
     """Layout of a network from its tensor shapes: the majority of kernel votes.
 
-    Ties and networks without kernels (only 2-D matrices, whose spectra do not depend on the
-    layout) count as out-first.
+    Ties go to OIHW, then HWIO; networks without kernels (only 2-D matrices, whose spectra
+    do not depend on the layout) count as OIHW.
     """
     votes = [kernel_vote(shape) for shape in shapes]
-    return OUT_LAST if votes.count(OUT_LAST) > votes.count(OUT_FIRST) else OUT_FIRST
+    return max((OIHW, HWIO, OHWI), key=votes.count)
+
+
+def _channels(shape: Sequence[int], layout: str) -> tuple[int, int]:
+    """``(out, in)`` channel counts of a tensor of ``shape`` in ``layout``."""
+    if len(shape) == 2:
+        return (int(shape[1]), int(shape[0])) if layout == HWIO else (int(shape[0]), int(shape[1]))
+    if layout == OIHW:
+        return int(shape[0]), int(shape[1])
+    if layout == HWIO:
+        return int(shape[-1]), int(shape[-2])
+    return int(shape[0]), int(shape[-1])
+
+
+def _per_channel(shape: Sequence[int], layout: str) -> bool:
+    """A kernel with one output channel: taken as the C x (kh*kw) matrix of its filters."""
+    out, channels = _channels(shape, layout)
+    return len(shape) >= 3 and out == 1 and channels >= 2
 
 
 def matrix_shape(shape: Sequence[int], layout: str) -> tuple[int, int]:
-    """``(N, M)``: output units and fan-in of a tensor of ``shape`` in ``layout``."""
-    out = shape[-1] if layout == OUT_LAST else shape[0]
-    return int(out), int(math.prod(shape) // out) if out else 0
+    """``(N, M)``: output units and fan-in of a tensor of ``shape`` in ``layout``.
+
+    A kernel with a single output channel (a depthwise kernel ``kh x kw x C x 1`` in HWIO,
+    ``1 x kh x kw x C`` in OHWI; a one-output convolution) gives ``(C, kh*kw)``, the same
+    matrix as PyTorch's depthwise ``C x 1 x kh x kw``.
+    """
+    out, channels = _channels(shape, layout)
+    if _per_channel(shape, layout):
+        return channels, int(math.prod(_spatial_axes(shape, layout)))
+    return out, int(math.prod(shape) // out) if out else 0
 
 
 def as_layer_matrix(array: np.ndarray, layout: str) -> np.ndarray:
     """The N x M matrix view of a weight tensor (no copy where the memory allows)."""
-    if layout == OUT_LAST:
-        out = array.shape[-1]
-        return array.reshape(-1, out).T
-    return array.reshape(array.shape[0], -1)
+    rows, _ = matrix_shape(array.shape, layout)
+    if array.ndim == 2:
+        return array.T if layout == HWIO else array
+    if _per_channel(array.shape, layout):
+        # the single output axis has size 1: only the channel axis and the spatial axes remain
+        if layout == OIHW:
+            return array.reshape(rows, -1)
+        return array.reshape(-1, rows).T
+    if layout == HWIO:
+        return array.reshape(-1, rows).T
+    return array.reshape(rows, -1)
 
 
 def _excluded(name: str, include, exclude) -> bool:
@@ -191,7 +231,7 @@ def layer_matrices(source, include=None, exclude=None, layout: str | None = None
         Shell-style patterns on tensor names (``fnmatch``): keep only names matching an
         ``include`` pattern, then drop names matching an ``exclude`` pattern.
     layout : str, optional
-        Force ``"out-first"`` or ``"out-last"`` (default: the loader's, or inferred).
+        Force ``"oihw"``, ``"hwio"`` or ``"ohwi"`` (default: the loader's, or inferred).
 
     Raises
     ------

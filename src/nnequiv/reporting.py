@@ -6,14 +6,18 @@ import csv
 import io
 from pathlib import Path
 
-from nnequiv.equivalence import Analysis, Classes, Identification, Verdict
+from nnequiv.analysis import Analysis
+from nnequiv.equivalence import Classes, Identification, Verdict
 
 __all__ = [
     "format_analysis",
     "format_verdict",
     "format_classes",
     "format_identification",
+    "layers_csv",
+    "verdict_csv",
     "classes_csv",
+    "identification_csv",
 ]
 
 
@@ -21,24 +25,39 @@ def _short(path: str) -> str:
     return Path(path).name or path
 
 
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def _csv(rows) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
 def format_analysis(analysis: Analysis) -> str:
     """A layer table and the summary numbers of one analysis."""
     s = analysis.settings
     lines = [
-        f"{analysis.source}: {len(analysis.layers)} layers, conjugate {s.ensemble}, "
-        f"{s.realizations} realisations, seed {s.seed}, {s.normalization} normalisation",
-        f"{'layer':40} {'N x M':>13} {'n':>6} {'kept':>6} {'zeros':>6} method",
+        f"{analysis.source}: {_plural(len(analysis.layers), 'layer')} ({analysis.layout}), "
+        f"conjugate {s.ensemble}, {_plural(s.realizations, 'realisation')}, seed {s.seed}, "
+        f"{s.canonical} canonical form, {s.normalization} normalisation",
+        f"{'layer':36} {'N x M':>13} {'n':>6} {'zeros':>5} {'TV':>6} {'alpha':>6} method",
     ]
     for row in analysis.layers:
-        shape = f"{row['matrix_shape'][0]} x {row['matrix_shape'][1]}"
+        shape = f"{row.matrix_shape[0]} x {row.matrix_shape[1]}"
         lines.append(
-            f"{row['name'][:40]:40} {shape:>13} {row['order']:6d} "
-            f"{row['n_eigenvalues']:6d} {row['n_dropped']:6d} {row['method']}"
+            f"{row.name[:36]:36} {shape:>13} {row.order:6d} {row.n_dropped:5d} "
+            f"{row.total_variation:6.3f} {row.alpha:6.2f} {row.method}"
         )
+    if analysis.skipped:
+        lines.append(f"skipped: {_plural(len(analysis.skipped), 'tensor')} (see --json)")
     d = analysis.decay
+    low, high = d.interval
     lines += [
         f"tail start (q={s.tail_quantile:g}): x = {analysis.tail_start:.4g}",
-        f"decay rate alpha = {d.alpha:.4f} +/- {d.stderr:.4f}  (R^2 = {d.r2:.3f}, "
+        f"decay rate alpha = {d.alpha:.4f}, 95% interval for another seed [{low:.4f}, "
+        f"{high:.4f}] (fit standard error {d.stderr:.4f}; R^2 = {d.r2:.3f}, "
         f"{d.n_points} bins, x in [{d.x_start:.3g}, {d.x_end:.3g}])",
         f"CSD at x = {analysis.edges[0]:.0e} (total variation): {analysis.csd_mean[0]:.4f}",
         f"conjugacy (max CSD beyond the 99th percentile): {analysis.conjugacy:.4f}",
@@ -46,22 +65,48 @@ def format_analysis(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
+def layers_csv(analysis: Analysis) -> str:
+    """One row per layer: name, shapes, order, counts, method, total variation, alpha."""
+    header = ["name", "shape", "N", "M", "order", "n_eigenvalues", "n_dropped", "method"]
+    rows = [header + ["total_variation", "alpha"]]
+    for row in analysis.layers:
+        rows.append(
+            [row.name, "x".join(map(str, row.shape)), *row.matrix_shape, row.order]
+            + [row.n_eigenvalues, row.n_dropped, row.method]
+            + [f"{row.total_variation:.6g}", f"{row.alpha:.6g}"]
+        )
+    return _csv(rows)
+
+
 def format_verdict(verdict: Verdict) -> str:
     low, high = verdict.spread
-    return (
-        f"{_short(verdict.a)} vs {_short(verdict.b)} ({verdict.level} level)\n"
+    lines = [
+        f"{_short(verdict.a)} vs {_short(verdict.b)} ({verdict.level} level)",
         f"distance {verdict.distance:.4f}  spread [{low:.4f}, {high:.4f}]  "
-        f"eps {verdict.eps:.4f} ({verdict.eps_source})\n"
-        f"verdict: {verdict.verdict}"
-    )
+        f"eps {verdict.eps:.4f} ({verdict.eps_source})",
+        f"verdict: {verdict.verdict}",
+    ]
+    if verdict.distance == 0:
+        lines.append(
+            "(distance 0: at this resolution the two layer clouds coincide; tail masses are "
+            "multiples of 1/n, docs/method.md item 10)"
+        )
+    return "\n".join(lines)
+
+
+def verdict_csv(verdict: Verdict) -> str:
+    header = ["a", "b", "level", "distance", "spread_low", "spread_high", "eps", "eps_source"]
+    row = [verdict.a, verdict.b, verdict.level, verdict.distance, *verdict.spread, verdict.eps]
+    return _csv([header + ["verdict"], row + [verdict.eps_source, verdict.verdict]])
 
 
 def format_classes(classes: Classes) -> str:
     names = [_short(m) for m in classes.models]
     width = max(8, *(len(n) for n in names))
     lines = [
-        f"{len(classes.models)} networks, {len(classes.classes)} classes at eps = "
-        f"{classes.eps:.4f} ({classes.eps_source}, {classes.level} level)"
+        f"{_plural(len(classes.models), 'network')}, "
+        f"{_plural(len(classes.classes), 'class', 'classes')} ({classes.eps_source} eps per "
+        f"pair, median {classes.eps:.4f}; {classes.level} level)"
     ]
     for index, members in enumerate(classes.classes, 1):
         lines.append(f"  class {index}: {', '.join(_short(m) for m in members)}")
@@ -73,22 +118,27 @@ def format_classes(classes: Classes) -> str:
     return "\n".join(lines)
 
 
+def classes_csv(classes: Classes) -> str:
+    """One row per network: its class and its distance to every network."""
+    rows = [["model", "class", *classes.models]]
+    for model, label, row in zip(classes.models, classes.labels_, classes.distance):
+        rows.append([model, int(label) + 1, *(f"{v:.6g}" for v in row)])
+    return _csv(rows)
+
+
 def format_identification(result: Identification) -> str:
     lines = [f"nearest designs to {_short(result.query)} ({result.level} level):"]
     for rank, match in enumerate(result.matches, 1):
         lines.append(
             f"  {rank}. {match.path}  distance {match.distance:.4f}  "
-            f"[{match.spread[0]:.4f}, {match.spread[1]:.4f}]"
+            f"[{match.spread[0]:.4f}, {match.spread[1]:.4f}]  eps {match.eps:.4f}  "
+            f"{match.verdict}"
         )
     return "\n".join(lines)
 
 
-def classes_csv(classes: Classes) -> str:
-    """One row per network: its class and its distance to every network."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    label = {m: i for i, members in enumerate(classes.classes, 1) for m in members}
-    writer.writerow(["model", "class", *classes.models])
-    for model, row in zip(classes.models, classes.distance):
-        writer.writerow([model, label[model], *(f"{v:.6g}" for v in row)])
-    return buffer.getvalue()
+def identification_csv(result: Identification) -> str:
+    rows = [["rank", "path", "distance", "spread_low", "spread_high", "eps", "verdict"]]
+    for rank, m in enumerate(result.matches, 1):
+        rows.append([rank, m.path, m.distance, *m.spread, m.eps, m.verdict])
+    return _csv(rows)

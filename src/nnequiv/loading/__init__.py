@@ -27,8 +27,11 @@ from nnequiv.loading._safetensors import (
     _safetensors_shapes,
 )
 from nnequiv.loading._source import (
+    HWIO,
     LAYOUTS,
     MODEL_SUFFIXES,
+    OHWI,
+    OIHW,
     OUT_FIRST,
     OUT_LAST,
     TORCH_SUFFIXES,
@@ -43,6 +46,9 @@ __all__ = [
     "LAYOUTS",
     "canonical_layout",
     "MODEL_SUFFIXES",
+    "OIHW",
+    "HWIO",
+    "OHWI",
     "OUT_FIRST",
     "OUT_LAST",
 ]

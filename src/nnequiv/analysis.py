@@ -1,0 +1,334 @@
+"""One network against its conjugate circular ensemble (method items 6-8 and 10).
+
+:func:`analyze` reads a network (or a connectome's Mixed Matrix Ensemble), computes its layer
+spectra in canonical form, draws the conjugate ensemble and returns an :class:`Analysis`: the
+pooled densities and CSD curves, the decay rate with its interval, and the layer-resolved
+points that the distances of :mod:`nnequiv.distances` compare.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnequiv._version import __version__
+from nnequiv.csd import (
+    DecayFit,
+    bootstrap_indices,
+    csd_curve,
+    decay_rate,
+    decay_with_interval,
+    layer_csd_curves,
+    log_grid,
+    sample_curves,
+    spectral_density,
+)
+from nnequiv.ensembles import conjugate_ensemble
+from nnequiv.layers import SkippedTensor
+from nnequiv.settings import Settings, split_options
+from nnequiv.sources import open_source
+from nnequiv.spectra import LayerSpectrum, network_spectra, normalize_spectrum
+
+__all__ = ["Analysis", "LayerRecord", "analyze", "analysis_from_spectra", "stream_keys"]
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One layer of an analysis.
+
+    Attributes
+    ----------
+    name : str
+        Tensor name in the file.
+    shape : tuple of int
+        Tensor shape as stored.
+    matrix_shape : tuple of int
+        ``(N, M)`` of the layer matrix.
+    order : int
+        ``n = min(N, M)``, the order of its conjugate circular matrix.
+    n_eigenvalues, n_dropped : int
+        Eigenvalues kept, and numerical zeros dropped.
+    method : str
+        ``"gram"`` or ``"svd"`` (method item 2).
+    canonical : str
+        The canonical form applied (method item 13; ``"rows"`` where a balance was asked for
+        but the layer's zero pattern admits none).
+    stream : tuple of int
+        ``(n, rank)``: the key of its conjugate draws (method item 14).
+    total_variation : float
+        The layer's CSD at the start of the grid, mean over realisations: the total variation
+        distance between its normalised spectrum and its conjugate matrix's.
+    alpha : float
+        Decay rate of the layer's own mean CSD, fitted like the network's (item 8) from the
+        tail quantile of the layer's spectrum; NaN where fewer than 3 bins remain.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    matrix_shape: tuple[int, int]
+    order: int
+    n_eigenvalues: int
+    n_dropped: int
+    method: str
+    canonical: str
+    stream: tuple[int, int]
+    total_variation: float
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "matrix_shape": list(self.matrix_shape),
+            "order": self.order,
+            "n_eigenvalues": self.n_eigenvalues,
+            "n_dropped": self.n_dropped,
+            "method": self.method,
+            "canonical": self.canonical,
+            "stream": list(self.stream),
+            "total_variation": self.total_variation,
+            "alpha": self.alpha,
+        }
+
+
+@dataclass(repr=False)
+class Analysis:
+    """A network's Mixed Matrix Ensemble against its conjugate circular ensemble.
+
+    Attributes
+    ----------
+    source : str
+        Where the network came from.
+    settings : Settings
+        The analysis settings (all of them change numbers).
+    layers : list of LayerRecord
+        The layers, in the order the file stores them.
+    edges : numpy.ndarray
+        Shared log-spaced bin edges; CSD index k sits at ``edges[k]``.
+    p_net, p_circ : numpy.ndarray
+        Pooled network density and mean conjugate density (mass per bin).
+    csd : numpy.ndarray
+        CSD of each realisation, shape ``(R, bins)``.
+    decay : DecayFit
+        Tail decay of the mean CSD, with its interval.
+    tail_start : float
+        The ``tail_quantile`` quantile of the pooled normalised spectrum.
+    conjugacy : float
+        Largest mean CSD from the 99th percentile of the pooled spectrum on.
+    layer_points : numpy.ndarray
+        Layer-resolved curve values at the settings' locations, shape ``(R, layers,
+        locations)`` (method item 10; the order enters at the distance).
+    layout : str
+        Kernel layout the tensors were read in.
+    skipped : list of SkippedTensor
+        Tensors that are not layers, with the reason.
+    version : str
+        The nnequiv version that computed it.
+    """
+
+    source: str
+    settings: Settings
+    layers: list[LayerRecord]
+    edges: np.ndarray
+    p_net: np.ndarray
+    p_circ: np.ndarray
+    csd: np.ndarray
+    decay: DecayFit
+    tail_start: float
+    conjugacy: float
+    layer_points: np.ndarray
+    layout: str = ""
+    skipped: list[SkippedTensor] = field(default_factory=list)
+    version: str = __version__
+
+    @property
+    def orders(self) -> np.ndarray:
+        """The order n of every layer."""
+        return np.array([layer.order for layer in self.layers], dtype=int)
+
+    @property
+    def csd_mean(self) -> np.ndarray:
+        return self.csd.mean(axis=0)
+
+    @property
+    def csd_band(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise minimum and maximum of the CSD over realisations."""
+        return self.csd.min(axis=0), self.csd.max(axis=0)
+
+    def __repr__(self) -> str:
+        low, high = self.decay.interval
+        return (
+            f"Analysis({self.source!r}, {len(self.layers)} layers, {self.settings.ensemble} x "
+            f"{self.settings.realizations}, alpha={self.decay.alpha:.3f} "
+            f"[{low:.3f}, {high:.3f}], conjugacy={self.conjugacy:.3f})"
+        )
+
+    def to_dict(self, curves: bool = True) -> dict:
+        """Everything as JSON-ready values (``curves=False`` leaves out the curves)."""
+        out = {
+            "source": self.source,
+            "version": self.version,
+            "settings": self.settings.to_dict(),
+            "layout": self.layout,
+            "n_layers": len(self.layers),
+            "n_eigenvalues": int(sum(layer.n_eigenvalues for layer in self.layers)),
+            "decay": self.decay.to_dict(),
+            "tail_start": float(self.tail_start),
+            "conjugacy": float(self.conjugacy),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "skipped": [
+                {"name": s.name, "shape": list(s.shape), "reason": s.reason} for s in self.skipped
+            ],
+        }
+        if curves:
+            low, high = self.csd_band
+            out["curves"] = {
+                "x": self.edges[:-1].tolist(),
+                "p_net": self.p_net.tolist(),
+                "p_circ": self.p_circ.tolist(),
+                "csd_mean": self.csd_mean.tolist(),
+                "csd_low": low.tolist(),
+                "csd_high": high.tolist(),
+            }
+        return out
+
+
+def analyze(
+    source,
+    settings: Settings | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    n_jobs: int | None = None,
+    **options,
+) -> Analysis:
+    """Compare a network's Mixed Matrix Ensemble with its conjugate circular ensemble.
+
+    Parameters
+    ----------
+    source : path, dict, torch module, WeightSource or Connectome
+        The network (anything :func:`nnequiv.loading.open_weights` accepts) or a connectome
+        (:func:`nnequiv.connectomes.load_connectome`).
+    settings : Settings, optional
+        The analysis settings; keyword options override single fields.
+    cache_dir : path, optional
+        On-disk cache of layer spectra.
+    n_jobs : int or None
+        Worker processes for the conjugate ensemble (-1: every core). Does not change the
+        result.
+    **options
+        Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
+        normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
+        :class:`~nnequiv.settings.LoadOptions` (include, exclude, layout, trust_code,
+        max_tensor_bytes) or, for connectomes, :class:`~nnequiv.settings.ConnectomeOptions`
+        (mixture, submatrices, format).
+
+    Returns
+    -------
+    Analysis
+
+    Raises
+    ------
+    nnequiv.errors.NNEquivError
+        Unreadable or unsafe input, a network with no layer, a bad option.
+    """
+    chosen, _, load, connectome, given = split_options(options, base=settings)
+    weights = open_source(source, load, connectome, given, chosen.seed)
+    spectra = network_spectra(
+        weights,
+        load.include,
+        load.exclude,
+        load.layout,
+        rtol=chosen.rtol,
+        canonical=chosen.canonical,
+        cache_dir=cache_dir,
+    )
+    analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
+    analysis.layout, analysis.skipped = spectra.layout, spectra.skipped
+    return analysis
+
+
+def stream_keys(normalised: list[np.ndarray], orders) -> list[tuple[int, int]]:
+    """``(n, rank)`` of every layer: its rank among the layers of the same order n, sorted by
+    the sum and then the sum of squares of their normalised spectra (ties by position).
+
+    The keys do not depend on the order in which a file lists its layers, and equal spectra
+    get equal keys in every network, so equal layers meet equal circular matrices.
+    """
+    statistic = [(float(np.sum(v)), float(np.sum(v * v))) for v in normalised]
+    ranked = sorted(range(len(orders)), key=lambda i: (int(orders[i]), statistic[i]))
+    keys: list[tuple[int, int]] = [(0, 0)] * len(orders)
+    rank: dict[int, int] = {}
+    for i in ranked:
+        n = int(orders[i])
+        keys[i] = (n, rank.get(n, 0))
+        rank[n] = rank.get(n, 0) + 1
+    return keys
+
+
+def analysis_from_spectra(
+    label: str, layer_spectra: list[LayerSpectrum], settings: Settings, n_jobs: int | None = None
+) -> Analysis:
+    """The :class:`Analysis` of already computed layer spectra."""
+    edges = log_grid(*settings.grid)
+    normalised = [
+        normalize_spectrum(layer.eigenvalues, settings.normalization) for layer in layer_spectra
+    ]
+    orders = [layer.order for layer in layer_spectra]
+    keys = stream_keys(normalised, orders)
+    conjugates = conjugate_ensemble(
+        orders, settings.ensemble, settings.realizations, settings.seed, keys=keys, n_jobs=n_jobs
+    )
+    pooled = np.concatenate(normalised)
+    p_net = spectral_density(pooled, edges)
+    p_circ_each = np.array(
+        [
+            spectral_density(np.concatenate([layer[r] for layer in conjugates]), edges)
+            for r in range(settings.realizations)
+        ]
+    )
+    csd = csd_curve(p_net, p_circ_each)
+    tail_start, far_start = np.quantile(pooled, [settings.tail_quantile, 0.99])
+    far_tail = edges[:-1] >= far_start
+    conjugacy = float(csd.mean(axis=0)[far_tail].max()) if far_tail.any() else 0.0
+    resamples = bootstrap_indices(settings.seed, settings.realizations)
+    points, records = [], []
+    for spectrum, values, conjugate, key in zip(layer_spectra, normalised, conjugates, keys):
+        absolute = layer_csd_curves(values, conjugate, edges)
+        curves = (
+            layer_csd_curves(values, conjugate, edges, signed=True)
+            if settings.fingerprint == "signed"
+            else absolute
+        )
+        points.append(sample_curves(curves, edges, settings.locations))
+        mean_absolute = absolute.mean(axis=0)
+        own_tail = float(np.quantile(values, settings.tail_quantile))
+        records.append(
+            LayerRecord(
+                spectrum.name,
+                tuple(int(d) for d in spectrum.shape),
+                tuple(int(d) for d in spectrum.matrix_shape),
+                spectrum.order,
+                int(spectrum.eigenvalues.size),
+                int(spectrum.n_dropped),
+                spectrum.method,
+                spectrum.canonical,
+                key,
+                float(mean_absolute[0]),
+                decay_rate(edges, mean_absolute, own_tail).alpha,
+            )
+        )
+    return Analysis(
+        source=label,
+        settings=settings,
+        layers=records,
+        edges=edges,
+        p_net=p_net,
+        p_circ=p_circ_each.mean(axis=0),
+        csd=csd,
+        decay=decay_with_interval(edges, csd, float(tail_start), resamples),
+        tail_start=float(tail_start),
+        conjugacy=conjugacy,
+        layer_points=np.stack(points, axis=1),
+    )

@@ -1,0 +1,321 @@
+"""Every option of nnequiv in one place: defaults, choices, help texts and validation.
+
+Four groups, each a frozen dataclass:
+
+* :class:`Settings`: the analysis settings. Every one of them changes the numbers of an
+  analysis, so analyses compared with each other must agree on all of them (method items
+  3-8, 10, 13, 14).
+* :class:`DistanceSettings`: how two analyses are compared (level, order weight).
+* :class:`LoadOptions`: how one file is read (names kept, layout, limits). They may differ
+  between the networks of one comparison.
+* :class:`ConnectomeOptions`: how a connectome becomes a Mixed Matrix Ensemble.
+
+The command line builds its options from the field metadata here (help text, choices, flag),
+so a default is written once. :func:`split_options` sorts keyword arguments into the groups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+
+import numpy as np
+
+from nnequiv.errors import InputError
+
+__all__ = [
+    "Settings",
+    "DistanceSettings",
+    "LoadOptions",
+    "ConnectomeOptions",
+    "split_options",
+    "option_fields",
+    "ENSEMBLES",
+    "NORMALIZATIONS",
+    "CANONICAL_FORMS",
+    "FINGERPRINTS",
+    "LEVELS",
+    "CONNECTOME_FORMATS",
+    "DEFAULT_GRID",
+    "DEFAULT_LOCATIONS",
+    "DEFAULT_RTOL",
+    "DEFAULT_TAIL_QUANTILE",
+    "DEFAULT_ORDER_WEIGHT",
+    "DEFAULT_MAX_TENSOR_BYTES",
+    "BOOTSTRAP_RESAMPLES",
+]
+
+ENSEMBLES = ("COE", "CUE", "CSE")
+NORMALIZATIONS = ("median", "mean", "none")
+#: Canonical form of a layer (method item 13): rows and columns balanced, rows to unit norm,
+#: or the stored matrix (the paper's).
+CANONICAL_FORMS = ("balanced", "rows", "raw")
+FINGERPRINTS = ("signed", "absolute")
+LEVELS = ("layer", "pooled")
+CONNECTOME_FORMATS = ("edges", "adjacency")
+
+#: (low, high, bins) of the shared log-spaced grid of densities (method item 6).
+DEFAULT_GRID = (1e-6, 1e6, 240)
+#: Spectral locations of the layer-resolved points (method item 10): 10^-2 ... 10^2.
+DEFAULT_LOCATIONS = tuple(float(x) for x in np.logspace(-2, 2, 9))
+#: Eigenvalues below ``rtol * max`` are numerical zeros (method item 2).
+DEFAULT_RTOL = 1e-12
+#: The tail of the decay fit starts at this quantile of the pooled spectrum (method item 8).
+DEFAULT_TAIL_QUANTILE = 0.90
+#: Weight of ``log n`` against the tail masses in a layer point (method item 10).
+DEFAULT_ORDER_WEIGHT = 0.1
+#: A tensor declared larger than this is refused before anything is allocated.
+DEFAULT_MAX_TENSOR_BYTES = 8 * 2**30
+#: Resamples of the realisations behind every spread (method items 8 and 11).
+BOOTSTRAP_RESAMPLES = 32
+
+
+def option(default, help: str, *, choices=None, flag: str | None = None, metavar=None, cli=True):
+    """A dataclass field with what the command line needs to offer it."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; use one of {', '.join(map(str, choices))}")
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value, low=-math.inf, high=math.inf, *, open_low=True) -> None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    below = number <= low if open_low else number < low
+    if not math.isfinite(number) or below or number >= high:
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        if high < math.inf:
+            bound += f" and < {high:g}"
+        raise InputError(f"{name} must be {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The analysis settings: every option that changes the numbers of an analysis.
+
+    Analyses are comparable only when all of these agree (``compare``, ``cluster`` and
+    ``identify`` refuse others, naming the setting that differs).
+    """
+
+    ensemble: str = option("CUE", "conjugate circular ensemble", choices=ENSEMBLES)
+    realizations: int = option(
+        10, "realisations R of the conjugate ensemble (curve bands, spreads)", metavar="R"
+    )
+    seed: int = option(0, "one seed fixes every random draw", metavar="S")
+    normalization: str = option(
+        "median", "divide each layer spectrum by its median or mean", choices=NORMALIZATIONS
+    )
+    canonical: str = option(
+        "balanced",
+        "canonical form of a layer: 'balanced' scales rows and columns to equal norms (folded "
+        "BatchNorms, rescaled neurons and the storage layout change nothing), 'rows' scales "
+        "output rows to unit norm, 'raw' is the paper's stored matrix",
+        choices=CANONICAL_FORMS,
+    )
+    fingerprint: str = option(
+        "signed",
+        "layer point: signed tail-mass difference or the absolute CSD",
+        choices=FINGERPRINTS,
+    )
+    locations: tuple = option(DEFAULT_LOCATIONS, "spectral locations of a layer point", cli=False)
+    grid: tuple = option(DEFAULT_GRID, "(low, high, bins) of the density grid", cli=False)
+    tail_quantile: float = option(
+        DEFAULT_TAIL_QUANTILE,
+        "quantile of the pooled spectrum where the tail fit starts",
+        metavar="Q",
+    )
+    rtol: float = option(DEFAULT_RTOL, "eigenvalues below rtol * max are zeros")
+
+    def __post_init__(self):
+        object.__setattr__(self, "ensemble", str(self.ensemble).upper())
+        check_choice("ensemble", self.ensemble, ENSEMBLES)
+        _check_positive_int("realizations", self.realizations)
+        _check_positive_int("seed", self.seed, minimum=0)
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("canonical form", self.canonical, CANONICAL_FORMS)
+        check_choice("fingerprint", self.fingerprint, FINGERPRINTS)
+        _check_number("tail_quantile", self.tail_quantile, 0.0, 1.0)
+        _check_number("rtol", self.rtol, 0.0, 1.0)
+        grid = tuple(self.grid)
+        if len(grid) != 3:
+            raise InputError(f"grid must be (low, high, bins), got {self.grid!r}")
+        low, high, bins = float(grid[0]), float(grid[1]), grid[2]
+        _check_positive_int("grid bins", bins)
+        if not 0 < low < high < math.inf:
+            raise InputError(f"grid needs 0 < low < high, got {low!r}, {high!r}")
+        object.__setattr__(self, "grid", (low, high, int(bins)))
+        locations = tuple(float(x) for x in np.atleast_1d(self.locations))
+        if not locations or not all(0 < x < math.inf for x in locations):
+            raise InputError(f"locations must be positive numbers, got {self.locations!r}")
+        object.__setattr__(self, "locations", locations)
+
+    def differences(self, other: Settings) -> list[str]:
+        """Names of the settings in which ``other`` differs."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DistanceSettings:
+    """How two analyses are compared (method items 9-11)."""
+
+    level: str = option(
+        "layer",
+        "'layer': energy distance of the layer clouds (ours); 'pooled': the paper's sup "
+        "distance of the pooled CSD curves",
+        choices=LEVELS,
+    )
+    order_weight: float = option(
+        DEFAULT_ORDER_WEIGHT,
+        "weight of log n against the tail masses in a layer point",
+        metavar="W",
+    )
+
+    def __post_init__(self):
+        check_choice("level", self.level, LEVELS)
+        _check_number("order_weight", self.order_weight, 0.0, open_low=False)
+        object.__setattr__(self, "order_weight", float(self.order_weight))
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _patterns(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the tensors of one file are read (they may differ between compared networks)."""
+
+    include: tuple | None = option(
+        None,
+        "keep only tensors whose full name matches this shell pattern (fnmatch: '*conv*' "
+        "matches names containing conv; repeatable)",
+        metavar="PATTERN",
+    )
+    exclude: tuple | None = option(
+        None,
+        "drop tensors whose full name matches this shell pattern (repeatable)",
+        metavar="PATTERN",
+    )
+    layout: str | None = option(
+        None,
+        "kernel layout: oihw (PyTorch, ONNX, Paddle), hwio (TensorFlow, Keras, TF.js), "
+        "ohwi (TFLite); default: the format's own, or inferred from the kernel shapes",
+    )
+    trust_code: bool = option(
+        False,
+        "run the code inside TorchScript archives (torch.jit.load) instead of reading their "
+        "tensors only; only for files you trust",
+    )
+    max_tensor_bytes: int = option(
+        DEFAULT_MAX_TENSOR_BYTES,
+        "refuse a tensor declared larger than this many bytes, before reading it",
+        metavar="BYTES",
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "include", _patterns(self.include))
+        object.__setattr__(self, "exclude", _patterns(self.exclude))
+        _check_positive_int("max_tensor_bytes", self.max_tensor_bytes)
+
+
+@dataclass(frozen=True)
+class ConnectomeOptions:
+    """How a connectome becomes a Mixed Matrix Ensemble (docs/method.md, Connectomes)."""
+
+    mixture: float = option(
+        0.5, "connectomes: probability p that a node joins a submatrix", metavar="P"
+    )
+    submatrices: int = option(
+        32, "connectomes: principal submatrices drawn per matrix", metavar="K"
+    )
+    format: str | None = option(
+        None,
+        "connectomes: read a CSV as an edge list or an adjacency matrix (default: inferred)",
+        choices=CONNECTOME_FORMATS,
+    )
+
+    def __post_init__(self):
+        _check_number("mixture", self.mixture, 0.0, 1.0 + 1e-12)
+        _check_positive_int("submatrices", self.submatrices)
+        if self.format is not None:
+            check_choice("connectome format", self.format, CONNECTOME_FORMATS)
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+GROUPS = (Settings, DistanceSettings, LoadOptions, ConnectomeOptions)
+
+
+def option_fields(group) -> list:
+    """The dataclass fields of ``group`` that the command line offers."""
+    return [f for f in fields(group) if f.metadata.get("cli", True)]
+
+
+def field_default(f):
+    """The default value of a settings field."""
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def split_options(options: Mapping, *, base: Settings | None = None) -> tuple:
+    """Sort keyword options into ``(Settings, DistanceSettings, LoadOptions,
+    ConnectomeOptions, connectome_given)``, validating each.
+
+    ``base`` supplies analysis settings not given in ``options``. ``connectome_given`` is
+    the set of connectome options the caller gave explicitly (refused for networks).
+
+    Raises
+    ------
+    InputError
+        An unknown option or a bad value.
+    """
+    names = {group: {f.name for f in fields(group)} for group in GROUPS}
+    unknown = set(options) - set().union(*names.values())
+    if unknown:
+        known = sorted(set().union(*names.values()))
+        raise InputError(f"unknown option {sorted(unknown)[0]!r}; options are: {', '.join(known)}")
+
+    def chosen(group):
+        return {k: v for k, v in options.items() if k in names[group] and v is not None}
+
+    settings = (
+        replace(base, **chosen(Settings)) if base is not None else Settings(**chosen(Settings))
+    )
+    connectome = chosen(ConnectomeOptions)
+    return (
+        settings,
+        DistanceSettings(**chosen(DistanceSettings)),
+        LoadOptions(**chosen(LoadOptions)),
+        ConnectomeOptions(**connectome),
+        frozenset(connectome),
+    )
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value

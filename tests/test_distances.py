@@ -1,0 +1,136 @@
+"""Distances on the fixed scale: the formulas, the spread, the noise floor, the guard."""
+
+import numpy as np
+import pytest
+from conftest import random_mlp
+from scipy.spatial.distance import cdist
+
+from nnequiv import analyze
+from nnequiv.csd import bootstrap_indices
+from nnequiv.distances import (
+    check_comparable,
+    distance,
+    distance_with_spread,
+    energy_distance,
+    fingerprint,
+    layer_cloud,
+)
+from nnequiv.errors import InputError
+from nnequiv.settings import DistanceSettings
+
+
+def pair(seed=0, realizations=6, **options):
+    rng = np.random.default_rng(seed)
+    wide = {f"w{i}": rng.standard_t(2.5, (120, 100)) for i in range(3)}
+    deep = {f"d{i}": rng.standard_normal((24, 24)) for i in range(6)}
+    return [analyze(net, realizations=realizations, **options) for net in (wide, deep)]
+
+
+def expected_cloud(analysis, weight, realisations=slice(None)):
+    order = sorted(range(len(analysis.layers)), key=lambda i: analysis.layers[i].stream)
+    points = analysis.layer_points[realisations][:, order].mean(axis=0)
+    log_order = np.log(analysis.orders[order])[:, None]
+    return np.hstack([points, weight * log_order])
+
+
+def scipy_energy(x, y):
+    return np.sqrt(2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean())
+
+
+def test_energy_distance_matches_its_definition():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((5, 3)) + 1.0
+    assert energy_distance(x, y) == pytest.approx(scipy_energy(x, y), rel=1e-12)
+    assert energy_distance(x, x) == 0.0
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.1, 1.0, 3.0])
+def test_layer_distance_is_the_energy_distance_of_fixed_scale_clouds(weight):
+    a, b = pair()
+    settings = DistanceSettings(order_weight=weight)
+    got = distance(fingerprint(a, settings), fingerprint(b, settings))
+    clouds = [expected_cloud(x, weight) for x in (a, b)]
+    assert got == pytest.approx(scipy_energy(*clouds), rel=1e-12)
+    np.testing.assert_array_equal(
+        layer_cloud(np.ones((2, 3)), [np.e, np.e**2], weight)[:, -1], [weight, 2 * weight]
+    )
+
+
+def test_pooled_distance_is_the_sup_of_the_mean_curves():
+    a, b = pair()
+    settings = DistanceSettings(level="pooled")
+    expected = np.abs(a.csd.mean(0) - b.csd.mean(0)).max()
+    assert distance(fingerprint(a, settings), fingerprint(b, settings)) == expected
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_noise_floor_is_the_half_split_distance(level):
+    a, _ = pair(realizations=7)
+    settings = DistanceSettings(level=level)
+    floor = fingerprint(a, settings).noise_floor
+    if level == "pooled":
+        halves = [a.csd[s].mean(0) for s in (slice(0, 3), slice(3, 6))]
+        expected = np.abs(halves[0] - halves[1]).max()
+    else:
+        weight = settings.order_weight
+        halves = [expected_cloud(a, weight, s) for s in (slice(0, 3), slice(3, 6))]
+        expected = scipy_energy(*halves)
+    assert floor == pytest.approx(expected / np.sqrt(2), rel=1e-10)
+    (single,) = pair(realizations=1)[:1]
+    assert np.isnan(fingerprint(single).noise_floor)
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_spread_is_where_another_seed_lands(level):
+    a, b = pair(realizations=6)
+    settings = DistanceSettings(level=level)
+    fa, fb = fingerprint(a, settings), fingerprint(b, settings)
+    value, (low, high) = distance_with_spread(fa, fb)
+    resamples = bootstrap_indices(0, 6)
+    if level == "pooled":
+        replicates = [np.abs(a.csd[p].mean(0) - b.csd[p].mean(0)).max() for p in resamples]
+    else:
+        weight = settings.order_weight
+        replicates = [
+            scipy_energy(expected_cloud(a, weight, p), expected_cloud(b, weight, p))
+            for p in resamples
+        ]
+    sd = np.std(replicates, ddof=1) * np.sqrt(6 / 5)
+    half = 2.570582 * np.sqrt(2) * sd  # Student t, 97.5 %, 5 degrees of freedom
+    assert high == pytest.approx(value + half, rel=1e-6)
+    assert low == pytest.approx(max(value - half, 0.0), rel=1e-6, abs=1e-12)
+
+
+def test_identical_networks_have_a_zero_spread():
+    a, _ = pair()
+    fa = fingerprint(a)
+    assert distance_with_spread(fa, fa) == (0.0, (0.0, 0.0))
+
+
+def test_spread_narrows_with_more_realisations():
+    widths = []
+    for count in (4, 32):
+        a, b = pair(realizations=count)
+        settings = DistanceSettings(level="pooled")
+        _, (low, high) = distance_with_spread(fingerprint(a, settings), fingerprint(b, settings))
+        widths.append(high - low)
+    assert widths[1] < widths[0]
+
+
+def test_mismatched_analyses_are_refused_by_name():
+    net = random_mlp([20, 16, 12], seed=1)
+    base = analyze(net, realizations=3)
+    for option, value in [
+        ("ensemble", "COE"),
+        ("seed", 1),
+        ("realizations", 4),
+        ("normalization", "mean"),
+        ("canonical", "raw"),
+        ("fingerprint", "absolute"),
+        ("locations", (1.0, 10.0)),
+        ("grid", (1e-3, 1e3, 50)),
+    ]:
+        other = analyze(net, **{"realizations": 3, option: value})
+        with pytest.raises(InputError, match=f"analysed with {option}="):
+            check_comparable([base, other])
+    check_comparable([base, analyze(net, realizations=3, include="fc0*")])  # loading options
