@@ -15,6 +15,7 @@ from nnequiv.settings import Settings
 from nnequiv.spectra import layer_spectra, normalize_spectrum
 
 NET = random_mlp([60, 50, 40, 30], seed=1)
+CANONICAL = Settings().canonical
 
 
 def small(**options):
@@ -52,7 +53,7 @@ def test_fields_json_and_reproducibility():
 
 def test_pooled_curves_follow_the_definitions():
     analysis = small()
-    values = [normalize_spectrum(s.eigenvalues) for s in layer_spectra(NET, canonical=Settings().canonical)]
+    values = [normalize_spectrum(s.eigenvalues) for s in layer_spectra(NET, canonical=CANONICAL)]
     pooled = np.concatenate(values)
     assert analysis.tail_start == pytest.approx(np.quantile(pooled, 0.9))
     mean = analysis.csd.mean(axis=0)
@@ -63,7 +64,7 @@ def test_pooled_curves_follow_the_definitions():
 
 def test_layer_points_and_per_layer_numbers():
     analysis = small()
-    spectra = layer_spectra(NET, canonical=Settings().canonical)
+    spectra = layer_spectra(NET, canonical=CANONICAL)
     values = [normalize_spectrum(s.eigenvalues) for s in spectra]
     keys = stream_keys(values, [s.order for s in spectra])
     conjugates = conjugate_ensemble([s.order for s in spectra], "CUE", 4, 2, keys=keys)
