@@ -801,7 +801,8 @@ table.small{font-size:12px}table.keyvalue td:first-child{color:#555}
  border-radius:4px;padding:4px 8px;font-size:12px;white-space:pre-line;max-width:460px;
  box-shadow:0 2px 6px rgba(0,0,0,.2);display:none}
 @media print{body{max-width:none;padding:0;font-size:11px}#tip{display:none!important}
- section,figure,.panel{break-inside:avoid}h2{break-after:avoid}
+ figure,.panel,tr{break-inside:avoid}h2,h3{break-after:avoid}
+ .panels{grid-template-columns:1fr 1fr}
  .column:hover,.cell:hover{fill-opacity:0;stroke:none}}
 @page{margin:12mm}
 """
@@ -879,7 +880,7 @@ def render_report(
     str
         The page; it loads nothing from elsewhere.
     """
-    from nnequiv import __version__
+    from nnequiv import __version__  # here, so that nnequiv/__init__ may import this module
 
     analyses, pair = _check(analyses, classes, verdict, identification)
     names = display_names([a.source for a in analyses])
