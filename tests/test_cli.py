@@ -45,8 +45,8 @@ def test_analyze_table_json_and_plots(capsys, models, tmp_path):
     )
     payload = json.loads(out)
     assert code == 0 and payload["n_layers"] == 3 and "alpha" in payload["decay"]
-    assert (tmp_path / "fig" / "mlp0_csd.png").exists()
-    assert (tmp_path / "fig" / "mlp0_density.svg").exists()
+    assert len(list((tmp_path / "fig").glob("mlp0-*_csd.png"))) == 1  # stem-hash_csd.png
+    assert len(list((tmp_path / "fig").glob("mlp0-*_density.svg"))) == 1
 
 
 def test_jobs_do_not_change_the_numbers(capsys, models):
