@@ -16,14 +16,14 @@ import numpy as np
 from nnequiv._version import __version__
 from nnequiv.csd import (
     DecayFit,
+    bin_counts,
     bootstrap_indices,
-    csd_curve,
+    csd_from_counts,
     decay_rate,
     decay_with_interval,
     layer_csd_curves,
     log_grid,
     sample_curves,
-    spectral_density,
 )
 from nnequiv.ensembles import conjugate_ensemble
 from nnequiv.layers import SkippedTensor
@@ -281,14 +281,15 @@ def analysis_from_spectra(
         orders, settings.ensemble, settings.realizations, settings.seed, keys=keys, n_jobs=n_jobs
     )
     pooled = np.concatenate(normalised)
-    p_net = spectral_density(pooled, edges)
-    p_circ_each = np.array(
+    counts_net = bin_counts(pooled, edges)
+    counts_circ = np.array(
         [
-            spectral_density(np.concatenate([layer[r] for layer in conjugates]), edges)
+            bin_counts(np.concatenate([layer[r] for layer in conjugates]), edges)
             for r in range(settings.realizations)
         ]
     )
-    csd = csd_curve(p_net, p_circ_each)
+    csd = csd_from_counts(counts_net, counts_circ)
+    p_net = counts_net / pooled.size
     tail_start, far_start = np.quantile(pooled, [settings.tail_quantile, 0.99])
     far_tail = edges[:-1] >= far_start
     conjugacy = float(csd.mean(axis=0)[far_tail].max()) if far_tail.any() else 0.0
@@ -325,7 +326,7 @@ def analysis_from_spectra(
         layers=records,
         edges=edges,
         p_net=p_net,
-        p_circ=p_circ_each.mean(axis=0),
+        p_circ=(counts_circ / counts_circ.sum(axis=1, keepdims=True)).mean(axis=0),
         csd=csd,
         decay=decay_with_interval(edges, csd, float(tail_start), resamples),
         tail_start=float(tail_start),

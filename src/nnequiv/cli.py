@@ -25,7 +25,7 @@ from nnequiv.settings import (
     option_fields,
 )
 
-COMMANDS = ("analyze", "compare", "cluster", "identify", "null")
+COMMANDS = ("analyze", "compare", "cluster", "identify", "report", "null")
 #: Library options that are not method settings: where caches live, how many processes.
 RUN_OPTIONS = ("cache_dir", "n_jobs")
 
@@ -100,6 +100,11 @@ def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True)
     group.add_argument("--csv", metavar="FILE", help=f"also write {table} as CSV to FILE")
     if plot:
         group.add_argument("--plot", metavar="DIR", help="also write PNG and SVG figures to DIR")
+    group.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (figures, tables, settings) to FILE.html",
+    )
 
 
 def _add_eps(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +187,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="matches shown (default: 5)")
     _add_eps(p)
     _add_outputs(p, "the matches", plot=False)
+
+    p = sub.add_parser(
+        "report",
+        parents=[method, distance],
+        help="one HTML report of many networks",
+        description="Analyse networks, sort them into classes and write one self-contained "
+        "HTML report: heatmap, dendrogram, CSD curves per class, the network table.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.html", help="output file; must end in .html"
+    )
+    _add_eps(p)
 
     from nnequiv.connectomes import NULL_MODELS
 
@@ -269,14 +287,26 @@ def _emit(args, payload: dict, text: str, csv_text: str | None = None) -> None:
         Path(args.csv).write_text(csv_text)
 
 
+def _require_suffix(path: str, suffixes: tuple[str, ...], what: str) -> None:
+    if Path(path).suffix.lower() not in suffixes:
+        raise InputError(f"{path}: {what} must end in {' or '.join(suffixes)}")
+
+
 def _null(args) -> None:
     from nnequiv.connectomes import null_model, save_connectome
 
-    if Path(args.output).suffix.lower() != ".npz":
-        raise InputError(f"{args.output}: the output of 'null' must end in .npz")
+    _require_suffix(args.output, (".npz",), "the output of 'null'")
     null = null_model(args.source, seed=args.seed, kind=args.kind)
     save_connectome(null, args.output)
     print(f"wrote {args.output}: {args.kind} null of {args.source} (seed {args.seed})")
+
+
+def _write_report(path: str | None, analyses, **results) -> None:
+    if path:
+        from nnequiv.report import write_report
+
+        _require_suffix(path, (".html", ".htm"), "an HTML report")
+        write_report(path, analyses=analyses, **results)
 
 
 def run(argv=None) -> int:
@@ -287,8 +317,13 @@ def run(argv=None) -> int:
         return 0
     import nnequiv
     from nnequiv import reporting
+    from nnequiv.equivalence import analyze_all
 
     options = _options(args, distance=args.command != "analyze")
+    distance_names = {f.name for f in fields(DistanceSettings)}
+    analysis_options = {k: v for k, v in options.items() if k not in distance_names}
+    if args.command == "report":
+        _require_suffix(args.output, (".html", ".htm"), "an HTML report")
     if args.command == "analyze":
         analysis = nnequiv.analyze(args.path, **options)
         _emit(
@@ -301,45 +336,49 @@ def run(argv=None) -> int:
             from nnequiv import figures
 
             figures.plot_analysis(analysis, args.plot)
-    elif args.command == "compare":
-        verdict = nnequiv.compare(args.a, args.b, eps=args.eps, **options)
-        _emit(
-            args,
-            verdict.to_dict(),
-            reporting.format_verdict(verdict),
-            reporting.verdict_csv(verdict),
-        )
-    elif args.command == "cluster":
-        with _Progress("analysing") as progress:
-            classes = nnequiv.cluster(
-                expand_paths(args.paths), eps=args.eps, progress=progress, **options
-            )
-        _emit(
-            args,
-            classes.to_dict(),
-            reporting.format_classes(classes),
-            reporting.classes_csv(classes),
-        )
+        _write_report(args.report, [analysis])
+        return 0
+    paths = {
+        "compare": lambda: [args.a, args.b],
+        "cluster": lambda: expand_paths(args.paths),
+        "report": lambda: expand_paths(args.paths),
+        "identify": lambda: [args.query, *expand_paths(args.library)],
+    }[args.command]()
+    with _Progress("analysing") as progress:
+        analyses = analyze_all(paths, progress=progress, **analysis_options)
+    if args.command == "compare":
+        verdict = nnequiv.compare(*analyses, eps=args.eps, **options)
+        text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
+        _emit(args, verdict.to_dict(), text, table)
+        if args.plot:
+            from nnequiv import figures
+
+            for analysis in analyses:
+                figures.plot_analysis(analysis, args.plot)
+            figures.plot_pair(*analyses, verdict, args.plot)
+        _write_report(args.report, analyses, verdict=verdict)
+    elif args.command in ("cluster", "report"):
+        classes = nnequiv.cluster(analyses, eps=args.eps, **options) if len(analyses) > 1 else None
+        if args.command == "report":
+            _write_report(args.output, analyses, classes=classes)
+            print(f"wrote {args.output}: {len(analyses)} networks")
+            return 0
+        text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
+        _emit(args, classes.to_dict(), text, table)
         if args.plot:
             from nnequiv import figures
 
             figures.plot_classes(classes, args.plot)
+        _write_report(args.report, analyses, classes=classes)
     elif args.command == "identify":
-        with _Progress("analysing") as progress:
-            result = nnequiv.identify(
-                args.query,
-                expand_paths(args.library),
-                top=args.top,
-                eps=args.eps,
-                progress=progress,
-                **options,
-            )
+        result = nnequiv.identify(analyses[0], analyses[1:], top=args.top, eps=args.eps, **options)
         _emit(
             args,
             result.to_dict(),
             reporting.format_identification(result),
             reporting.identification_csv(result),
         )
+        _write_report(args.report, analyses, identification=result)
     return 0
 
 

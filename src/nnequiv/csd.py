@@ -17,7 +17,9 @@ from nnequiv.settings import BOOTSTRAP_RESAMPLES, DEFAULT_GRID, DEFAULT_LOCATION
 __all__ = [
     "log_grid",
     "spectral_density",
+    "bin_counts",
     "csd_curve",
+    "csd_from_counts",
     "survival_difference",
     "DecayFit",
     "decay_rate",
@@ -39,15 +41,32 @@ def log_grid(
     return np.logspace(np.log10(low), np.log10(high), int(bins) + 1)
 
 
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many of ``values`` fall in each bin of ``edges`` (values beyond the grid are
+    counted in its first or last bin)."""
+    values = np.asarray(values, dtype=float).ravel()
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(index, minlength=len(edges) - 1)
+
+
 def spectral_density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Mass per bin of ``values`` on ``edges`` (sums to 1; values beyond the grid are counted
     in its first or last bin)."""
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0:
         return np.zeros(len(edges) - 1)
-    index = np.searchsorted(edges, values, side="right") - 1
-    index = np.clip(index, 0, len(edges) - 2)
-    return np.bincount(index, minlength=len(edges) - 1) / values.size
+    return bin_counts(values, edges) / values.size
+
+
+def csd_from_counts(counts_a: np.ndarray, counts_b: np.ndarray, signed: bool = False):
+    """:func:`csd_curve` (or with ``signed=True`` :func:`survival_difference`) of the densities
+    of two histograms, computed from their integer counts (last axis: bins) so that equal
+    counts always give bit-identical curves: the tail masses are exact fractions."""
+    a, b = np.asarray(counts_a, dtype=np.int64), np.asarray(counts_b, dtype=np.int64)
+    size_a, size_b = a.sum(axis=-1, keepdims=True), b.sum(axis=-1, keepdims=True)
+    if signed:
+        return _tail_sum(a) / size_a - _tail_sum(b) / size_b
+    return _tail_sum(np.abs(a * size_b - b * size_a)) / (size_a * size_b)
 
 
 def _tail_sum(values: np.ndarray) -> np.ndarray:
@@ -190,10 +209,10 @@ def layer_csd_curves(
 ) -> np.ndarray:
     """CSD of one normalised layer spectrum against each of its conjugate matrices (rows of
     ``conjugates``), or with ``signed=True`` the :func:`survival_difference`. Shape
-    ``(realisations, bins)``."""
-    p_net = spectral_density(spectrum, edges)
-    curve = survival_difference if signed else csd_curve
-    return np.array([curve(p_net, spectral_density(x, edges)) for x in conjugates])
+    ``(realisations, bins)``; exact fractions (:func:`csd_from_counts`)."""
+    own = bin_counts(spectrum, edges)
+    conjugate = np.array([bin_counts(x, edges) for x in conjugates])
+    return csd_from_counts(own, conjugate, signed)
 
 
 def sample_curves(curves: np.ndarray, edges: np.ndarray, locations) -> np.ndarray:

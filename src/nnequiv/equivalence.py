@@ -20,9 +20,11 @@ from nnequiv._version import __version__
 from nnequiv.analysis import Analysis, analyze
 from nnequiv.distances import Fingerprint, check_comparable, distance_with_spread, fingerprint
 from nnequiv.errors import InputError
+from nnequiv.explain import Explanation, explain
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
 __all__ = [
+    "analyze_all",
     "Verdict",
     "Classes",
     "Match",
@@ -87,6 +89,7 @@ class Verdict:
     verdict: str
     settings: Settings = field(default_factory=Settings)
     distance_settings: DistanceSettings = field(default_factory=DistanceSettings)
+    explanation: Explanation | None = None
     version: str = __version__
 
     def __repr__(self) -> str:
@@ -105,6 +108,7 @@ class Verdict:
             "eps": self.eps,
             "eps_source": self.eps_source,
             "verdict": self.verdict,
+            "explanation": None if self.explanation is None else self.explanation.to_dict(),
             "settings": self.settings.to_dict(),
             "distance_settings": self.distance_settings.to_dict(),
             "version": self.version,
@@ -226,6 +230,21 @@ class Identification:
 # ---- analyses of a set -----------------------------------------------------------------
 
 
+def analyze_all(
+    sources,
+    settings: Settings | None = None,
+    *,
+    cache_dir=None,
+    progress: Callable | None = None,
+    n_jobs: int | None = None,
+    **options,
+) -> list[Analysis]:
+    """The analyses of many sources, each distinct source computed once, all checked to share
+    their analysis settings (finished analyses are used as they are). Options as for
+    :func:`compare`; ``progress(done, total, label)`` is called after each analysis."""
+    return _analyse_each(list(sources), options, settings, cache_dir, progress, n_jobs)[0]
+
+
 def _analyse_each(
     sources: Sequence,
     options: dict,
@@ -321,7 +340,8 @@ def compare(
     -------
     Verdict
         Distance of the realisation means, its spread (where the distance of an analysis
-        with another seed falls, 95 %), eps and the verdict.
+        with another seed falls, 95 %), eps, the verdict, and its explanation: the layers
+        that contribute most to the distance (:func:`nnequiv.explain.explain`).
     """
     eps = _check_eps(eps)
     (first, second), distance_settings = _analyse_each(
@@ -340,6 +360,7 @@ def compare(
         verdict,
         first.settings,
         distance_settings,
+        explain(first, second, distance_settings),
     )
 
 

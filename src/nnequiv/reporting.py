@@ -86,6 +86,9 @@ def format_verdict(verdict: Verdict) -> str:
         f"eps {verdict.eps:.4f} ({verdict.eps_source})",
         f"verdict: {verdict.verdict}",
     ]
+    if verdict.explanation is not None and verdict.distance > 0:
+        lines.append("largest contributions to the distance:")
+        lines += [f"  {line}" for line in verdict.explanation.lines()]
     if verdict.distance == 0:
         lines.append(
             "(distance 0: at this resolution the two layer clouds coincide; tail masses are "
