@@ -219,3 +219,21 @@ def test_alpha_interval_covers_other_seeds_on_the_cifar_resnets():
         ]
         inside = sum(low <= alpha <= high for alpha in alphas)
         assert inside >= 8, (name, low, high, alphas)
+
+
+def test_layers_frame_and_notebook_view():
+    pandas = pytest.importorskip("pandas")
+    analysis = small()
+    table = analysis.layers_frame()
+    assert isinstance(table, pandas.DataFrame) and list(table.index) == [
+        "fc0.weight",
+        "fc1.weight",
+        "fc2.weight",
+    ]
+    assert table.loc["fc1.weight", "order"] == 40
+    assert table.loc["fc0.weight", "total_variation"] == analysis.layers[0].total_variation
+    assert set(table.columns) >= {"alpha", "canonical", "stream", "matrix_shape"}
+    view = analysis._repr_html_()
+    assert view.startswith("<table>") and "fc2.weight" in view and "alpha" in view
+    hostile = analyze({"<script>x</script>": NET["fc0.weight"]}, realizations=2)
+    assert "<script>" not in hostile._repr_html_()

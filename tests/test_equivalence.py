@@ -220,3 +220,36 @@ def test_batchnorm_folding_keeps_zoo_networks_equivalent():
         assert verdict.verdict == "equivalent", path.name
         checked += 1
     assert checked >= 8
+
+
+def test_frames_and_notebook_views(files):
+    pandas = pytest.importorskip("pandas")
+    paths = [files[k] for k in ("a", "a2", "wide")]
+    classes = cluster(paths, realizations=4)
+    table = classes.to_frame()
+    assert isinstance(table, pandas.DataFrame) and list(table.index) == [str(p) for p in paths]
+    assert list(table["class"]) == list(classes.labels_)
+    assert table.loc[str(paths[0]), str(paths[2])] == classes.distance[0, 2]
+    found = identify(paths[1], paths, top=2, realizations=4).to_frame()
+    assert list(found.index) == [1, 2] and found.loc[1, "distance"] == 0.0
+    verdict = compare(paths[0], paths[2], realizations=4)
+    for view in (classes._repr_html_(), verdict._repr_html_()):
+        assert view.startswith("<table>") and "a.npz" in view
+    assert verdict.verdict in verdict._repr_html_() and "because" in verdict._repr_html_()
+
+
+def test_compare_explains_its_verdict():
+    wide, deep = designs(4)
+    verdict = compare(wide, deep, realizations=4)
+    layers = verdict.explanation.contributions
+    assert len(layers) == 6 and {c.network for c in layers} == {"a", "b"}
+    assert all(c.layer in (wide if c.network == "a" else deep) for c in layers)
+    assert layers[0].share >= layers[-1].share
+    payload = verdict.to_dict()["explanation"]
+    assert payload["level"] == "layer" and payload["layers"][0]["layer"] == layers[0].layer
+    same = compare(wide, wide, realizations=4)
+    assert same.explanation.contributions == ()
+    pooled = compare(wide, deep, realizations=4, level="pooled").explanation
+    assert pooled.level == "pooled" and abs(pooled.csd_a - pooled.csd_b) == pytest.approx(
+        compare(wide, deep, realizations=4, level="pooled").distance
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnequiv._display import frame, html_table
 from nnequiv._version import __version__
 from nnequiv.csd import (
     DecayFit,
@@ -164,6 +165,31 @@ class Analysis:
             f"{self.settings.realizations}, alpha={self.decay.alpha:.3f} "
             f"[{low:.3f}, {high:.3f}], conjugacy={self.conjugacy:.3f})"
         )
+
+    def _repr_html_(self) -> str:
+        low, high = self.decay.interval
+        summary = [
+            ("source", self.source),
+            ("layers", len(self.layers)),
+            ("conjugate", f"{self.settings.ensemble} x {self.settings.realizations}"),
+            ("alpha", f"{self.decay.alpha:.4f} [{low:.4f}, {high:.4f}]"),
+            ("tail start", self.tail_start),
+            ("conjugacy", self.conjugacy),
+            ("nnequiv", self.version),
+        ]
+        header = ["layer", "N x M", "n", "TV", "alpha"]
+        body = [
+            (r.name, f"{r.matrix_shape[0]} x {r.matrix_shape[1]}", r.order)
+            + (r.total_variation, r.alpha)
+            for r in self.layers[:20]
+        ]
+        more = f" (first 20 of {len(self.layers)})" if len(self.layers) > 20 else ""
+        return html_table("Analysis", summary) + html_table(f"layers{more}", table=(header, body))
+
+    def layers_frame(self):
+        """One row per layer (pandas DataFrame): name, shapes, order, counts, method,
+        canonical form, stream key, total variation and alpha (method items 1, 2, 8, 13)."""
+        return frame([layer.to_dict() for layer in self.layers], index="name")
 
     def to_dict(self, curves: bool = True) -> dict:
         """Everything as JSON-ready values (``curves=False`` leaves out the curves)."""

@@ -16,6 +16,7 @@ from scipy.cluster.hierarchy import linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
+from nnequiv._display import frame, html_table
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis, analyze
 from nnequiv.distances import Fingerprint, check_comparable, distance_with_spread, fingerprint
@@ -98,6 +99,20 @@ class Verdict:
             f"[{self.spread[0]:.4f}, {self.spread[1]:.4f}], eps={self.eps:.4f})"
         )
 
+    def _repr_html_(self) -> str:
+        rows = [
+            ("a", self.a),
+            ("b", self.b),
+            ("level", self.level),
+            ("distance", self.distance),
+            ("spread", f"[{self.spread[0]:.4f}, {self.spread[1]:.4f}]"),
+            ("eps", f"{self.eps:.4f} ({self.eps_source})"),
+            ("verdict", self.verdict),
+        ]
+        if self.explanation is not None:
+            rows += [("because", line) for line in self.explanation.lines()]
+        return html_table("Verdict", rows)
+
     def to_dict(self) -> dict:
         return {
             "a": self.a,
@@ -160,6 +175,21 @@ class Classes:
             f"median eps={self.eps:.4f})"
         )
 
+    def _repr_html_(self) -> str:
+        body = [(m, int(label) + 1) for m, label in zip(self.models, self.labels_)]
+        caption = f"{len(self.classes)} classes of {len(self.models)} networks ({self.level})"
+        return html_table(caption, table=(["network", "class"], body))
+
+    def to_frame(self):
+        """One row per network (pandas DataFrame): its class and its distance to each."""
+        return frame(
+            [
+                {"model": m, "class": int(label), **dict(zip(self.models, row))}
+                for m, label, row in zip(self.models, self.labels_, self.distance)
+            ],
+            index="model",
+        )
+
     def to_dict(self) -> dict:
         return {
             "models": self.models,
@@ -214,6 +244,18 @@ class Identification:
     def __repr__(self) -> str:
         best = f", nearest {self.matches[0].path!r}" if self.matches else ""
         return f"Identification({self.query!r}, {len(self.matches)} matches{best})"
+
+    def _repr_html_(self) -> str:
+        header = ["rank", "network", "distance", "eps", "verdict"]
+        body = [
+            (rank, m.path, m.distance, m.eps, m.verdict) for rank, m in enumerate(self.matches, 1)
+        ]
+        return html_table(f"nearest to {self.query}", table=(header, body))
+
+    def to_frame(self):
+        """One row per match, nearest first (pandas DataFrame)."""
+        rows = [{"rank": rank, **m.to_dict()} for rank, m in enumerate(self.matches, 1)]
+        return frame(rows, index="rank")
 
     def to_dict(self) -> dict:
         return {

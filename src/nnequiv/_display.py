@@ -1,0 +1,41 @@
+"""How results show themselves: pandas DataFrames (the ``pandas`` extra) and the small HTML
+tables Jupyter displays."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+from nnequiv.errors import MissingDependencyError
+
+
+def frame(rows: Sequence[dict], index: str | None = None):
+    """A pandas DataFrame of ``rows`` (one dict per row)."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise MissingDependencyError("pandas", "pandas", "a DataFrame") from exc
+    table = pd.DataFrame(list(rows))
+    return table.set_index(index) if index is not None else table
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "n/a"
+    return html.escape(str(value))
+
+
+def html_table(caption: str, rows: Sequence[tuple[str, object]] = (), table=None) -> str:
+    """A captioned HTML table: key-value ``rows``, or a ``table`` (header, body rows)."""
+    parts = [f"<table><caption>{html.escape(caption)}</caption>"]
+    for key, value in rows:
+        parts.append(f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+                     f"<td>{_cell(value)}</td></tr>")  # fmt: skip
+    if table is not None:
+        header, body = table
+        parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in body:
+            parts.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
