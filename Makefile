@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean golden
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/spectra.py
 	$(PY) benchmarks/family_recovery.py
 	$(PY) benchmarks/connectomes.py
+
+golden: $(STAMP)  # rewrite tests/golden/*.json on purpose (see tests/test_golden.py)
+	$(PY) tests/test_golden.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
