@@ -424,11 +424,17 @@ def test_connectome_csvs_only_where_asked_or_parsing_as_one_never_a_manifest(tmp
 def test_objects_pass_through_and_missing_or_empty_input_refused(tmp_path, state):
     (found,), _ = run([state])
     assert found.label == "<dict>" and found.source is state and found.path is None
+    sequential = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    (found,), _ = run(sequential)  # a module is one network, though it is iterable
+    assert found.source is sequential and found.label == "<Sequential>"
+    save_npz(tmp_path / "nets" / "a.npz", state)
+    assert [f.label for f in discover(p for p in [tmp_path / "nets" / "a.npz"])] == ["a.npz"]
     with pytest.raises(InputError, match="no such file or directory"):
         discover([tmp_path / "absent.npz"])
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="no network found .1 skipped"):
-        discover([tmp_path])
+        discover([tmp_path / "text"])
 
 
 # --- the shared data --------------------------------------------------------------------------

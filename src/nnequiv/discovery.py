@@ -131,7 +131,7 @@ def discover(
 
     Parameters
     ----------
-    paths : path, object, or a list of them
+    paths : path, object, or an iterable of them
         Files, folders, ``*.index.json`` files, Hugging Face cache folders (``models--org--name``)
         or hub ids (``org/name``); in-memory sources (dicts, torch modules, WeightSources,
         Connectomes) pass through.
@@ -154,7 +154,8 @@ def discover(
     MissingDependencyError
         A hub id not in the local cache, and ``huggingface_hub`` is not installed to fetch it.
     """
-    items = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+    single = isinstance(paths, (str, os.PathLike, Mapping)) or hasattr(paths, "state_dict")
+    items = [paths] if single or not isinstance(paths, Iterable) else list(paths)
     search = _Search(connectomes, notes or (lambda _line: None))
     for group in _grouped(items):
         search.add(group)
