@@ -26,6 +26,7 @@ from nnequiv.loading._safetensors import (
     _safetensors_header,
     _safetensors_shapes,
 )
+from nnequiv.loading._shards import ShardSet, is_index_path, open_index, open_shard_set
 from nnequiv.loading._source import (
     HWIO,
     LAYOUTS,
@@ -51,6 +52,7 @@ __all__ = [
     "OHWI",
     "OUT_FIRST",
     "OUT_LAST",
+    "ShardSet",
 ]
 
 
@@ -82,6 +84,8 @@ def open_weights(source, layout: str | None = None) -> WeightSource:
             forced or OUT_FIRST,
             lambda: iter(source.state_dict().items()),
         )
+    if isinstance(source, ShardSet):  # shards without an index, as discovery groups them
+        return open_shard_set(source, forced)
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(
             f"cannot read weights from a {type(source).__name__}; give a path, a "
@@ -95,6 +99,14 @@ def open_weights(source, layout: str | None = None) -> WeightSource:
     if path.stat().st_size == 0:
         raise FormatError(f"{path}: file is empty")
     suffix = path.suffix.lower()
+    # formats and multi-file networks of nnequiv.discovery (_shards, _tflite, _gguf)
+    if is_index_path(path):
+        return open_index(path, forced)
+    if suffix in {".tflite", ".gguf"}:
+        from nnequiv.loading._gguf import open_gguf
+        from nnequiv.loading._tflite import open_tflite
+
+        return (open_tflite if suffix == ".tflite" else open_gguf)(path, forced)
     if suffix == ".npz":
         return WeightSource(str(path), forced, lambda: _iter_npz(path), lambda: _npz_shapes(path))
     if suffix == ".safetensors":

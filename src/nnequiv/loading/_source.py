@@ -23,6 +23,8 @@ LAYOUTS = {
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar"}
 #: File endings recognised as networks when a directory is expanded.
 MODEL_SUFFIXES = TORCH_SUFFIXES | {".npz", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"}
+#: Read through the optional ``tflite`` and ``gguf`` packages.
+MODEL_SUFFIXES = MODEL_SUFFIXES | {".tflite", ".gguf"}
 STATE_DICT_KEYS = (
     "state_dict",
     "model_state_dict",
@@ -113,3 +115,29 @@ def _flatten(mapping: Mapping, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+# --- Bounded reads of one tensor's bytes (the TFLite and GGUF readers) ----------------------
+
+
+def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:
+    """``max_tensor_bytes``, or the package default (8 GiB where none is set)."""
+    if max_tensor_bytes is not None:
+        return int(max_tensor_bytes)
+    return int(globals().get("DEFAULT_MAX_TENSOR_BYTES", 8 << 30))
+
+
+def read_tensor_bytes(handle, label, name, shape, offset, nbytes, itemsize, limit) -> np.ndarray:
+    """The ``nbytes`` raw bytes of tensor ``name`` at ``offset`` of an open file, refused
+    before reading when the decoded array (``itemsize`` bytes a value) would pass ``limit``."""
+    decoded = int(np.prod(shape, dtype=object)) * itemsize
+    if max(decoded, nbytes) > limit:
+        raise FormatError(
+            f"{label}: tensor '{name}' {tuple(shape)} would take {decoded} bytes, more than "
+            f"the limit of {limit}"
+        )
+    handle.seek(offset)
+    raw = np.fromfile(handle, dtype=np.uint8, count=nbytes)
+    if raw.size != nbytes:
+        raise FormatError(f"{label}: truncated file (tensor '{name}' ends past the end)")
+    return raw

@@ -1,0 +1,276 @@
+"""TensorFlow Lite flatbuffers (``.tflite``), parsed with the ``tflite`` package's schema.
+
+Every tensor that owns data (a constant: weights, biases, quantisation tables) is read; tensors
+without a buffer are activations and are left out. Kernels are OHWI (``out x kh x kw x in``,
+dense ``out x in``): the layout is ``"ohwi"``. A depthwise kernel is stored ``1 x kh x kw x C``;
+it is given back as ``C x kh x kw x 1``, so that its layer matrix is ``C x kh*kw`` as in PyTorch
+(whose depthwise kernel is ``C x 1 x kh x kw``). float16 and bfloat16 tensors come back as
+float32; int8/uint8/int16/int32/int4 tensors with a quantisation scale are dequantised,
+``(q - zero_point) * scale``, per tensor or per channel along the quantised dimension.
+
+Every buffer is checked against the file's size and ``max_tensor_bytes`` before it is read;
+data is read from the file one tensor at a time (not kept mapped).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnequiv.errors import FormatError, MissingDependencyError
+from nnequiv.loading._source import OHWI, WeightSource, read_tensor_bytes, tensor_byte_limit
+
+IDENTIFIER = b"TFL3"
+#: TFLite TensorType ids -> numpy dtypes (little-endian); INT4 is packed two per byte.
+_DTYPES = {
+    0: "<f4",  # FLOAT32
+    1: "<f2",  # FLOAT16
+    2: "<i4",  # INT32
+    3: "u1",  # UINT8
+    4: "<i8",  # INT64
+    7: "<i2",  # INT16
+    9: "i1",  # INT8
+    10: "<f8",  # FLOAT64
+    12: "<u8",  # UINT64
+    15: "<u4",  # UINT32
+    16: "<u2",  # UINT16
+    18: "<u2",  # BFLOAT16, widened below
+}
+_INT4, _FLOAT16, _BFLOAT16 = 17, 1, 18
+_DEPTHWISE_CONV_2D, _DEQUANTIZE = 4, 6
+
+
+@dataclass(frozen=True)
+class TFLiteTensor:
+    """A constant tensor of a TFLite model: where its data lies and how to decode it."""
+
+    name: str
+    shape: tuple[int, ...]
+    tensor_type: int
+    offset: int
+    nbytes: int
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    axis: int = 0
+    depthwise: bool = False
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape given back (a depthwise kernel ``1 x kh x kw x C`` as ``C x kh x kw x 1``)."""
+        if self.depthwise and len(self.shape) == 4:
+            return (self.shape[3], self.shape[1], self.shape[2], self.shape[0])
+        return self.shape
+
+
+def _tflite_module(path):
+    try:
+        import tflite
+    except ImportError as exc:
+        raise MissingDependencyError("tflite", "tflite", f"reading {path}") from exc
+    return tflite
+
+
+def tflite_tensors(path: Path) -> list[TFLiteTensor]:
+    """The constant tensors of a TFLite file, their data located and checked, none read.
+
+    Raises
+    ------
+    FormatError
+        Not a TFLite flatbuffer, a corrupt table, a buffer that runs past the end of the file,
+        a sparse tensor, or a buffer whose size does not match its tensor's shape.
+    """
+    tflite = _tflite_module(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise FormatError(f"{path}: too short for a TFLite file ({size} bytes)")
+    with open(path, "rb") as handle:
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    if bytes(data[4:8]) != IDENTIFIER:
+        raise FormatError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+    try:
+        return _constant_tensors(path, tflite.Model.GetRootAs(data, 0), size)
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
+        raise FormatError(f"{path}: corrupt TFLite flatbuffer ({exc})") from exc
+
+
+def _constant_tensors(path: Path, model, size: int) -> list[TFLiteTensor]:
+    codes = [
+        max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        for code in (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))
+    ]
+    n_buffers = model.BuffersLength()
+    found, seen = [], set()
+    for index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(index)
+        prefix = "" if index == 0 else f"{_text(graph.Name()) or f'subgraph{index}'}/"
+        depthwise = _depthwise_kernels(graph, codes)
+        for position in range(graph.TensorsLength()):
+            tensor = graph.Tensors(position)
+            buffer = tensor.Buffer()
+            if buffer == 0 or buffer in seen:
+                continue  # an activation (no data), or a buffer already read
+            if buffer >= n_buffers:
+                raise FormatError(f"{path}: tensor {position} refers to a missing buffer")
+            name = prefix + (_text(tensor.Name()) or f"tensor{position}")
+            offset, nbytes = _buffer_span(model.Buffers(buffer))
+            if nbytes == 0 or tensor.Type() not in _DTYPES and tensor.Type() != _INT4:
+                continue  # empty, or strings / booleans / resources: never weights
+            if offset + nbytes > size:
+                raise FormatError(
+                    f"{path}: tensor '{name}' declares {nbytes} bytes past the end of the file"
+                )
+            seen.add(buffer)
+            found.append(_entry(path, tensor, name, offset, nbytes, position in depthwise))
+    return found
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value or ""
+
+
+def _depthwise_kernels(graph, codes) -> set[int]:
+    """Tensor indices used as depthwise kernels, through a DEQUANTIZE (fp16 models) too."""
+    kernels, dequantized_from = set(), {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = codes[op.OpcodeIndex()] if op.OpcodeIndex() < len(codes) else None
+        if code == _DEPTHWISE_CONV_2D and op.InputsLength() > 1:
+            kernels.add(int(op.Inputs(1)))
+        elif code == _DEQUANTIZE and op.InputsLength() and op.OutputsLength():
+            dequantized_from[int(op.Outputs(0))] = int(op.Inputs(0))
+    return {dequantized_from.get(k, k) for k in kernels}
+
+
+def _buffer_span(buffer) -> tuple[int, int]:
+    """``(file offset, byte count)`` of a buffer's data: inline, or after the flatbuffer
+    (models over 2 GiB keep ``offset``/``size`` instead; an offset of 0 or 1 means none)."""
+    table = buffer._tab
+    field = table.Offset(4)
+    if field:
+        return table.Vector(field), table.VectorLen(field)
+    if buffer.Offset() > 1:
+        return buffer.Offset(), buffer.Size()
+    return 0, 0
+
+
+def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
+    if tensor.Sparsity() is not None:
+        raise FormatError(f"{path}: tensor '{name}' is sparse; sparse TFLite weights are not read")
+    shape = () if tensor.ShapeIsNone() else tuple(int(d) for d in tensor.ShapeAsNumpy())
+    if any(d < 0 for d in shape):
+        raise FormatError(f"{path}: tensor '{name}' has a negative dimension {shape}")
+    kind = tensor.Type()
+    elements = int(np.prod(shape, dtype=object))
+    expected = (elements + 1) // 2 if kind == _INT4 else elements * np.dtype(_DTYPES[kind]).itemsize
+    if expected != nbytes:
+        raise FormatError(
+            f"{path}: tensor '{name}' holds {nbytes} bytes but its shape {shape} needs {expected}"
+        )
+    scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
+    return TFLiteTensor(name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise)
+
+
+def _quantization(path, name, quant, shape) -> tuple[tuple, tuple, int]:
+    if quant is None or quant.ScaleLength() == 0:
+        return (), (), 0
+    scale = tuple(float(quant.Scale(i)) for i in range(quant.ScaleLength()))
+    zero_point = tuple(int(quant.ZeroPoint(i)) for i in range(quant.ZeroPointLength()))
+    axis = int(quant.QuantizedDimension())
+    channels = shape[axis] if 0 <= axis < len(shape) else None
+    if len(scale) > 1 and len(scale) != channels:
+        raise FormatError(
+            f"{path}: tensor '{name}' has {len(scale)} quantisation scales for dimension "
+            f"{axis} of shape {shape}"
+        )
+    if zero_point and len(zero_point) not in (1, len(scale)):
+        raise FormatError(
+            f"{path}: tensor '{name}' has {len(zero_point)} zero points for {len(scale)} scales"
+        )
+    return scale, zero_point, axis
+
+
+def _decode(entry: TFLiteTensor, raw: np.ndarray) -> np.ndarray:
+    if entry.tensor_type == _INT4:
+        values = _unpack_int4(raw, int(np.prod(entry.shape, dtype=np.int64))).reshape(entry.shape)
+    else:
+        values = raw.view(_DTYPES[entry.tensor_type]).reshape(entry.shape)
+    if entry.tensor_type == _BFLOAT16:
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    elif entry.tensor_type == _FLOAT16:
+        values = values.astype(np.float32)
+    elif entry.scale and np.issubdtype(values.dtype, np.integer):
+        values = _dequantize(values, entry)
+    if entry.depthwise and values.ndim == 4:
+        values = np.ascontiguousarray(values.transpose(3, 1, 2, 0))
+    return values
+
+
+def _unpack_int4(raw: np.ndarray, count: int) -> np.ndarray:
+    """Signed 4-bit values packed two per byte, low nibble first."""
+    nibbles = np.empty(raw.size * 2, dtype=np.int8)
+    nibbles[0::2] = (raw & 0x0F).astype(np.int8)
+    nibbles[1::2] = (raw >> 4).astype(np.int8)
+    nibbles[nibbles > 7] -= 16
+    return nibbles[:count]
+
+
+def _dequantize(values: np.ndarray, entry: TFLiteTensor) -> np.ndarray:
+    scale = np.asarray(entry.scale, dtype=np.float32)
+    zero_point = np.asarray(entry.zero_point or (0,), dtype=np.float32)
+    if scale.size > 1:
+        axes = [1] * values.ndim
+        axes[entry.axis] = scale.size
+        scale = scale.reshape(axes)
+        zero_point = zero_point.reshape(axes) if zero_point.size > 1 else zero_point
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def iter_tflite(
+    path: Path, max_tensor_bytes: int | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, array)`` of every constant tensor, one read from the file at a time.
+
+    Raises
+    ------
+    FormatError
+        A tensor larger than ``max_tensor_bytes`` once decoded.
+    """
+    limit = tensor_byte_limit(max_tensor_bytes)
+    tensors = tflite_tensors(path)
+    with open(path, "rb") as handle:
+        for entry in tensors:
+            wide = np.dtype(_DTYPES.get(entry.tensor_type, "i1")).itemsize == 8
+            raw = read_tensor_bytes(
+                handle,
+                path,
+                entry.name,
+                entry.shape,
+                entry.offset,
+                entry.nbytes,
+                8 if wide else 4,
+                limit,
+            )
+            yield entry.name, _decode(entry, raw)
+
+
+def tflite_shapes(path: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of every constant tensor from the flatbuffer alone."""
+    for entry in tflite_tensors(path):
+        yield entry.name, entry.output_shape
+
+
+def open_tflite(path: Path, forced=None, *, max_tensor_bytes: int | None = None) -> WeightSource:
+    """The :class:`WeightSource` of a TFLite file (tables checked now, tensors read lazily)."""
+    path = Path(path)
+    tflite_tensors(path)
+    return WeightSource(
+        str(path),
+        forced or OHWI,
+        lambda: iter_tflite(path, max_tensor_bytes),
+        lambda: tflite_shapes(path),
+    )
