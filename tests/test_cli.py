@@ -1,6 +1,8 @@
-"""The command line on small generated models: outputs, JSON shapes, errors, exit codes."""
+"""The command line on small generated models: every command and option, outputs, JSON shapes,
+help texts, errors and exit codes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -8,14 +10,21 @@ import numpy as np
 import pytest
 from conftest import random_mlp
 
-from nnequiv.cli import main
+from nnequiv.cli import _parser, main
+from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
 
 
 def run(capsys, *argv):
     with pytest.raises(SystemExit) as info:
-        main(list(argv))
+        main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return info.value.code, out, err
+
+
+def run_json(capsys, *argv):
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
 
 
 @pytest.fixture
@@ -24,92 +33,191 @@ def models(tmp_path):
     for seed in range(3):
         path = tmp_path / f"mlp{seed}.npz"
         np.savez(path, **random_mlp([40, 30, 20, 10], seed=seed))
-        paths.append(str(path))
+        paths.append(path)
     deep = tmp_path / "deep.npz"
     np.savez(deep, **{f"l{i}": np.random.default_rng(i).standard_t(2, (16, 16)) for i in range(8)})
-    return paths + [str(deep)]
+    return paths + [deep]
 
 
-def test_analyze_table_json_and_plots(capsys, models, tmp_path):
-    code, out, _ = run(capsys, "analyze", models[0], "--realizations", "3")
+def test_analyze_table_csv_json_plots_and_report(capsys, models, tmp_path):
+    code, out, _ = run(capsys, "analyze", models[0], "--realizations", 3)
     assert code == 0 and "decay rate alpha" in out and "fc0.weight" in out
-    code, out, _ = run(
+    assert "95% interval for another seed" in out and "fit standard error" in out
+    payload = run_json(
         capsys,
-        "analyze",
-        models[0],
-        "--realizations",
-        "3",
-        "--json",
-        "--plot",
-        str(tmp_path / "fig"),
-    )
-    payload = json.loads(out)
-    assert code == 0 and payload["n_layers"] == 3 and "alpha" in payload["decay"]
-    assert len(list((tmp_path / "fig").glob("mlp0-*_csd.png"))) == 1  # stem-hash_csd.png
-    assert len(list((tmp_path / "fig").glob("mlp0-*_density.svg"))) == 1
+        "analyze", models[0], "--realizations", 3, "--plot", tmp_path / "fig",
+        "--csv", tmp_path / "layers.csv", "--report", tmp_path / "one.html",
+    )  # fmt: skip
+    assert payload["n_layers"] == 3 and "interval" in payload["decay"]
+    assert payload["settings"]["realizations"] == 3 and payload["version"]
+    assert list((tmp_path / "fig").glob("mlp0-*_csd.png"))
+    header = (tmp_path / "layers.csv").read_text().splitlines()[0]
+    assert header.startswith("name,shape,N,M,order") and "alpha" in header
+    assert "<html" in (tmp_path / "one.html").read_text()
 
 
 def test_jobs_do_not_change_the_numbers(capsys, models):
-    _, serial, _ = run(capsys, "analyze", models[3], "--realizations", "3", "--json")
-    code, parallel, _ = run(
-        capsys, "analyze", models[3], "--realizations", "3", "--json", "-j", "2"
+    serial = run_json(capsys, "analyze", models[3], "--realizations", 3)
+    parallel = run_json(capsys, "analyze", models[3], "--realizations", 3, "-j", 2)
+    assert parallel["curves"] == serial["curves"]
+
+
+ANALYSIS_FLAGS = [
+    ("--ensemble", "coe", "ensemble", "COE"),
+    ("--seed", "5", "seed", 5),
+    ("--normalization", "mean", "normalization", "mean"),
+    ("--canonical", "raw", "canonical", "raw"),
+    ("--fingerprint", "absolute", "fingerprint", "absolute"),
+    ("--tail-quantile", "0.5", "tail_quantile", 0.5),
+    ("--rtol", "0.1", "rtol", 0.1),
+]
+
+
+@pytest.mark.parametrize("flag,value,key,expected", ANALYSIS_FLAGS)
+def test_every_analysis_flag_reaches_the_numbers(capsys, models, flag, value, key, expected):
+    base = run_json(capsys, "analyze", models[0], "--realizations", 3)
+    other = run_json(capsys, "analyze", models[0], "--realizations", 3, flag, value)
+    assert other["settings"][key] == expected and base["settings"][key] != expected
+    assert (other["curves"], other["layers"], other["tail_start"]) != (
+        base["curves"],
+        base["layers"],
+        base["tail_start"],
     )
-    assert code == 0 and json.loads(parallel)["curves"] == json.loads(serial)["curves"]
 
 
-def test_compare_json_shape(capsys, models):
-    code, out, _ = run(capsys, "compare", models[0], models[3], "--json", "--realizations", "4")
-    payload = json.loads(out)
-    assert code == 0 and set(payload) >= {"distance", "spread", "eps", "verdict"}
-    assert len(payload["spread"]) == 2 and payload["verdict"] in {
-        "equivalent",
-        "not equivalent",
-        "undecided",
-    }
+def test_loading_flags(capsys, models, tmp_path):
+    every = run_json(capsys, "analyze", models[0], "--realizations", 2)
+    kept = run_json(capsys, "analyze", models[0], "--realizations", 2, "--include", "*fc1*")
+    dropped = run_json(
+        capsys, "analyze", models[0], "--realizations", 2, "--exclude", "fc0.*",
+        "--exclude", "fc2.*",
+    )  # fmt: skip
+    assert [row["name"] for row in every["layers"]] == ["fc0.weight", "fc1.weight", "fc2.weight"]
+    assert [row["name"] for row in kept["layers"]] == ["fc1.weight"]
+    assert [row["name"] for row in dropped["layers"]] == ["fc1.weight"]
+    code, _, err = run(capsys, "analyze", models[0], "--include", "fc1")
+    assert code == 1 and "no eligible layer" in err and "whole" in err  # the pattern rule
+    kernel = tmp_path / "kernel.npz"
+    np.savez(kernel, k=np.random.default_rng(0).standard_normal((3, 3, 8, 16)))
+    inferred = run_json(capsys, "analyze", kernel, "--realizations", 2)
+    forced = run_json(capsys, "analyze", kernel, "--realizations", 2, "--layout", "oihw")
+    assert inferred["layout"] == "hwio" and forced["layout"] == "oihw"
+    assert inferred["layers"][0]["matrix_shape"] == [16, 72]
+    assert forced["layers"][0]["matrix_shape"] == [3, 384]
+    code, _, err = run(capsys, "analyze", kernel, "--max-tensor-bytes", 100)
+    assert code == 1 and "kernel.npz" in err
+
+
+def test_compare_json_csv_plots_report_and_explanation(capsys, models, tmp_path):
+    payload = run_json(
+        capsys, "compare", models[0], models[3], "--realizations", 4,
+        "--csv", tmp_path / "v.csv", "--plot", tmp_path / "fig", "--report", tmp_path / "p.html",
+    )  # fmt: skip
+    assert set(payload) >= {"distance", "spread", "eps", "verdict", "explanation", "settings"}
+    assert payload["a"] == "mlp0.npz" and payload["b"] == "deep.npz"
+    assert payload["verdict"] == "not equivalent" and payload["explanation"]["layers"]
+    assert (tmp_path / "v.csv").read_text().startswith("a,b,level,distance")
+    assert list((tmp_path / "fig").glob("pair_*.png"))
+    assert "not equivalent" in (tmp_path / "p.html").read_text()
+    code, out, _ = run(capsys, "compare", models[0], models[3], "--realizations", 4)
+    assert "largest contributions to the distance" in out
     code, out, _ = run(capsys, "compare", models[0], models[0], "--eps", "0.1")
-    assert code == 0 and "verdict: equivalent" in out
+    assert code == 0 and "verdict: equivalent" in out and "distance 0:" in out
 
 
-def test_cluster_json_csv_and_plots(capsys, models, tmp_path):
-    directory = tmp_path
-    code, out, _ = run(
-        capsys,
-        "cluster",
-        str(directory),
-        "--json",
-        "--realizations",
-        "4",
-        "--csv",
-        str(tmp_path / "c.csv"),
-        "--plot",
-        str(tmp_path / "p"),
+def test_distance_flags(capsys, models):
+    base = run_json(capsys, "compare", models[0], models[3], "--realizations", 4)
+    pooled = run_json(
+        capsys, "compare", models[0], models[3], "--realizations", 4, "--level", "pooled"
     )
+    heavier = run_json(
+        capsys, "compare", models[0], models[3], "--realizations", 4, "--order-weight", 2
+    )
+    given = run_json(capsys, "compare", models[0], models[3], "--realizations", 4, "--eps", 9)
+    assert pooled["level"] == "pooled" and pooled["distance"] != base["distance"]
+    assert heavier["distance_settings"]["order_weight"] == 2
+    assert heavier["distance"] > base["distance"]
+    assert given["eps"] == 9 and given["eps_source"] == "given" and given["verdict"] == "equivalent"
+
+
+def test_cluster_folder_json_csv_plots_and_report(capsys, models, tmp_path):
+    (tmp_path / "MANIFEST.csv").write_text("file,family\nmlp0.npz,mlp\n")
+    (tmp_path / "README.md").write_text("networks\n")
+    code, out, err = run(
+        capsys, "cluster", tmp_path, "--json", "--realizations", 4,
+        "--csv", tmp_path / "c.csv", "--plot", tmp_path / "p", "--report", tmp_path / "r.html",
+    )  # fmt: skip
     payload = json.loads(out)
-    assert code == 0 and sorted(payload["models"]) == sorted(models)
-    assert np.array(payload["distance"]).shape == (4, 4)
-    assert sorted(sum(payload["classes"], [])) == sorted(models)
+    names = sorted(p.name for p in models)
+    assert code == 0 and sorted(payload["models"]) == names
+    assert sorted(payload["paths"]) == sorted(str(p) for p in models)
+    assert "MANIFEST.csv" in err and "README.md" in err  # one note each, on stderr
+    assert np.array(payload["distance"]).shape == (4, 4) and len(payload["labels"]) == 4
+    assert np.array(payload["eps_pairs"]).shape == (4, 4)
+    assert sorted(sum(payload["classes"], [])) == names
     assert (tmp_path / "c.csv").read_text().startswith("model,class,")
     assert (tmp_path / "p" / "dendrogram.png").exists()
-    assert (tmp_path / "p" / "distance_heatmap.svg").exists()
+    assert "heatmap" in (tmp_path / "r.html").read_text()
 
 
-def test_identify_json_shape(capsys, models):
-    code, out, _ = run(
-        capsys,
-        "identify",
-        models[0],
-        "--library",
-        *models[1:],
-        "--top",
-        "2",
-        "--json",
-        "--realizations",
-        "4",
-    )
-    payload = json.loads(out)
-    assert code == 0 and payload["query"] == models[0] and len(payload["matches"]) == 2
-    assert set(payload["matches"][0]) >= {"path", "distance"}
+def test_same_file_names_get_distinct_labels(capsys, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        np.savez(tmp_path / folder / "model.npz", **random_mlp([20, 16, 8], seed=len(folder)))
+    payload = run_json(capsys, "cluster", tmp_path, "--realizations", 3)
+    assert sorted(payload["models"]) == ["a/model.npz", "b/model.npz"]
+
+
+def test_identify_json_csv_and_top(capsys, models, tmp_path):
+    payload = run_json(
+        capsys, "identify", models[0], "--library", *models[1:], "--top", 2,
+        "--realizations", 4, "--csv", tmp_path / "m.csv",
+    )  # fmt: skip
+    assert payload["query"] == "mlp0.npz" and len(payload["matches"]) == 2
+    assert set(payload["matches"][0]) >= {"path", "distance", "spread", "eps", "verdict"}
     assert payload["matches"][0]["distance"] <= payload["matches"][1]["distance"]
+    assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("rank,path,distance")
+    copy = run_json(capsys, "identify", models[3], "--library", *models, "--realizations", 4)
+    assert copy["matches"][0]["path"] == "deep.npz#2" or copy["matches"][0]["distance"] == 0
+
+
+def test_report_command(capsys, models, tmp_path):
+    code, out, _ = run(capsys, "report", *models, "-o", tmp_path / "all.html", "--realizations", 3)
+    assert code == 0 and "wrote" in out and "<svg" in (tmp_path / "all.html").read_text()
+    code, _, err = run(capsys, "report", *models, "-o", tmp_path / "all.txt")
+    assert code == 1 and "must end in .html" in err and not (tmp_path / "all.txt").exists()
+
+
+def test_null_writes_npz_only(capsys, tmp_path):
+    chemical = np.random.default_rng(0).poisson(1.0, (30, 30)).astype(float)
+    np.savez(tmp_path / "c.npz", chemical=chemical)
+    code, out, _ = run(capsys, "null", tmp_path / "c.npz", "-o", tmp_path / "null.npz")
+    assert code == 0 and "strength-preserving" in out and (tmp_path / "null.npz").exists()
+    code, _, err = run(capsys, "null", tmp_path / "c.npz", "-o", tmp_path / "null")
+    assert code == 1 and ".npz" in err and not (tmp_path / "null").exists()
+
+
+def test_connectome_flags(capsys, models, tmp_path):
+    chemical = np.random.default_rng(1).poisson(0.8, (40, 40)).astype(float)
+    np.savez(tmp_path / "worm.npz", chemical=chemical)
+    few = run_json(capsys, "analyze", tmp_path / "worm.npz", "--realizations", 2,
+                   "--submatrices", 3)  # fmt: skip
+    assert few["n_layers"] == 3
+    code, _, err = run(capsys, "analyze", models[0], "--mixture", "0.3")
+    assert code == 1 and "connectomes only" in err
+
+
+def test_keep_going(capsys, models, tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3)
+    assert code == 1 and out == "" and "broken.npz" in err
+    code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going")
+    assert code == 1 and "broken.npz" in err and "4 networks" in out
+
+
+def test_cache_dir_is_used(capsys, models, tmp_path):
+    run(capsys, "analyze", models[0], "--realizations", 2, "--cache-dir", tmp_path / "cache")
+    assert list((tmp_path / "cache").rglob("*.npz"))
 
 
 @pytest.mark.parametrize(
@@ -118,9 +226,10 @@ def test_identify_json_shape(capsys, models):
         (["analyze", "missing.pt"], "no such file"),
         (["cluster", "nowhere_dir_xyz"], "no such file"),
         (["compare", "a.unknown", "b.unknown"], "no such file"),
+        (["compare", "x.npz", "y.npz", "--eps", "-1"], "eps"),
     ],
 )
-def test_errors_are_one_line_with_nonzero_exit(capsys, tmp_path, argv, message):
+def test_errors_are_one_line_with_nonzero_exit(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 1 and out == "" and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -129,16 +238,48 @@ def test_errors_are_one_line_with_nonzero_exit(capsys, tmp_path, argv, message):
 def test_bad_files_exit_cleanly(capsys, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated")
-    code, _, err = run(capsys, "analyze", str(bad))
+    code, _, err = run(capsys, "analyze", bad)
     assert code == 1 and "bad.npz" in err and err.count("\n") == 1
     nan = tmp_path / "nan.npz"
     np.savez(nan, w=np.full((4, 4), np.nan))
-    code, _, err = run(capsys, "analyze", str(nan))
+    code, _, err = run(capsys, "analyze", nan)
     assert code == 1 and "tensor 'w' holds NaN" in err
 
 
-def test_console_entry_point_runs():
+def _options_of(parser):
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+def test_every_option_and_argument_has_help_with_its_default():
+    parser = _parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, (name, action.dest)
+            stated = "default" in action.help or action.nargs == 0 or action.required
+            assert stated or not action.option_strings, (name, action.option_strings)
+    settings_fields = {
+        f
+        for group in (Settings, LoadOptions, ConnectomeOptions)
+        for f in group.__dataclass_fields__
+    }
+    offered = {a.dest for a in _options_of(commands["analyze"])}
+    assert settings_fields - {"locations", "grid"} <= offered
+    assert set(DistanceSettings.__dataclass_fields__) <= {
+        a.dest for a in _options_of(commands["cluster"])
+    }
+    assert "default: 10" in commands["analyze"].format_help()
+    assert re.search(r"--include PATTERN\s+keep only tensors whose full name", commands[
+        "cluster"].format_help())  # fmt: skip
+
+
+def test_console_entry_point_and_broken_pipe(models):
     result = subprocess.run(
         [sys.executable, "-m", "nnequiv.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "nnequiv" in result.stdout
+    command = f"{sys.executable} -m nnequiv.cli analyze {models[0]} --realizations 2 | head -1"
+    piped = subprocess.run(command, shell=True, capture_output=True, text=True)
+    assert piped.stderr == "" and piped.stdout.startswith(str(models[0]))

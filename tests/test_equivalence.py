@@ -90,8 +90,8 @@ def test_the_answer_for_a_pair_depends_on_the_pair_alone(files):
     small = cluster([a, b], realizations=6)
     large = cluster([files["deep"], b, *others[:1], a], realizations=6)
     found = identify(a, [files["deep"], b, files["a2"]], realizations=6, top=3)
-    match = next(m for m in found.matches if m.path == str(b))
-    i, j = large.models.index(str(a)), large.models.index(str(b))
+    match = next(m for m in found.matches if m.path == b.name)
+    i, j = large.models.index(a.name), large.models.index(b.name)
     for d, spread, eps, word in [
         (small.distance[0, 1], (small.spread_low[0, 1], small.spread_high[0, 1]),
          small.eps_pairs[0, 1], small.verdicts[0, 1]),
@@ -165,12 +165,12 @@ def test_undecided_pairs_do_not_join_a_class(files):
 def test_identify_ranks_the_query_s_own_design_first(files):
     library = [files["wide"], files["a"], files["deep"]]
     result = identify(files["a2"], library, top=2, realizations=6)
-    assert [m.path for m in result.matches] == [str(files["a"]), str(files["deep"])]
+    assert [m.path for m in result.matches] == [files["a"].name, files["deep"].name]
     assert result.matches[0].distance <= result.matches[1].distance
-    assert result.query == str(files["a2"])
+    assert result.query == files["a2"].name
     assert result.to_dict()["matches"][0]["verdict"] == result.matches[0].verdict
     other = identify(files["wide"], library, top=1, realizations=6)
-    assert other.matches[0].path == str(files["wide"]) and other.matches[0].distance == 0
+    assert other.matches[0].path == files["wide"].name and other.matches[0].distance == 0
 
 
 def test_order_weight_and_level_are_used(files):
@@ -227,9 +227,9 @@ def test_frames_and_notebook_views(files):
     paths = [files[k] for k in ("a", "a2", "wide")]
     classes = cluster(paths, realizations=4)
     table = classes.to_frame()
-    assert isinstance(table, pandas.DataFrame) and list(table.index) == [str(p) for p in paths]
+    assert isinstance(table, pandas.DataFrame) and list(table.index) == [p.name for p in paths]
     assert list(table["class"]) == list(classes.labels_)
-    assert table.loc[str(paths[0]), str(paths[2])] == classes.distance[0, 2]
+    assert table.loc[paths[0].name, paths[2].name] == classes.distance[0, 2]
     found = identify(paths[1], paths, top=2, realizations=4).to_frame()
     assert list(found.index) == [1, 2] and found.loc[1, "distance"] == 0.0
     verdict = compare(paths[0], paths[2], realizations=4)

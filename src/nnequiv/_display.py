@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from nnequiv.errors import MissingDependencyError
 
@@ -39,3 +41,22 @@ def html_table(caption: str, rows: Sequence[tuple[str, object]] = (), table=None
             parts.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
     parts.append("</table>")
     return "".join(parts)
+
+
+def display_names(sources: Sequence[str]) -> list[str]:
+    """Short labels that tell the sources apart: the file name, with as many parent folders
+    as it takes to be unique; a source given twice gets ``" (2)"``, ``" (3)"``, ..."""
+    parts = [Path(str(s)).parts or (str(s),) for s in sources]
+    names = []
+    for own in parts:
+        others = {other for other in parts if other != own}
+        depth = 1
+        while depth < len(own) and any(other[-depth:] == own[-depth:] for other in others):
+            depth += 1
+        names.append("/".join(own[-depth:]))
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out

@@ -64,6 +64,9 @@ class LayerRecord:
     alpha : float
         Decay rate of the layer's own mean CSD, fitted like the network's (item 8) from the
         tail quantile of the layer's spectrum; NaN where fewer than 3 bins remain.
+    point : tuple of float
+        The layer's point: its curve (signed tail-mass difference or absolute CSD, per the
+        fingerprint) at each location, mean over the realisations (item 10).
     """
 
     name: str
@@ -77,6 +80,7 @@ class LayerRecord:
     stream: tuple[int, int]
     total_variation: float
     alpha: float
+    point: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -91,6 +95,7 @@ class LayerRecord:
             "stream": list(self.stream),
             "total_variation": self.total_variation,
             "alpha": self.alpha,
+            "point": list(self.point),
         }
 
 
@@ -127,6 +132,8 @@ class Analysis:
         Tensors that are not layers, with the reason.
     version : str
         The nnequiv version that computed it.
+    path : str or None
+        The file it was read from, where discovery found one (``source`` is then its label).
     """
 
     source: str
@@ -143,6 +150,7 @@ class Analysis:
     layout: str = ""
     skipped: list[SkippedTensor] = field(default_factory=list)
     version: str = __version__
+    path: str | None = None
 
     @property
     def orders(self) -> np.ndarray:
@@ -195,6 +203,7 @@ class Analysis:
         """Everything as JSON-ready values (``curves=False`` leaves out the curves)."""
         out = {
             "source": self.source,
+            "path": self.path,
             "version": self.version,
             "settings": self.settings.to_dict(),
             "layout": self.layout,
@@ -330,6 +339,7 @@ def analysis_from_spectra(
         )
         points.append(sample_curves(curves, edges, settings.locations))
         mean_absolute = absolute.mean(axis=0)
+        point = tuple(float(v) for v in points[-1].mean(axis=0))
         own_tail = float(np.quantile(values, settings.tail_quantile))
         records.append(
             LayerRecord(
@@ -344,6 +354,7 @@ def analysis_from_spectra(
                 key,
                 float(mean_absolute[0]),
                 decay_rate(edges, mean_absolute, own_tail).alpha,
+                point,
             )
         )
     return Analysis(

@@ -79,6 +79,18 @@ def _type_of(default, f):
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("running")
     group.add_argument(
+        "--connectome",
+        action="store_true",
+        help="read CSV files as connectomes (edge lists or adjacency matrices); without it a "
+        "CSV counts only when it parses as one, never a table such as a manifest",
+    )
+    group.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when a network cannot be read, print its one-line error, go on with the rest, "
+        "and exit with status 1 at the end (default: stop at the first error)",
+    )
+    group.add_argument(
         "--cache-dir", metavar="DIR", help="on-disk cache of layer spectra (default: none)"
     )
     group.add_argument(
@@ -97,13 +109,20 @@ def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True)
     group.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of text"
     )
-    group.add_argument("--csv", metavar="FILE", help=f"also write {table} as CSV to FILE")
+    group.add_argument(
+        "--csv", metavar="FILE", help=f"also write {table} as CSV to FILE (default: no CSV)"
+    )
     if plot:
-        group.add_argument("--plot", metavar="DIR", help="also write PNG and SVG figures to DIR")
+        group.add_argument(
+            "--plot",
+            metavar="DIR",
+            help="also write PNG and SVG figures to DIR (default: no figures)",
+        )
     group.add_argument(
         "--report",
         metavar="FILE.html",
-        help="also write a self-contained HTML report (figures, tables, settings) to FILE.html",
+        help="also write a self-contained HTML report (figures, tables, settings) to "
+        "FILE.html (default: no report)",
     )
 
 
@@ -222,29 +241,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expand_paths(paths) -> list[str]:
-    """Files as given; directories expand to the networks they hold (a directory of
-    safetensors shards is one network)."""
-    from nnequiv.connectomes import CONNECTOME_SUFFIXES
-    from nnequiv.loading import MODEL_SUFFIXES
-
-    out = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir() and not list(path.glob("*.safetensors.index.json")):
-            found = sorted(
-                str(p)
-                for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES | CONNECTOME_SUFFIXES
-            )
-            if not found:
-                raise InputError(f"{path}: directory holds no network files")
-            out += found
-        else:
-            out.append(str(path))
-    return out
-
-
 def _options(args, distance: bool) -> dict:
     """The library keyword options given on the command line (None: the library default)."""
     groups = [Settings, LoadOptions, ConnectomeOptions] + ([DistanceSettings] if distance else [])
@@ -317,8 +313,9 @@ def run(argv=None) -> int:
         return 0
     import nnequiv
     from nnequiv import reporting
-    from nnequiv.equivalence import analyze_all
+    from nnequiv.equivalence import analyze_all, check_eps
 
+    check_eps(getattr(args, "eps", None))
     options = _options(args, distance=args.command != "analyze")
     distance_names = {f.name for f in fields(DistanceSettings)}
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
@@ -340,12 +337,27 @@ def run(argv=None) -> int:
         return 0
     paths = {
         "compare": lambda: [args.a, args.b],
-        "cluster": lambda: expand_paths(args.paths),
-        "report": lambda: expand_paths(args.paths),
-        "identify": lambda: [args.query, *expand_paths(args.library)],
+        "cluster": lambda: args.paths,
+        "report": lambda: args.paths,
+        "identify": lambda: [args.query, *args.library],
     }[args.command]()
+    failed: list[str] = []
+
+    def skip(label: str, error: Exception) -> None:
+        failed.append(label)
+        print(f"nnequiv: error: {_one_line(error)}", file=sys.stderr)
+
     with _Progress("analysing") as progress:
-        analyses = analyze_all(paths, progress=progress, **analysis_options)
+        analyses = analyze_all(
+            paths,
+            progress=progress,
+            connectomes=args.connectome,
+            notes=lambda line: print(f"nnequiv: {line}", file=sys.stderr),
+            on_error=skip if args.keep_going else None,
+            **analysis_options,
+        )
+    if args.command in ("compare", "identify") and len(analyses) < 2:
+        raise InputError(f"{args.command} needs two networks or more; found {len(analyses)}")
     if args.command == "compare":
         verdict = nnequiv.compare(*analyses, eps=args.eps, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
@@ -362,7 +374,7 @@ def run(argv=None) -> int:
         if args.command == "report":
             _write_report(args.output, analyses, classes=classes)
             print(f"wrote {args.output}: {len(analyses)} networks")
-            return 0
+            return 1 if failed else 0
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
         if args.plot:
@@ -379,7 +391,11 @@ def run(argv=None) -> int:
             reporting.identification_csv(result),
         )
         _write_report(args.report, analyses, identification=result)
-    return 0
+    return 1 if failed else 0
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def main(argv=None) -> None:
@@ -393,8 +409,7 @@ def main(argv=None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
     except (NNEquivError, OSError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"nnequiv: error: {message}", file=sys.stderr)
+        print(f"nnequiv: error: {_one_line(exc)}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("nnequiv: interrupted", file=sys.stderr)

@@ -7,20 +7,20 @@ depends on that pair alone (and the settings), whichever other networks are anal
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
-from nnequiv._display import frame, html_table
+from nnequiv._display import display_names, frame, html_table
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis, analyze
+from nnequiv.discovery import discover
 from nnequiv.distances import Fingerprint, check_comparable, distance_with_spread, fingerprint
-from nnequiv.errors import InputError
+from nnequiv.errors import InputError, NNEquivError
 from nnequiv.explain import Explanation, explain
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
@@ -56,7 +56,8 @@ def decide(distance: float, spread: tuple[float, float], eps: float) -> str:
     return "equivalent" if distance <= eps else "not equivalent"
 
 
-def _check_eps(eps) -> float | None:
+def check_eps(eps) -> float | None:
+    """``eps`` as a float, or None; refuses negative, NaN and infinite values."""
     if eps is None:
         return None
     value = float(eps)
@@ -137,7 +138,9 @@ class Classes:
     Attributes
     ----------
     models : list of str
-        The networks, in input order.
+        The networks (their names: discovery labels), in input order.
+    paths : list of str or None
+        The file of each network, where it has one.
     labels_ : numpy.ndarray
         Class index of each network (scikit-learn style), classes numbered by first member.
     distance, spread_low, spread_high, eps_pairs : numpy.ndarray
@@ -164,6 +167,7 @@ class Classes:
     classes: list[list[str]]
     labels_: np.ndarray
     linkage: np.ndarray
+    paths: list = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     distance_settings: DistanceSettings = field(default_factory=DistanceSettings)
     version: str = __version__
@@ -193,6 +197,7 @@ class Classes:
     def to_dict(self) -> dict:
         return {
             "models": self.models,
+            "paths": self.paths,
             "level": self.level,
             "distance": self.distance.tolist(),
             "spread": [self.spread_low.tolist(), self.spread_high.tolist()],
@@ -279,12 +284,43 @@ def analyze_all(
     cache_dir=None,
     progress: Callable | None = None,
     n_jobs: int | None = None,
+    connectomes: bool = False,
+    notes: Callable[[str], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
     **options,
 ) -> list[Analysis]:
-    """The analyses of many sources, each distinct source computed once, all checked to share
-    their analysis settings (finished analyses are used as they are). Options as for
-    :func:`compare`; ``progress(done, total, label)`` is called after each analysis."""
-    return _analyse_each(list(sources), options, settings, cache_dir, progress, n_jobs)[0]
+    """The analyses of many sources, all checked to share their analysis settings.
+
+    Files, folders, index files, Hugging Face caches and hub ids are found with
+    :func:`nnequiv.discovery.discover` (``connectomes`` and ``notes`` are passed to it); each
+    network found is analysed once and named by its discovery label (``Analysis.source``;
+    ``Analysis.path`` keeps its file). Finished analyses are used as they are. Options as
+    for :func:`compare`; ``progress(done, total, label)`` is called after each analysis.
+    With ``on_error``, a network that cannot be analysed is passed to it with its error and
+    left out; without, the error is raised.
+    """
+    return _analyse_each(
+        list(sources), options, settings, cache_dir, progress, n_jobs,
+        connectomes=connectomes, notes=notes, on_error=on_error,
+    )[0]  # fmt: skip
+
+
+def _discovered(sources: list, connectomes: bool, notes) -> list:
+    """Each source as itself (a finished Analysis) or as the networks discovery finds in it,
+    in order; labels made unique across all of them."""
+    out = []
+    for source in sources:
+        if isinstance(source, Analysis):
+            out.append(source)
+        else:
+            out += discover(source, connectomes=connectomes, notes=notes)
+    found = [item for item in out if not isinstance(item, Analysis)]
+    labels = [item.label for item in found]
+    if len(set(labels)) < len(labels):
+        unique = display_names([str(item.path or item.label) for item in found])
+        relabelled = iter(replace(item, label=label) for item, label in zip(found, unique))
+        out = [item if isinstance(item, Analysis) else next(relabelled) for item in out]
+    return out
 
 
 def _analyse_each(
@@ -294,6 +330,10 @@ def _analyse_each(
     cache_dir=None,
     progress: Callable | None = None,
     n_jobs=None,
+    *,
+    connectomes: bool = False,
+    notes=None,
+    on_error=None,
 ) -> tuple[list[Analysis], DistanceSettings]:
     """Analyses of the sources (each distinct source computed once, finished analyses used as
     they are, all checked to share their settings), and the distance settings."""
@@ -303,26 +343,37 @@ def _analyse_each(
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options
     )
+    items = _discovered(list(sources), connectomes, notes)
     done: dict = {}
     out = []
-    for index, source in enumerate(sources):
-        if isinstance(source, Analysis):
+    for index, item in enumerate(items):
+        if isinstance(item, Analysis):
             if chosen_explicitly:
-                check_comparable([_Requested(analysis_settings), source])
-            out.append(source)
+                check_comparable([_Requested(analysis_settings), item])
+            out.append(item)
         else:
-            key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
+            key = item.path or id(item.source)
             if key not in done:
-                done[key] = analyze(
-                    source,
-                    analysis_settings,
-                    cache_dir=cache_dir,
-                    n_jobs=n_jobs,
-                    **analysis_options,
-                )
+                try:
+                    analysis = analyze(
+                        item.source,
+                        analysis_settings,
+                        cache_dir=cache_dir,
+                        n_jobs=n_jobs,
+                        **analysis_options,
+                    )
+                except NNEquivError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(item.label, exc)
+                    continue
+                analysis.source, analysis.path = item.label, item.path and str(item.path)
+                done[key] = analysis
             out.append(done[key])
         if progress:
-            progress(index + 1, len(sources), out[-1].source)
+            progress(index + 1, len(items), out[-1].source)
+    if not out:
+        raise InputError("no network could be analysed")
     check_comparable(out)
     return out, distance_settings
 
@@ -385,7 +436,7 @@ def compare(
         with another seed falls, 95 %), eps, the verdict, and its explanation: the layers
         that contribute most to the distance (:func:`nnequiv.explain.explain`).
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     (first, second), distance_settings = _analyse_each(
         [a, b], options, settings, cache_dir, None, n_jobs
     )
@@ -424,7 +475,7 @@ def cluster(
     Options as for :func:`compare`; ``progress(done, total, label)`` is called after each
     analysis.
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     analyses, distance_settings = _analyse_each(
         _check_sources(sources), options, settings, cache_dir, progress, n_jobs
     )
@@ -465,6 +516,7 @@ def cluster(
         classes,
         labels,
         tree,
+        [a.path for a in analyses],
         analyses[0].settings,
         distance_settings,
     )
@@ -489,7 +541,7 @@ def identify(
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be an integer >= 1, got {top!r}")
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     analyses, distance_settings = _analyse_each(
         [query, *_check_sources(library)], options, settings, cache_dir, progress, n_jobs
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from nnequiv._display import display_names
 from nnequiv.analysis import Analysis
 from nnequiv.equivalence import Classes, Verdict
 from nnequiv.errors import InputError, MissingDependencyError
@@ -58,25 +58,6 @@ GREY = "#8a8a8a"
 def class_color(index: int) -> str:
     """Colour of class (or curve) ``index`` (0-based)."""
     return CLASS_COLORS[index % len(CLASS_COLORS)]
-
-
-def display_names(sources: Sequence[str]) -> list[str]:
-    """Short labels that tell the sources apart: the file name, with as many parent folders
-    as it takes to be unique; a source given twice gets ``" (2)"``, ``" (3)"``, ..."""
-    parts = [Path(str(s)).parts or (str(s),) for s in sources]
-    names = []
-    for own in parts:
-        others = {other for other in parts if other != own}
-        depth = 1
-        while depth < len(own) and any(other[-depth:] == own[-depth:] for other in others):
-            depth += 1
-        names.append("/".join(own[-depth:]))
-    seen: Counter = Counter()
-    out = []
-    for name in names:
-        seen[name] += 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return out
 
 
 def file_stem(source: str) -> str:

@@ -34,6 +34,8 @@ __all__ = [
 
 #: Largest spatial kernel extent that the layout inference recognises.
 MAX_KERNEL = 15
+#: Why a tensor left out by the include/exclude patterns is skipped.
+FILTERED = "filtered by name"
 
 
 @dataclass
@@ -194,7 +196,7 @@ def iter_layer_matrices(
 
 def _skip_reason(name, array, layout, include, exclude) -> str | None:
     if _excluded(name, include, exclude):
-        return "filtered by name"
+        return FILTERED
     if not np.issubdtype(array.dtype, np.floating):
         return f"not a float tensor ({array.dtype})"
     if array.ndim < 2:
@@ -214,9 +216,16 @@ def resolved_layout(source, layout: str | None = None) -> tuple[WeightSource, st
 def require_layers(label: str, layers: list, skipped: list) -> None:
     """Raise :class:`NoLayersError` when a network gave no eligible layer."""
     if not layers:
+        filtered = sum(s.reason == FILTERED for s in skipped)
+        hint = (
+            f", {filtered} of them filtered by name (include/exclude patterns match whole "
+            "names: '*conv*' keeps names containing 'conv')"
+            if filtered
+            else ""
+        )
         raise NoLayersError(
             f"{label}: no eligible layer (float tensor with ndim >= 2 "
-            f"and min(N, M) >= 2) among {len(skipped)} tensors"
+            f"and min(N, M) >= 2) among {len(skipped)} tensors{hint}"
         )
 
 
