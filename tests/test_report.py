@@ -14,7 +14,8 @@ from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import __version__, analyze, cluster, compare, identify
 from nnequiv.errors import InputError
-from nnequiv.report import Curve, render_report, svg_curves, write_report
+from nnequiv.report import render_report, write_report
+from nnequiv.report_svg import Curve, svg_curves
 
 EVIL = "<script>alert(1)</script>.npz"
 
