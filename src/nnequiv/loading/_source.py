@@ -20,6 +20,9 @@ LAYOUTS = {
     **dict.fromkeys(("hwio", "out-last", "tf", "tensorflow", "keras", "tfjs"), HWIO),
     **dict.fromkeys(("ohwi", "tflite"), OHWI),
 }
+#: Default of ``max_tensor_bytes``: the largest tensor (or zip member, storage) a file may
+#: declare. Fixed, so that whether a file loads does not depend on the machine.
+DEFAULT_MAX_TENSOR_BYTES = 8 * 2**30
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar"}
 #: File endings recognised as networks when a directory is expanded.
 MODEL_SUFFIXES = TORCH_SUFFIXES | {".npz", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"}
@@ -57,9 +60,11 @@ class WeightSource:
     label : str
         Where the tensors come from (a path or ``"<dict>"``), used in messages.
     layout : str or None
-        ``"out-first"``, ``"out-last"``, or None when it must be inferred per file.
+        ``"oihw"``, ``"hwio"``, ``"ohwi"``, or None when it must be inferred per file.
     opener : callable
         Returns a fresh iterator of ``(name, array-like)`` pairs.
+    shape_reader : callable, optional
+        Returns a fresh iterator of ``(name, shape)`` pairs without reading the tensors.
     """
 
     label: str
@@ -104,12 +109,25 @@ def _numpy_float_torch_dtypes():
     return {torch.float16, torch.float32, torch.float64}
 
 
-def _flatten(mapping: Mapping, prefix: str = "") -> dict:
+def flatten(mapping: Mapping) -> dict:
+    """Nested mappings as one dict with dotted keys (``{"a": {"b": x}}`` -> ``{"a.b": x}``).
+
+    Iterative, and each mapping is entered once, so a deep or self-referencing structure from
+    a file cannot exhaust the stack.
+    """
     flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+    stack = [("", iter(mapping.items()))]
+    seen = {id(mapping)}
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if not isinstance(value, Mapping):
+                flat[name] = value
+            elif id(value) not in seen:
+                seen.add(id(value))
+                stack.append((name + ".", iter(value.items())))
+                break
         else:
-            flat[name] = value
+            stack.pop()
     return flat
