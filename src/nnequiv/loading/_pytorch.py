@@ -96,8 +96,9 @@ def open_torch(path: Path, limit: int, trust_code: bool = False):
 
 
 def _is_zip(path: Path) -> bool:
+    """Whether ``path`` starts as a zip archive does (as torch itself decides)."""
     with open_regular(path) as handle:
-        return zipfile.is_zipfile(handle)
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def _zip_file(path: Path, limit: int) -> TorchFile:

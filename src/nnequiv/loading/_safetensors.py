@@ -21,6 +21,7 @@ import numpy as np
 from nnequiv.errors import FormatError, InputError, UnsafeFileError
 from nnequiv.loading._dtypes import ELEMENT_TYPES, ElementType
 from nnequiv.loading._limits import (
+    describe,
     format_bytes,
     inside,
     open_regular,
@@ -90,8 +91,12 @@ def parse_json(raw: bytes, label: str, what: str):
     """JSON text from a file: strict UTF-8, no duplicate keys, nesting errors as one line."""
     with reading(label, f"{what} is not UTF-8 text", (UnicodeDecodeError,)):
         text = raw.decode("utf-8")
-    with reading(label, f"corrupt {what}", (ValueError, RecursionError)):
+    try:
         return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise FormatError(f"{label}: corrupt {what} (nested too deeply)") from None
+    except ValueError as exc:
+        raise FormatError(f"{label}: corrupt {what} ({describe(exc)})") from exc
 
 
 def _unique_keys(pairs):
