@@ -98,11 +98,13 @@ def hostile_archives(directory: Path) -> dict[str, object]:
     torch = pytest.importorskip("torch")
     from torch import nn
 
-    class Writer(nn.Module):
-        def __init__(self, target: str):
+    class Payload(nn.Module):
+        """A layer whose pickled state is (weight, path, training)."""
+
+        def __init__(self, path: str):
             super().__init__()
-            self.weight = nn.Parameter(torch.randn(6, 5))
-            self.target = target
+            self.weight = nn.Parameter(torch.randn(4, 4))
+            self.path = path
             self.scratch = torch.zeros(1)
 
         def forward(self, x):
@@ -110,52 +112,27 @@ def hostile_archives(directory: Path) -> dict[str, object]:
 
         @torch.jit.export
         def __getstate__(self):
-            return (self.weight, self.target, self.training)
+            return (self.weight, self.path, self.training)
 
+    class Writer(Payload):  # overwrites (or creates) the file at `path`
         @torch.jit.export
         def __setstate__(self, state: tuple[torch.Tensor, str, bool]):
-            self.weight = state[0]
-            self.target = state[1]
-            self.training = state[2]
-            self.scratch = torch.from_file(self.target, shared=True, size=8, dtype=torch.uint8)
+            self.weight, self.path, self.training = state
+            self.scratch = torch.from_file(self.path, shared=True, size=8, dtype=torch.uint8)
             self.scratch.fill_(65)
 
-    class Reader(nn.Module):
-        def __init__(self, secret: str):
-            super().__init__()
-            self.weight = nn.Parameter(torch.randn(4, 4))
-            self.secret = secret
-
-        def forward(self, x):
-            return x @ self.weight
-
-        @torch.jit.export
-        def __getstate__(self):
-            return (self.weight, self.secret, self.training)
-
+    class Reader(Payload):  # reads the file at `path` into the weights
         @torch.jit.export
         def __setstate__(self, state: tuple[torch.Tensor, str, bool]):
-            self.secret = state[1]
-            self.training = state[2]
-            raw = torch.from_file(self.secret, size=16, dtype=torch.uint8)
-            self.weight = raw.float().reshape(4, 4)
+            _, self.path, self.training = state
+            self.scratch = torch.from_file(self.path, size=16, dtype=torch.uint8)
+            self.weight = self.scratch.float().reshape(4, 4)
 
-    class Looper(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = nn.Parameter(torch.randn(4, 4))
-
-        def forward(self, x):
-            return x @ self.weight
-
+    class Looper(Payload):  # never returns
         @torch.jit.export
-        def __getstate__(self):
-            return (self.weight, self.training)
-
-        @torch.jit.export
-        def __setstate__(self, state: tuple[torch.Tensor, bool]):
-            self.weight = state[0]
-            self.training = state[1]
+        def __setstate__(self, state: tuple[torch.Tensor, str, bool]):
+            self.weight, self.path, self.training = state
+            self.scratch = torch.zeros(1)
             i = 0
             while i >= 0:
                 i = (i + 1) % 7
@@ -175,7 +152,7 @@ def hostile_archives(directory: Path) -> dict[str, object]:
         "writer": Writer(str(directory / "victim.txt")),
         "creator": Writer(str(directory / "created.txt")),
         "reader": Reader(str(directory / "secret.txt")),
-        "looper": Looper(),
+        "looper": Looper(""),
     }
     weights = {}
     for name, inner in inners.items():

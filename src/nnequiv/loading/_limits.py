@@ -164,6 +164,6 @@ def inside(directory: Path, relative: str) -> Path | None:
     if not relative or "\x00" in relative or os.path.isabs(relative) or Path(relative).drive:
         return None
     normal = os.path.normpath(relative)
-    if normal in (".", "..") or normal.startswith(".." + os.sep):
+    if normal == ".." or normal.startswith(".." + os.sep):
         return None
     return directory / normal

@@ -84,6 +84,8 @@ def _with_external_data(tensor, name: str, path: Path, stored: int, onnx):
     what = f"{path}: tensor '{shown(name)}'"
     entries = {entry.key: entry.value for entry in tensor.external_data}
     location = entries.get("location", "")
+    if not location:
+        raise FormatError(f"{what} has external data without a location")
     target = inside(path.parent, location)
     if target is None:
         raise UnsafeFileError(

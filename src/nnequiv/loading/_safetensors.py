@@ -26,7 +26,6 @@ from nnequiv.loading._limits import (
     inside,
     open_regular,
     reading,
-    require_regular,
     shown,
     tensor_nbytes,
 )
@@ -172,9 +171,9 @@ def iter_safetensors(paths, limit: int) -> Iterator[tuple[str, np.ndarray]]:
         entries, start = safetensors_header(path, limit)
         if not entries:
             continue
-        require_regular(path)
-        with reading(str(path), "cannot be mapped into memory", (OSError, ValueError)):
-            mapped = np.memmap(path, dtype=np.uint8, mode="r")
+        with open_regular(path) as handle:
+            with reading(str(path), "cannot be mapped into memory", (OSError, ValueError)):
+                mapped = np.memmap(handle, dtype=np.uint8, mode="r")
         for entry in entries:
             count = (entry.end - entry.begin) // entry.element.itemsize
             flat = entry.element.array(mapped, count, start + entry.begin)
