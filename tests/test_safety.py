@@ -196,7 +196,9 @@ def op_str(text: str) -> bytes:
 
 def op_int(value: int) -> bytes:
     raw = pickle.encode_long(value)
-    return b"\x8a" + bytes([len(raw)]) + raw
+    if len(raw) < 256:
+        return b"\x8a" + bytes([len(raw)]) + raw  # LONG1
+    return b"\x8b" + struct.pack("<I", len(raw)) + raw  # LONG4
 
 
 def op_global(module: str, name: str) -> bytes:
@@ -444,7 +446,13 @@ def test_declared_sizes_above_the_limit_are_refused(tmp_path):
     (tmp_path / "bomb.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + bytes(8))
     torch_zip(tmp_path / "storage.pt", tensor_pickle(10**10, 0, [10], [1]), {"0": bytes(40)})
     torch_zip(tmp_path / "stride.pt", tensor_pickle(1, 0, list(big), [0, 0]), {"0": bytes(4)})
-    for name in ["bomb.npz", "bomb.h5", "bomb.safetensors", "storage.pt", "stride.pt"]:
+    # sizes too large for a float, or to print in full
+    header = {"w": {"dtype": "F32", "shape": [10**300, 10**300], "data_offsets": [0, 0]}}
+    text = json.dumps(header).encode()
+    (tmp_path / "huge.safetensors").write_bytes(len(text).to_bytes(8, "little") + text)
+    torch_zip(tmp_path / "huge.pt", tensor_pickle(10**3000, 0, [10], [1]), {"0": bytes(40)})
+    names = ["bomb.npz", "bomb.h5", "bomb.safetensors", "storage.pt", "stride.pt"]
+    for name in [*names, "huge.safetensors", "huge.pt"]:
         with pytest.raises(ResourceLimitError, match="above the limit of 8.0 GiB") as info:
             layer_spectra(tmp_path / name)
         assert name in str(info.value) and "\n" not in str(info.value)

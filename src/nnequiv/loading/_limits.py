@@ -46,14 +46,26 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+def format_count(count: int) -> str:
+    """An integer from a file as text, ``~2^k`` when it is too long to print."""
+    return str(count) if count < 10**18 else f"~2^{count.bit_length() - 1}"
+
+
+def format_shape(dims) -> str:
+    """``"3 x 4"`` (``"scalar"`` for no dimensions)."""
+    return " x ".join(map(format_count, dims)) or "scalar"
+
+
 def format_bytes(count: int) -> str:
-    """``count`` bytes in binary units (``"8.0 GiB"``)."""
+    """``count`` bytes in binary units (``"8.0 GiB"``), however large."""
+    if count >= 1024**6:
+        return f"{format_count(count)} bytes"
     value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
             return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f} PiB"
 
 
 def check_limit(max_tensor_bytes) -> int:
@@ -87,9 +99,7 @@ def tensor_nbytes(label: str, name: str, shape, itemsize: int, limit: int) -> in
             "(dimensions must be non-negative integers)"
         )
     nbytes = math.prod(dims) * itemsize
-    require_within(
-        label, f"tensor '{shown(name)}' ({' x '.join(map(str, dims)) or 'scalar'})", nbytes, limit
-    )
+    require_within(label, f"tensor '{shown(name)}' ({format_shape(dims)})", nbytes, limit)
     return nbytes
 
 

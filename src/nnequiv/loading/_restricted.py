@@ -27,7 +27,7 @@ import numpy as np
 
 from nnequiv.errors import FormatError, NNEquivError, UnsafeFileError
 from nnequiv.loading._dtypes import ELEMENT_TYPES, ElementType
-from nnequiv.loading._limits import describe, require_within, shown
+from nnequiv.loading._limits import describe, format_shape, require_within, shown
 
 
 class ScriptObject:
@@ -259,11 +259,13 @@ class _Unpickler(pickle._Unpickler):
             raise pickle.UnpicklingError("a tensor with an invalid offset, shape or stride")
         count = math.prod(shape)
         require_within(
-            self.label, f"a tensor of shape {shape}", count * element.itemsize, self.limit
+            self.label, f"a tensor ({format_shape(shape)})", count * element.itemsize, self.limit
         )
         capacity = storage.nbytes // element.itemsize
         if count and offset + sum((n - 1) * s for n, s in zip(shape, strides)) >= capacity:
-            raise pickle.UnpicklingError(f"a tensor of shape {shape} reaches past its storage")
+            raise pickle.UnpicklingError(
+                f"a tensor ({format_shape(shape)}) reaches past its storage"
+            )
         return TensorRef(storage, element, offset, shape, strides)
 
 
