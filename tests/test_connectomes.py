@@ -12,7 +12,7 @@ from nnequiv.connectomes import (
     null_model,
     save_connectome,
 )
-from nnequiv.errors import FormatError
+from nnequiv.errors import FormatError, InputError, ResourceLimitError
 
 
 def modular_connectome(seed=0, size=60):
@@ -121,3 +121,93 @@ def test_real_connectome_loads_and_analyses():
     assert set(connectome.matrices) == {"chemical", "electrical"}
     analysis = analyze(path, realizations=4, submatrices=8)
     assert len(analysis.layers) == 16 and np.isfinite(analysis.decay.alpha)
+
+
+# ---- CSV: edge list or adjacency matrix (docs/method.md, Connectomes) ------------------
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_headerless_named_edge_list_keeps_every_edge(tmp_path):
+    path = write(tmp_path, "e.csv", "a,b,1\nb,c,2\nc,a,3\n")
+    loaded = load_connectome(path)
+    assert loaded.nodes == ["a", "b", "c"]
+    expected = np.zeros((3, 3))
+    expected[0, 1], expected[1, 2], expected[2, 0] = 1, 2, 3
+    np.testing.assert_array_equal(loaded.matrices["chemical"], expected)
+
+
+def test_numeric_edge_list_that_is_not_square_is_an_edge_list(tmp_path):
+    path = write(tmp_path, "e.csv", "0,1,2.5\n1,2,1\n2,0,3\n2,1,4\n")
+    loaded = load_connectome(path)
+    assert loaded.nodes == ["0", "1", "2"]
+    assert loaded.matrices["chemical"][0, 1] == 2.5 and loaded.matrices["chemical"][2, 1] == 4
+    assert loaded.matrices["chemical"].sum() == 10.5
+
+
+def test_a_table_that_fits_both_asks_for_the_format(tmp_path):
+    path = write(tmp_path, "both.csv", "0,1,2\n1,2,1\n2,0,3\n")
+    with pytest.raises(FormatError, match=r"both\.csv: reads both .*format='edges'") as info:
+        load_connectome(path)
+    assert "\n" not in str(info.value) and "--format edges|adjacency" in str(info.value)
+    edges = load_connectome(path, format="edges").matrices["chemical"]
+    assert edges.shape == (3, 3) and edges[0, 1] == 2 and edges[2, 0] == 3 and edges.sum() == 6
+    adjacency = load_connectome(path, format="adjacency").matrices["chemical"]
+    np.testing.assert_array_equal(adjacency, [[0, 1, 2], [1, 2, 1], [2, 0, 3]])
+    # a header row of three names over three numeric rows fits both as well
+    header = write(tmp_path, "header.csv", "pre,post,weight\n0,1,2\n1,2,1\n2,0,3\n")
+    with pytest.raises(FormatError, match="reads both"):
+        load_connectome(header)
+    assert load_connectome(header, format="adjacency").nodes == ["pre", "post", "weight"]
+
+
+def test_a_square_table_with_fractional_ids_is_an_adjacency_matrix(tmp_path):
+    path = write(tmp_path, "adj.csv", "0,0.5,1\n0.25,0,0\n1,0,0\n")
+    np.testing.assert_array_equal(
+        load_connectome(path).matrices["chemical"], [[0, 0.5, 1], [0.25, 0, 0], [1, 0, 0]]
+    )
+
+
+def test_two_node_adjacency_with_names_is_not_taken_for_edges(tmp_path):
+    path = write(tmp_path, "adj.csv", ",a,b\na,0,2\nb,1,0\n")
+    loaded = load_connectome(path)
+    assert loaded.nodes == ["a", "b"]
+    np.testing.assert_array_equal(loaded.matrices["chemical"], [[0, 2], [1, 0]])
+
+
+def test_forced_format_that_does_not_fit_says_why(tmp_path):
+    path = write(tmp_path, "adj.csv", "0,1,0,1\n1,0,1,0\n0,1,0,1\n1,0,1,0\n")
+    with pytest.raises(FormatError, match="not an edge list: rows do not all have three"):
+        load_connectome(path, format="edges")
+    with pytest.raises(InputError, match="unknown connectome format"):
+        load_connectome(path, format="matrix")
+    np.savez(tmp_path / "c.npz", chemical=np.ones((2, 2)))
+    with pytest.raises(InputError, match="CSV connectomes only"):
+        load_connectome(tmp_path / "c.npz", format="edges")
+
+
+def test_csv_that_is_neither_gets_one_line(tmp_path):
+    cases = {
+        "ragged.csv": ("a,b\n1,2,3\n", "not an adjacency matrix"),
+        "binary.csv": (None, "not UTF-8"),
+        "wide.csv": ("a," + "x" * 200_000 + ",1\n", "not a readable CSV"),
+        "nonsquare.csv": ("1,2\n3,4\n5,6\n", "not square"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(b"\xff\xfe\x00\x81" * 10) if text is None else path.write_text(text)
+        with pytest.raises(FormatError, match=message) as info:
+            load_connectome(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_connectome_matrix_size_is_bounded_before_allocating(tmp_path):
+    edges = "\n".join(f"n{i},n{i + 1},1" for i in range(300))
+    path = write(tmp_path, "chain.csv", edges)
+    assert load_connectome(path).matrices["chemical"].shape == (301, 301)
+    with pytest.raises(ResourceLimitError, match=r"301 x 301 connection matrix.*max_tensor_bytes"):
+        load_connectome(path, max_tensor_bytes=301 * 301 * 8 - 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import zipfile
@@ -22,6 +21,7 @@ from nnequiv.loading import open_weights
 from nnequiv.spectra import layer_spectra
 
 torch = pytest.importorskip("torch")
+from formats import save_h5, save_keras, save_onnx, save_safetensors, save_sharded  # noqa: E402
 from nets import EXAMPLE_INPUTS, all_nets  # noqa: E402
 
 
@@ -31,66 +31,6 @@ def spectra_by_name(source, **kwargs):
 
 def to_numpy_state(module):
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def out_last(array):
-    """The TensorFlow layout of a PyTorch tensor: kernels kh x kw x in x out, dense in x out."""
-    if array.ndim >= 3:
-        return np.moveaxis(array, (0, 1), (-1, -2))
-    if array.ndim == 2:
-        return array.T
-    return array
-
-
-def save_safetensors(state, path):
-    from safetensors.numpy import save_file
-
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
-
-
-def save_sharded(state, directory):
-    directory.mkdir()
-    names = list(state)
-    half = len(names) // 2
-    weight_map = {}
-    for index, part in enumerate([names[:half], names[half:]]):
-        shard = f"model-{index + 1:05d}-of-00002.safetensors"
-        save_safetensors({k: state[k] for k in part}, directory / shard)
-        weight_map.update({k: shard for k in part})
-    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-
-
-def save_onnx(state, path):
-    """An ONNX graph carrying the weights as initializers and as Constant nodes."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    names = list(state)
-    initializers = [numpy_helper.from_array(state[k], k) for k in names[::2]]
-    nodes = [
-        helper.make_node("Constant", [], [k], value=numpy_helper.from_array(state[k], k))
-        for k in names[1::2]
-    ]
-    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
-    nodes.append(helper.make_node("Identity", [names[0]], ["y"]))
-    graph = helper.make_graph(nodes, "g", [], [out], initializer=initializers)
-    onnx.save(helper.make_model(graph), str(path))
-
-
-def save_h5(state, path):
-    import h5py
-
-    with h5py.File(path, "w") as handle:
-        for name, array in state.items():
-            handle.create_dataset(name.replace(".", "/") + ":0", data=out_last(array))
-
-
-def save_keras(state, path, tmp_path):
-    h5 = tmp_path / "model.weights.h5"
-    save_h5(state, h5)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", "{}")
-        archive.write(h5, "model.weights.h5")
 
 
 @pytest.mark.parametrize("net_name", ["cnn", "resblock", "lstm", "transformer"])
@@ -258,5 +198,194 @@ def test_open_weights_reads_lazily_from_headers(tmp_path, mlp_state):
     np.savez(tmp_path / "m.npz", **mlp_state)
     shapes = dict(open_weights(tmp_path / "m.npz").shapes())
     assert shapes == {k: v.shape for k, v in mlp_state.items()}
-    buffer = io.BytesIO()
-    np.save(buffer, np.ones(3))
+
+
+# ---- PyTorch files are read as data, with torch's own names and values ----------------
+
+
+def script_or_trace(module, net_name, how):
+    if how == "script":
+        return torch.jit.script(module)
+    return torch.jit.trace(module, EXAMPLE_INPUTS[net_name](), check_trace=False)
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+@pytest.mark.parametrize("net_name", ["cnn", "resblock", "lstm", "transformer"])
+def test_torchscript_reads_like_torch_jit_load(tmp_path, net_name, how):
+    module = all_nets(seed=1)[net_name].eval()
+    script_or_trace(module, net_name, how).save(str(tmp_path / "m.pt"))
+    expected = torch.jit.load(str(tmp_path / "m.pt")).state_dict()
+    got = dict(open_weights(tmp_path / "m.pt").tensors())
+    assert list(got) == list(expected)  # the same names, in state_dict order
+    for name, tensor in expected.items():
+        np.testing.assert_array_equal(got[name], tensor.numpy(), err_msg=name)
+    assert dict(open_weights(tmp_path / "m.pt").shapes()) == {
+        k: tuple(v.shape) for k, v in expected.items()
+    }
+
+
+def odd_state():
+    """Tensors of every storage kind: views, transposes, shared storages, rarer dtypes."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 6, generator=generator)
+    return {
+        "transposed": torch.randn(4, 5, generator=generator).t(),
+        "strided": torch.randn(10, 10, generator=generator)[2:5, 1:9:2],
+        "shared_a": base[:3],
+        "shared_b": base[3:],
+        "param": torch.nn.Parameter(torch.randn(3, 2, generator=generator)),
+        "half": torch.randn(3, 3, generator=generator).half(),
+        "bfloat16": torch.randn(4, 2, generator=generator).to(torch.bfloat16),
+        "complex": torch.randn(3, 3, dtype=torch.complex64, generator=generator),
+        "long": torch.arange(5),
+        "empty": torch.zeros(0, 3),
+    }
+
+
+def as_expected(tensor):
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        tensor = tensor.float()  # widened exactly
+    return tensor.numpy()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pytorch_storages_views_and_dtypes(tmp_path, legacy):
+    state = odd_state()
+    if not legacy:  # dtypes the legacy format cannot store
+        every_code = torch.arange(256, dtype=torch.uint8)
+        state["e4m3"] = every_code.view(torch.float8_e4m3fn)
+        state["e5m2"] = every_code.view(torch.float8_e5m2)
+    torch.save(
+        {"epoch": 2, "state_dict": state},
+        tmp_path / "m.pt",
+        **({"_use_new_zipfile_serialization": False} if legacy else {}),
+    )
+    got = dict(open_weights(tmp_path / "m.pt").tensors())
+    assert list(got) == list(state)
+    for name, tensor in state.items():
+        np.testing.assert_array_equal(got[name], as_expected(tensor), err_msg=name)
+
+
+def test_big_endian_archive(tmp_path):
+    state = {"w": torch.randn(3, 4), "b": torch.randn(4).to(torch.bfloat16)}
+    torch.save(state, tmp_path / "little.pt")
+    # rewrite the archive as a big-endian machine would have saved it
+    with (
+        zipfile.ZipFile(tmp_path / "little.pt") as source,
+        zipfile.ZipFile(tmp_path / "big.pt", "w") as target,
+    ):
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/byteorder"):
+                data = b"big"
+            elif "/data/" in info.filename and not info.filename.endswith(".pkl"):
+                itemsize = 4 if info.filename.endswith("/0") else 2
+                data = np.frombuffer(data, f"<u{itemsize}").astype(f">u{itemsize}").tobytes()
+            target.writestr(info, data)
+    got = dict(open_weights(tmp_path / "big.pt").tensors())
+    for name, tensor in state.items():
+        np.testing.assert_array_equal(got[name], as_expected(tensor))
+
+
+# ---- safetensors headers are validated completely ---------------------------------------
+
+
+def safetensors_bytes(header, data=b""):
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+GOOD = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ([1, 2], "not a JSON object"),
+        ({"w": [1]}, "needs an object with dtype, shape and data_offsets"),
+        ({"w": {**GOOD, "dtype": "F128"}}, "unknown dtype 'F128'"),
+        ({"w": {**GOOD, "dtype": ["F32"]}}, "unknown dtype list"),
+        ({"w": {**GOOD, "shape": [2, -2]}}, "invalid shape"),
+        ({"w": {**GOOD, "shape": [2.0, 2]}}, "invalid shape"),
+        ({"w": {**GOOD, "shape": [True, 4]}}, "invalid shape"),
+        ({"w": {**GOOD, "shape": "2x2"}}, "shape that is not a list"),
+        ({"w": {**GOOD, "data_offsets": [-16, 0]}}, "invalid data offsets"),
+        ({"w": {**GOOD, "data_offsets": [8, 0]}}, "invalid data offsets"),
+        ({"w": {**GOOD, "data_offsets": [0, 16.0]}}, "two integers"),
+        ({"w": {**GOOD, "data_offsets": [0, 32]}}, "past the end of the data region"),
+        ({"w": {**GOOD, "data_offsets": [0, 12]}}, "holds 12 bytes but .* need 16"),
+        (
+            {"w": GOOD, "v": {**GOOD, "shape": [2], "data_offsets": [8, 16]}},
+            "'w' and 'v' overlap",
+        ),
+        ({"__metadata__": {"a": 1}, "w": GOOD}, "must map strings to strings"),
+    ],
+)
+def test_safetensors_header_errors(tmp_path, header, message):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(safetensors_bytes(header, bytes(16)))
+    with pytest.raises(FormatError, match=message) as info:
+        open_weights(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_safetensors_header_text_errors(tmp_path):
+    cases = {
+        "nested": b"[" * 100_000 + b"]" * 100_000,
+        "duplicate": b'{"w": {}, "w": {}}',
+        "binary": b"\xff\xfe{}",
+        "huge_int": b'{"w": {"dtype": "F32", "shape": ['
+        + b"9" * 5000
+        + b'], "data_offsets": [0, 0]}}',
+    }
+    for name, text in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(len(text).to_bytes(8, "little") + text)
+        with pytest.raises(FormatError) as info:
+            open_weights(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+    (tmp_path / "long.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(FormatError, match="header of 1000000000 bytes in a file of 10"):
+        open_weights(tmp_path / "long.safetensors")
+
+
+def test_safetensors_metadata_zero_size_and_float8(tmp_path):
+    codes = np.arange(256, dtype=np.uint8)
+    header = {
+        "__metadata__": {"format": "pt"},
+        "empty": {"dtype": "F32", "shape": [0, 4], "data_offsets": [0, 0]},
+        "e4m3": {"dtype": "F8_E4M3", "shape": [16, 16], "data_offsets": [0, 256]},
+        "e5m2": {"dtype": "F8_E5M2", "shape": [16, 16], "data_offsets": [256, 512]},
+    }
+    path = tmp_path / "f8.safetensors"
+    path.write_bytes(safetensors_bytes(header, codes.tobytes() * 2))
+    got = dict(open_weights(path).tensors())
+    assert got["empty"].shape == (0, 4)
+    as_torch = torch.from_numpy(codes)
+    for name, dtype in [("e4m3", torch.float8_e4m3fn), ("e5m2", torch.float8_e5m2)]:
+        expected = as_torch.view(dtype).float().numpy().reshape(16, 16)
+        np.testing.assert_array_equal(got[name], expected)
+
+
+# ---- messages: one line, the file's name, no raw bytes ----------------------------------
+
+
+def test_text_from_a_file_is_escaped_in_messages(tmp_path):
+    name = "\x1b[31mred\nline\x00" + "\U0001f600" * 3
+    path = tmp_path / "names.safetensors"
+    path.write_bytes(safetensors_bytes({name: {**GOOD, "dtype": "\x1b[2J"}}, bytes(16)))
+    with pytest.raises(FormatError) as info:
+        open_weights(path)
+    message = str(info.value)
+    assert "\x1b" not in message and "\n" not in message and "\x00" not in message
+    assert "\\x1b[31mred line\\x00" in message
+
+
+def test_whole_pickled_model_gets_one_line_about_state_dict(tmp_path):
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4)), tmp_path / "model.pt")
+    with pytest.raises(UnsafeFileError) as info:
+        layer_spectra(tmp_path / "model.pt")
+    message = str(info.value)
+    assert "model.state_dict()" in message and "torch.nn.modules.container.Sequential" in message
+    assert "\n" not in message and "\x1b" not in message

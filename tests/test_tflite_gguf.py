@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from nnequiv.errors import FormatError
+from nnequiv.errors import FormatError, ResourceLimitError
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
 from nnequiv.spectra import layer_spectra
@@ -298,7 +298,7 @@ def test_tflite_buffer_past_the_end_and_over_the_limit_refused(tmp_path, weights
     from nnequiv.loading._tflite import iter_tflite
 
     path = float_model(tmp_path / "net.tflite", weights)
-    with pytest.raises(FormatError, match="'conv'.*limit of 100"):
+    with pytest.raises(ResourceLimitError, match="'conv'.*limit of 100 bytes"):
         list(iter_tflite(path, max_tensor_bytes=100))
 
 
@@ -409,7 +409,7 @@ def test_gguf_bad_files_refused_in_one_line(tmp_path, llm_weights):
         assert name in str(info.value) and "\n" not in str(info.value)
     from nnequiv.loading._gguf import iter_gguf
 
-    with pytest.raises(FormatError, match="limit of 1000"):
+    with pytest.raises(ResourceLimitError, match="limit of 1000 bytes"):
         list(iter_gguf(tmp_path / "good.gguf", max_tensor_bytes=1000))
 
 

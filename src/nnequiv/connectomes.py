@@ -9,6 +9,7 @@ partition (e.g. neuron classes) can give the blocks instead.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,8 +19,17 @@ import numpy as np
 
 from nnequiv._seeding import stream_seed
 from nnequiv.errors import FormatError, InputError, MissingDependencyError
-from nnequiv.loading import OIHW, WeightSource
-from nnequiv.settings import ConnectomeOptions, check_choice
+from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, OIHW, WeightSource
+from nnequiv.loading._limits import (
+    check_limit,
+    open_regular,
+    reading,
+    require_regular,
+    require_within,
+    shown,
+)
+from nnequiv.loading._npz import iter_npz
+from nnequiv.settings import CONNECTOME_FORMATS, ConnectomeOptions, check_choice
 
 __all__ = [
     "Connectome",
@@ -60,13 +70,14 @@ def is_connectome(source) -> bool:
         try:
             with zipfile.ZipFile(path) as archive:
                 return "chemical.npy" in archive.namelist()
-        except zipfile.BadZipFile:
+        except Exception:  # an unreadable archive is not a connectome; its loader says why
             return False
     return False
 
 
 def _check_matrix(label: str, name: str, matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=float)
+    with reading(label, f"'{name}' is not a numeric matrix", (ValueError, TypeError)):
+        matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise FormatError(f"{label}: '{name}' is not a square matrix (shape {matrix.shape})")
     if not np.all(np.isfinite(matrix)):
@@ -76,55 +87,76 @@ def _check_matrix(label: str, name: str, matrix: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def load_connectome(source) -> Connectome:
-    """Read a connectome: npz (``chemical``, optional ``electrical``, ``neurons``), a weighted
-    adjacency CSV (with or without a header row of node names), an edge-list CSV
-    (pre, post, weight), or GraphML (needs networkx)."""
+def _require_matrix_size(label: str, nodes: int, limit: int) -> None:
+    require_within(label, f"a {nodes} x {nodes} connection matrix", nodes * nodes * 8, limit)
+
+
+def load_connectome(
+    source, *, format: str | None = None, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+) -> Connectome:
+    """Read a connectome from a file.
+
+    Parameters
+    ----------
+    source : path or Connectome
+        npz (``chemical``, optional ``electrical``, ``neurons``), a CSV holding a weighted
+        adjacency matrix (optional header row and first column of node names) or an edge
+        list (pre, post, weight; optional header row), or GraphML (needs networkx).
+    format : {"edges", "adjacency"}, optional
+        How to read a CSV file; by default it is told from its shape (docs/method.md,
+        Connectomes), and a file that fits both is refused with a request to give it.
+    max_tensor_bytes : int
+        Largest connection matrix (N x N x 8 bytes) or npz member to allocate.
+
+    Raises
+    ------
+    InputError, FormatError, ResourceLimitError
+        Missing, unreadable, ambiguous or oversized input, with a one-line message.
+    """
     if isinstance(source, Connectome):
         return source
+    if format is not None:
+        check_choice("connectome format", format, CONNECTOME_FORMATS)
+    limit = check_limit(max_tensor_bytes)
     path = Path(source)
-    label = str(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if require_regular(path).st_size == 0:
         raise FormatError(f"{path}: file is empty")
     suffix = path.suffix.lower()
+    if format is not None and suffix != ".csv":
+        raise InputError(f"{path}: format={format!r} applies to CSV connectomes only")
     if suffix == ".npz":
-        return _load_npz(path)
+        return _load_npz(path, limit)
     if suffix == ".csv":
-        return _load_csv(path)
+        return _load_csv(path, format, limit)
     if suffix == ".graphml":
-        return _load_graphml(path)
-    raise FormatError(f"{label}: unknown connectome format '{suffix}'")
+        return _load_graphml(path, limit)
+    raise FormatError(f"{path}: unknown connectome format '{suffix}'")
 
 
-def _load_npz(path: Path) -> Connectome:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "chemical" not in archive.files:
-                raise FormatError(f"{path}: npz connectome needs a 'chemical' matrix")
-            matrices = {"chemical": _check_matrix(str(path), "chemical", archive["chemical"])}
-            if "electrical" in archive.files:
-                matrices["electrical"] = _check_matrix(
-                    str(path), "electrical", archive["electrical"]
-                )
-            size = matrices["chemical"].shape[0]
-            nodes = (
-                [str(n) for n in archive["neurons"]]
-                if "neurons" in archive.files
-                else [str(i) for i in range(size)]
-            )
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise FormatError(f"{path}: not a readable .npz archive ({exc})") from exc
-    except ValueError as exc:
-        raise FormatError(f"{path}: corrupt connectome archive ({exc})") from exc
+def _load_npz(path: Path, limit: int) -> Connectome:
+    label = str(path)
+    found = dict(iter_npz(path, limit, names={"chemical", "electrical", "neurons"}))
+    if "chemical" not in found:
+        raise FormatError(f"{label}: npz connectome needs a 'chemical' matrix")
+    matrices = {
+        name: _check_matrix(label, name, found[name])
+        for name in ("chemical", "electrical")
+        if name in found
+    }
+    size = matrices["chemical"].shape[0]
+    names = found.get("neurons")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "USiu"):
+        raise FormatError(f"{label}: 'neurons' must be a list of names")
+    nodes = [str(n) for n in names] if names is not None else [str(i) for i in range(size)]
     for name, matrix in matrices.items():
         if matrix.shape[0] != len(nodes):
             raise FormatError(
-                f"{path}: '{name}' is {matrix.shape[0]} x {matrix.shape[1]} but "
+                f"{label}: '{name}' is {matrix.shape[0]} x {matrix.shape[1]} but "
                 f"there are {len(nodes)} node names"
             )
-    return Connectome(str(path), nodes, matrices)
+    return Connectome(label, nodes, matrices)
 
 
 def _number(text: str) -> float | None:
@@ -134,65 +166,132 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _load_csv(path: Path) -> Connectome:
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(c.strip() for c in row)]
+def _csv_rows(path: Path, limit: int) -> list[list[str]]:
+    """The non-blank rows of a CSV file, cells stripped."""
+    label = str(path)
+    with open_regular(path) as handle:
+        raw = handle.read(limit + 1)
+    require_within(label, "the CSV file", len(raw), limit)
+    with reading(label, "is not UTF-8 text", (UnicodeDecodeError,)):
+        text = raw.decode("utf-8-sig")
+    with reading(label, "is not a readable CSV file", (csv.Error,)):
+        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
+    rows = [row for row in rows if any(row)]
     if not rows:
-        raise FormatError(f"{path}: no rows")
-    header = rows[0]
-    has_header = any(_number(c) is None for c in header[1:] or header)
+        raise FormatError(f"{label}: no rows")
+    return rows
+
+
+def _edge_shape(rows: list[list[str]]) -> tuple[list[list[str]] | None, str]:
+    """The edges of a table that reads as an edge list, or None and the reason it does not.
+
+    Every row has three cells (pre, post, weight); the first row is a header when its
+    weight cell is not a number, and then names all three columns (no empty cell); every
+    edge has two non-empty node names and a number as weight; node names that are numbers
+    are integers.
+    """
+    if any(len(row) != 3 for row in rows):
+        return None, "rows do not all have three cells (pre, post, weight)"
+    has_header = _number(rows[0][2]) is None
+    if has_header and not all(rows[0]):
+        return None, "its header row has an empty cell"
     body = rows[1:] if has_header else rows
-    # an edge list has three columns: pre, post, weight
-    if (
-        len(header) == 3
-        and (has_header or len(rows) != 3)
-        and all(len(r) == 3 for r in body)
-        and not (len(body) == 2 and has_header)
-    ):
-        return _edge_list(path, body)
-    names = None
-    if has_header:  # a leading corner cell sits above a first column of names
-        corner = _number(header[0]) is None and len(header) == len(body) + 1
-        names = header[1:] if corner else header
-    first_col_names = all(_number(r[0]) is None for r in body)
-    values = [r[1:] if first_col_names else r for r in body]
-    try:
-        matrix = np.array([[float(c) if c.strip() else 0.0 for c in r] for r in values])
-    except ValueError as exc:
-        raise FormatError(f"{path}: non-numeric entry in the adjacency matrix ({exc})") from exc
-    matrix = _check_matrix(str(path), "adjacency", matrix)
-    if names is None and first_col_names:
-        names = [r[0] for r in body]
-    if names is not None and len(names) != matrix.shape[0]:
-        raise FormatError(f"{path}: {len(names)} node names for a {matrix.shape[0]}-node matrix")
-    nodes = list(names) if names is not None else [str(i) for i in range(matrix.shape[0])]
-    return Connectome(str(path), nodes, {"chemical": matrix})
+    for line, (pre, post, weight) in enumerate(body, 1):
+        if not pre or not post or _number(weight) is None:
+            return None, f"edge {line} has no node names or a non-numeric weight"
+        if any(
+            _number(node) is not None and not _number(node).is_integer() for node in (pre, post)
+        ):
+            return None, f"edge {line} names a node by a non-integer number"
+    return body, ""
 
 
-def _edge_list(path: Path, rows) -> Connectome:
+def _adjacency_shape(rows: list[list[str]]) -> tuple[tuple | None, str]:
+    """``(node names or None, N x N cells)`` of a table that reads as an adjacency matrix,
+    or None and the reason it does not.
+
+    The first row is a header when any of its cells after the first is not a number; the
+    first column holds names when none of its body cells is a number; the remaining cells
+    (empty ones count as 0) are numbers and form a square table; a header holds N names,
+    or N + 1 with a corner cell first.
+    """
+    header = rows[0] if any(_number(cell) is None for cell in rows[0][1:]) else None
+    body = rows[1:] if header is not None else rows
+    if not body:
+        return None, "there are no matrix rows"
+    row_names = all(_number(row[0]) is None for row in body)
+    values = [row[1:] if row_names else row for row in body]
+    for line, row in enumerate(values, 1):
+        bad = next((cell for cell in row if cell and _number(cell) is None), None)
+        if bad is not None:
+            return None, f"non-numeric entry '{shown(bad, 40)}' in row {line} of the matrix"
+    size = len(values)
+    if any(len(row) != size for row in values):
+        return None, f"the matrix is not square ({size} rows of {len(values[0])} values)"
+    names = [row[0] for row in body] if row_names else None
+    if header is not None:
+        if len(header) not in (size, size + 1):
+            return None, f"the header has {len(header)} cells for a {size}-node matrix"
+        names = header[-size:] if size else []
+    return (names, values), ""
+
+
+def _load_csv(path: Path, format: str | None, limit: int) -> Connectome:
+    label = str(path)
+    rows = _csv_rows(path, limit)
+    edges, edge_reason = _edge_shape(rows) if format != "adjacency" else (None, "")
+    table, table_reason = _adjacency_shape(rows) if format != "edges" else (None, "")
+    if edges is not None and table is not None:
+        raise FormatError(
+            f"{label}: reads both as an edge list (pre, post, weight) and as a "
+            f"{len(table[1])} x {len(table[1])} adjacency matrix; say which with "
+            "format='edges' or format='adjacency' (--format edges|adjacency)"
+        )
+    if edges is not None:
+        return _edge_list(path, edges, limit)
+    if table is not None:
+        names, values = table
+        _require_matrix_size(label, len(values), limit)
+        matrix = np.array([[_number(c) if c else 0.0 for c in row] for row in values], float)
+        matrix = _check_matrix(label, "adjacency", matrix.reshape(len(values), len(values)))
+        nodes = list(names) if names is not None else [str(i) for i in range(len(values))]
+        return Connectome(label, nodes, {"chemical": matrix})
+    reasons = {"edges": f"not an edge list: {edge_reason}", "adjacency": table_reason}
+    if format is None:
+        three = all(len(row) == 3 for row in rows)
+        reason = reasons["edges"] if three else f"not an adjacency matrix: {table_reason}"
+    else:
+        reason = reasons[format]
+    raise FormatError(f"{label}: {reason}")
+
+
+def _edge_list(path: Path, rows, limit: int) -> Connectome:
     nodes = list(dict.fromkeys([r[0] for r in rows] + [r[1] for r in rows]))
+    _require_matrix_size(str(path), len(nodes), limit)
     index = {name: i for i, name in enumerate(nodes)}
     matrix = np.zeros((len(nodes), len(nodes)))
     for line, (pre, post, weight) in enumerate(rows, 1):
         value = _number(weight)
         if value is None or not np.isfinite(value) or value < 0:
-            raise FormatError(f"{path}: edge {line} has an invalid weight {weight!r}")
+            raise FormatError(f"{path}: edge {line} has an invalid weight '{shown(weight, 40)}'")
         matrix[index[pre], index[post]] += value
-    return Connectome(str(path), nodes, {"chemical": matrix})
+    return Connectome(str(path), nodes, {"chemical": _check_matrix(str(path), "edges", matrix)})
 
 
-def _load_graphml(path: Path) -> Connectome:
+def _load_graphml(path: Path, limit: int) -> Connectome:
     try:
         import networkx as nx
     except ImportError as exc:
         raise MissingDependencyError("networkx", "graph", f"reading {path}") from exc
-    try:
-        graph = nx.read_graphml(path)
-    except Exception as exc:
-        raise FormatError(f"{path}: not a readable GraphML file ({exc})") from exc
+    label = str(path)
+    with open_regular(path) as handle:
+        with reading(label, "not a readable GraphML file"):
+            graph = nx.read_graphml(handle)
+    _require_matrix_size(label, graph.number_of_nodes(), limit)
+    with reading(label, "has edge weights that are not numbers"):
+        matrix = nx.to_numpy_array(graph, nodelist=list(graph.nodes), weight="weight")
     nodes = [str(n) for n in graph.nodes]
-    matrix = nx.to_numpy_array(graph, nodelist=list(graph.nodes), weight="weight")
-    return Connectome(str(path), nodes, {"chemical": _check_matrix(str(path), "graph", matrix)})
+    return Connectome(label, nodes, {"chemical": _check_matrix(label, "graph", matrix)})
 
 
 def mixed_ensemble(
@@ -305,9 +404,14 @@ def save_connectome(connectome: Connectome, path: str | os.PathLike) -> None:
         raise
 
 
-def connectome_weights(source, options: ConnectomeOptions, seed: int) -> WeightSource:
+def connectome_weights(
+    source,
+    options: ConnectomeOptions,
+    seed: int,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> WeightSource:
     """A connectome as a network: its Mixed Matrix Ensemble (:func:`mixed_ensemble`) as the
     layers of a :class:`~nnequiv.loading.WeightSource` (the source adapter of the analysis)."""
-    connectome = load_connectome(source)
+    connectome = load_connectome(source, format=options.format, max_tensor_bytes=max_tensor_bytes)
     layers = mixed_ensemble(connectome, options.mixture, options.submatrices, seed)
     return WeightSource(connectome.label, OIHW, lambda: iter(layers.items()))

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import InputError, MissingDependencyError, NNEquivError
+from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
 
 __all__ = ["Found", "discover", "NETWORK", "CONNECTOME", "hub_weight_files"]
 
@@ -541,13 +542,13 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple,
 
 
 def _sniff_safetensors(path: Path) -> str:
-    from nnequiv.loading._safetensors import _safetensors_header
+    from nnequiv.loading._safetensors import safetensors_header
 
     try:
-        header, _ = _safetensors_header(path)
+        entries, _ = safetensors_header(path, DEFAULT_MAX_TENSOR_BYTES)
         arrays = [
-            (name, tuple(info["shape"]), str(info["dtype"]).upper().startswith(("F", "BF")))
-            for name, info in header.items()
+            (entry.name, entry.shape, entry.element.name.startswith(("float", "bfloat")))
+            for entry in entries
         ]
     except (NNEquivError, KeyError, TypeError, ValueError, AttributeError, OSError):
         return NETWORK

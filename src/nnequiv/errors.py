@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "FormatError",
     "UnsafeFileError",
+    "ResourceLimitError",
     "InvalidWeightsError",
     "NoLayersError",
     "MissingDependencyError",
@@ -31,7 +32,14 @@ class FormatError(InputError):
 
 
 class UnsafeFileError(InputError):
-    """A file would need arbitrary code to load (a pickle referencing foreign classes)."""
+    """A file would make nnequiv run its code or reach beyond it: a pickle that needs foreign
+    classes or functions, an HDF5 external link, external storage or virtual dataset, ONNX
+    external data outside the model's directory, or a FIFO, device or other non-regular file."""
+
+
+class ResourceLimitError(InputError):
+    """A file declares a tensor (or a member holding tensors) larger than ``max_tensor_bytes``,
+    or a decompressed member larger than its declared size."""
 
 
 class InvalidWeightsError(InputError):

@@ -25,11 +25,13 @@ def open_source(
     Connectome options given explicitly (``connectome_given``) for a network are refused.
     """
     if is_connectome(source):
-        return connectome_weights(source, connectome, seed)
+        return connectome_weights(source, connectome, seed, load.max_tensor_bytes)
     if connectome_given:
         label = getattr(source, "label", source) if not isinstance(source, dict) else "<dict>"
         raise InputError(
             f"{label}: {', '.join(sorted(connectome_given))} apply to connectomes only, "
             "and this is a network"
         )
-    return open_weights(source, load.layout)
+    return open_weights(
+        source, load.layout, trust_code=load.trust_code, max_tensor_bytes=load.max_tensor_bytes
+    )

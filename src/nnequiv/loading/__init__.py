@@ -1,33 +1,41 @@
 """Reading weight tensors from every common format, lazily and safely.
 
 :func:`open_weights` turns a path or an in-memory object into a :class:`WeightSource`: a
-label, the layout its loader knows (``"out-first"`` or ``"out-last"``; None for bare arrays,
-where :mod:`nnequiv.layers` infers it), and an iterator over ``(name, array)`` pairs that
-reads one tensor at a time where the format allows it (npz, safetensors, HDF5, ONNX).
+label, the layout its loader knows (``"oihw"`` for PyTorch, ONNX and TorchScript, ``"hwio"``
+for Keras/HDF5; None for bare arrays, where :mod:`nnequiv.layers` infers it), and an iterator
+over ``(name, array)`` pairs that reads one tensor at a time.
 
-Pickles are loaded with ``torch.load(weights_only=True)`` only: a file that needs foreign
-code is refused, never loaded unsafely.
+Safe by construction (docs/security.md): no code from a file ever runs unless
+``trust_code=True``: PyTorch pickles and TorchScript archives are read by a restricted
+unpickler that rebuilds tensors and nothing else; every declared size is checked against
+``max_tensor_bytes`` before anything is allocated, and decompression stops at the declared
+size; nothing outside the file is read (HDF5 external links and storage, ONNX external data
+outside the model's directory, FIFOs and devices are refused); a corrupt file gets one line
+that names it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError
-from nnequiv.loading._hdf5 import _iter_keras
-from nnequiv.loading._npz import _iter_npz, _npz_shapes
-from nnequiv.loading._onnx import _iter_onnx
-from nnequiv.loading._pytorch import _load_torch
+from nnequiv.loading._hdf5 import iter_keras
+from nnequiv.loading._limits import check_limit, require_regular
+from nnequiv.loading._npz import iter_npz, npz_shapes
+from nnequiv.loading._onnx import iter_onnx
+from nnequiv.loading._pytorch import TorchFile, open_torch
 from nnequiv.loading._safetensors import (
-    _iter_safetensors,
-    _open_safetensors_dir,
-    _safetensors_header,
-    _safetensors_shapes,
+    iter_safetensors,
+    safetensors_header,
+    safetensors_shapes,
+    safetensors_shards,
 )
 from nnequiv.loading._shards import ShardSet, is_index_path, open_index, open_shard_set
 from nnequiv.loading._source import (
+    DEFAULT_MAX_TENSOR_BYTES,
     HWIO,
     LAYOUTS,
     MODEL_SUFFIXES,
@@ -37,8 +45,8 @@ from nnequiv.loading._source import (
     OUT_LAST,
     TORCH_SUFFIXES,
     WeightSource,
-    _flatten,
     canonical_layout,
+    flatten,
 )
 
 __all__ = [
@@ -47,37 +55,53 @@ __all__ = [
     "LAYOUTS",
     "canonical_layout",
     "MODEL_SUFFIXES",
+    "OUT_FIRST",
+    "OUT_LAST",
+    "DEFAULT_MAX_TENSOR_BYTES",
     "OIHW",
     "HWIO",
     "OHWI",
-    "OUT_FIRST",
-    "OUT_LAST",
     "ShardSet",
 ]
 
 
-def open_weights(source, layout: str | None = None) -> WeightSource:
+def open_weights(
+    source,
+    layout: str | None = None,
+    *,
+    trust_code: bool = False,
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> WeightSource:
     """Open a network's weights from a path or an in-memory object.
 
     Parameters
     ----------
-    source : str, os.PathLike, Mapping, torch.nn.Module or WeightSource
-        A file (``.pt/.pth/.bin/.ckpt``, ``.safetensors``, ``.onnx``, ``.h5/.keras``,
-        ``.npz``), a directory of safetensors shards, a dict of arrays or tensors, or a
-        PyTorch module.
+    source : str, os.PathLike, Mapping, torch.nn.Module, ShardSet or WeightSource
+        A file (``.pt/.pth/.bin/.ckpt``, TorchScript, ``.safetensors``, ``.onnx``,
+        ``.h5/.keras``, ``.npz``, ``.tflite``, ``.gguf``), a shard index
+        (``*.index.json``) or a set of shards, a directory of safetensors shards, a dict of
+        arrays or tensors, or a PyTorch module.
     layout : str, optional
         Force the layout of every tensor (see :data:`LAYOUTS`).
+    trust_code : bool
+        Load PyTorch files with ``torch.jit.load`` / ``torch.load(weights_only=False)``,
+        which run code stored in the file. Only for files from a source you trust; by
+        default nnequiv reads them as data and never runs their code.
+    max_tensor_bytes : int
+        Largest tensor a file may declare (also the largest zip member or storage read at
+        once); larger ones are refused before anything is allocated. Default 8 GiB.
 
     Raises
     ------
-    InputError, FormatError, UnsafeFileError, MissingDependencyError
-        Missing, unknown, corrupt or unsafe input, each with a one-line message.
+    InputError, FormatError, UnsafeFileError, ResourceLimitError, MissingDependencyError
+        Missing, unknown, corrupt, unsafe or oversized input, each with a one-line message.
     """
     forced = canonical_layout(layout)
+    limit = check_limit(max_tensor_bytes)
     if isinstance(source, WeightSource):
-        return source if forced is None else WeightSource(source.label, forced, source.opener)
+        return source if forced is None else dataclasses.replace(source, layout=forced)
     if isinstance(source, Mapping):
-        return WeightSource("<dict>", forced, lambda: iter(_flatten(source).items()))
+        return WeightSource("<dict>", forced, lambda: iter(flatten(source).items()))
     if hasattr(source, "state_dict") and callable(source.state_dict):
         return WeightSource(
             f"<{type(source).__name__}>",
@@ -85,7 +109,7 @@ def open_weights(source, layout: str | None = None) -> WeightSource:
             lambda: iter(source.state_dict().items()),
         )
     if isinstance(source, ShardSet):  # shards without an index, as discovery groups them
-        return open_shard_set(source, forced)
+        return open_shard_set(source, forced, limit)
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(
             f"cannot read weights from a {type(source).__name__}; give a path, a "
@@ -95,35 +119,51 @@ def open_weights(source, layout: str | None = None) -> WeightSource:
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        return _open_safetensors_dir(path, forced)
-    if path.stat().st_size == 0:
+        shards = safetensors_shards(path, limit)
+        return WeightSource(
+            str(path),
+            forced,
+            lambda: iter_safetensors(shards, limit),
+            lambda: safetensors_shapes(shards, limit),
+        )
+    if require_regular(path).st_size == 0:
         raise FormatError(f"{path}: file is empty")
+    return _open_file(path, forced, limit, trust_code)
+
+
+def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> WeightSource:
+    label = str(path)
     suffix = path.suffix.lower()
-    # formats and multi-file networks of nnequiv.discovery (_shards, _tflite, _gguf)
     if is_index_path(path):
-        return open_index(path, forced)
+        return open_index(path, forced, limit)
     if suffix in {".tflite", ".gguf"}:
         from nnequiv.loading._gguf import open_gguf
         from nnequiv.loading._tflite import open_tflite
 
-        return (open_tflite if suffix == ".tflite" else open_gguf)(path, forced)
+        return (open_tflite if suffix == ".tflite" else open_gguf)(
+            path, forced, max_tensor_bytes=limit
+        )
     if suffix == ".npz":
-        return WeightSource(str(path), forced, lambda: _iter_npz(path), lambda: _npz_shapes(path))
-    if suffix == ".safetensors":
-        _safetensors_header(path)  # fail early on a bad header
         return WeightSource(
-            str(path),
+            label, forced, lambda: iter_npz(path, limit), lambda: npz_shapes(path, limit)
+        )
+    if suffix == ".safetensors":
+        safetensors_header(path, limit)  # fail early on a bad header
+        return WeightSource(
+            label,
             forced,
-            lambda: _iter_safetensors([path]),
-            lambda: _safetensors_shapes([path]),
+            lambda: iter_safetensors([path], limit),
+            lambda: safetensors_shapes([path], limit),
         )
     if suffix == ".onnx":
-        return WeightSource(str(path), forced or OUT_FIRST, lambda: _iter_onnx(path))
+        return WeightSource(label, forced or OUT_FIRST, lambda: iter_onnx(path, limit))
     if suffix in {".h5", ".hdf5", ".keras"}:
-        return WeightSource(str(path), forced or OUT_LAST, lambda: _iter_keras(path))
+        return WeightSource(label, forced or OUT_LAST, lambda: iter_keras(path, limit))
     if suffix in TORCH_SUFFIXES:
-        tensors = _load_torch(path)
-        return WeightSource(str(path), forced or OUT_FIRST, lambda: iter(tensors.items()))
+        loaded = open_torch(path, limit, trust_code)
+        if isinstance(loaded, TorchFile):
+            return WeightSource(label, forced or OUT_FIRST, loaded.tensors, loaded.shapes)
+        return WeightSource(label, forced or OUT_FIRST, lambda: iter(loaded.items()))
     raise FormatError(
         f"{path}: unknown weight format '{suffix or path.name}'; expected one of "
         f"{', '.join(sorted(MODEL_SUFFIXES))} or a directory of safetensors"

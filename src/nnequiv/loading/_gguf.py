@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._source import OIHW, WeightSource, read_tensor_bytes, tensor_byte_limit
+from nnequiv.loading._limits import read_tensor_bytes, tensor_byte_limit
+from nnequiv.loading._source import OIHW, WeightSource
 
 GGUF_MAGIC = b"GGUF"
 #: GGML keeps at most four dimensions; eight leaves room without trusting the file.

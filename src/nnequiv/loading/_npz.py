@@ -1,57 +1,87 @@
-"""NumPy ``.npz`` archives, read one array at a time with ``allow_pickle=False``."""
+"""NumPy ``.npz`` archives, one array at a time, without pickles.
+
+Each ``.npy`` member's header (shape, dtype) is read first; an object dtype (a pickle) is
+refused, the array's size is checked against the limit and against the member's declared
+size, and only then are exactly that many bytes decompressed.
+"""
 
 from __future__ import annotations
 
+import math
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from nnequiv.errors import FormatError, UnsafeFileError
+from nnequiv.loading._limits import reading, shown, tensor_nbytes
+from nnequiv.loading._zip import read_exact, require_end, zip_archive
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
-def _iter_npz(path: Path):
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise FormatError(f"{path}: not a readable .npz archive ({exc})") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise FormatError(f"{path}: not an .npz archive of named arrays")
-    with archive:
-        for name in archive.files:
-            try:
-                value = archive[name]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower():
-                    raise UnsafeFileError(
-                        f"{path}: array '{name}' is a pickled object; refusing to unpickle"
-                    ) from exc
-                raise FormatError(f"{path}: array '{name}' is corrupt ({exc})") from exc
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise FormatError(
-                    f"{path}: array '{name}' is truncated or corrupt ({exc})"
-                ) from exc
-            yield name, value
+def iter_npz(path: Path, limit: int, names=None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, array)`` for every ``.npy`` member (or only those in ``names``), in order."""
+    label = str(path)
+    with zip_archive(path, ".npz archive") as archive:
+        for info in _npy_members(archive, label):
+            name = info.filename[:-4]
+            if names is None or name in names:
+                yield name, _read_npy(archive, info, label, limit)
 
 
-def _npz_shapes(path: Path):
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path}: not a readable .npz archive ({exc})") from exc
-    with archive:
-        for member in archive.namelist():
-            if not member.endswith(".npy"):
-                continue
-            try:
-                with archive.open(member) as handle:
-                    version = np.lib.format.read_magic(handle)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0
-                        if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0
-                    )
-                    shape, _, _ = read_header(handle)
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise FormatError(f"{path}: array '{member[:-4]}' is corrupt ({exc})") from exc
-            yield member[:-4], tuple(shape)
+def npz_shapes(path: Path, limit: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of every ``.npy`` member, from the headers alone."""
+    label = str(path)
+    with zip_archive(path, ".npz archive") as archive:
+        for info in _npy_members(archive, label):
+            with _member(archive, info, label) as stream:
+                shape, _, _ = _npy_header(stream, info, label, limit)
+            yield info.filename[:-4], shape
+
+
+def _npy_members(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipInfo]:
+    with reading(label, "not a readable .npz archive"):
+        infos = archive.infolist()
+    return [info for info in infos if info.filename.endswith(".npy") and not info.is_dir()]
+
+
+def _member(archive, info, label):
+    with reading(label, f"array '{shown(info.filename[:-4])}' is corrupt"):
+        return archive.open(info)
+
+
+def _npy_header(stream, info, label: str, limit: int):
+    name = shown(info.filename[:-4])
+    what = f"array '{name}' has a corrupt header"
+    with reading(label, what):
+        version = np.lib.format.read_magic(stream)
+        if version not in _HEADER_READERS:
+            raise FormatError(f"{label}: array '{name}' uses .npy version {version}, not 1.0/2.0")
+        shape, fortran_order, dtype = _HEADER_READERS[version](stream)
+        header_bytes = stream.tell()
+    if dtype.hasobject:
+        raise UnsafeFileError(f"{label}: array '{name}' is a pickled object; refusing to unpickle")
+    nbytes = tensor_nbytes(label, info.filename[:-4], shape, dtype.itemsize, limit)
+    if info.file_size != header_bytes + nbytes:
+        raise FormatError(
+            f"{label}: array '{name}' is corrupt: its member holds {info.file_size} bytes, "
+            f"its header declares {header_bytes + nbytes}"
+        )
+    return tuple(shape), fortran_order, dtype
+
+
+def _read_npy(archive, info, label: str, limit: int) -> np.ndarray:
+    name = shown(info.filename[:-4])
+    with _member(archive, info, label) as stream:
+        shape, fortran_order, dtype = _npy_header(stream, info, label, limit)
+        count = math.prod(shape)
+        data = read_exact(stream, count * dtype.itemsize, label, f"array '{name}'")
+        require_end(stream, label, f"array '{name}'")
+    with reading(label, f"array '{name}' cannot be decoded"):
+        flat = np.frombuffer(data, dtype=dtype, count=count) if count else np.empty(0, dtype)
+        return flat.reshape(shape, order="F" if fortran_order else "C")

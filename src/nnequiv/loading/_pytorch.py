@@ -1,75 +1,265 @@
-"""PyTorch pickles (``torch.load(weights_only=True)`` only) and TorchScript archives."""
+"""PyTorch files read without running code: ``torch.save`` zip archives, TorchScript archives
+and the legacy (pre-1.6) pickle format, through the restricted unpickler.
+
+The pickle is read when the file is opened (so a bad file fails early); tensors are read one
+at a time afterwards, each from its storage's bytes. With ``trust_code=True`` the file goes
+to ``torch.jit.load`` or ``torch.load(weights_only=False)`` instead, which run the file's
+code: only for files from a trusted source.
+"""
 
 from __future__ import annotations
 
-import warnings
+import os
+import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError, UnsafeFileError
-from nnequiv.loading._source import STATE_DICT_KEYS, _flatten
+from nnequiv.errors import FormatError, MissingDependencyError
+from nnequiv.loading._limits import open_regular, reading, require_within, shown
+from nnequiv.loading._restricted import StorageRef, TensorRef, unpickle
+from nnequiv.loading._source import STATE_DICT_KEYS, flatten
+from nnequiv.loading._torchscript import class_lookup, script_state_dict
+from nnequiv.loading._zip import read_exact, read_member, zip_archive
+
+#: First value of a legacy PyTorch pickle, and its protocol number.
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
 
 
-def _load_torch(path: Path) -> dict:
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("torch", "torch", f"reading {path}") from exc
-    if _is_torchscript(path):
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise FormatError(f"{path}: unreadable TorchScript archive ({exc})") from exc
-        return dict(module.state_dict())
-    try:
-        with warnings.catch_warnings():
-            # torch's advice on pickle protocols; the file either loads or gets a clear error
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:160] if text else type(exc).__name__
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise UnsafeFileError(
-                f"{path}: pickle needs foreign code to load, refused (weights_only=True): {first}"
-            ) from exc
-        raise FormatError(f"{path}: not a readable PyTorch file ({first})") from exc
-    return _find_state_dict(obj, path)
+@dataclass
+class TorchFile:
+    """The tensors of a PyTorch file, described; :meth:`tensors` reads them."""
+
+    path: Path
+    refs: dict[str, TensorRef]
+    limit: int
+    byteorder: str = "<"
+    #: zip archives: the archive's folder; legacy files: storage key -> byte offset.
+    prefix: str | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def shapes(self) -> Iterator[tuple[str, tuple[int, ...]]]:
+        for name, ref in self.refs.items():
+            yield name, ref.shape
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        label = str(self.path)
+        with self._storages() as read:
+            cached: tuple[str, bytes] | None = None
+            for name, ref in self.refs.items():
+                if cached is None or cached[0] != ref.storage.key:
+                    cached = (ref.storage.key, read(ref.storage))
+                if len(cached[1]) < ref.storage.nbytes:
+                    raise FormatError(f"{label}: storage of tensor '{shown(name)}' is truncated")
+                with reading(label, f"tensor '{shown(name)}' cannot be decoded"):
+                    array = ref.array(cached[1], self.byteorder)
+                yield name, array
+
+    @contextmanager
+    def _storages(self):
+        """A function from a storage to its bytes, valid inside the context."""
+        label = str(self.path)
+        if self.prefix is not None:
+            with zip_archive(self.path, "PyTorch archive") as archive:
+
+                def read_record(storage: StorageRef):
+                    name = f"{self.prefix}data/{storage.key}"
+                    with reading(label, f"storage '{shown(storage.key)}' is missing"):
+                        info = archive.getinfo(name)
+                    return read_member(archive, info, label, self.limit)
+
+                yield read_record
+        else:
+            with open_regular(self.path) as handle:
+
+                def read_span(storage: StorageRef):
+                    handle.seek(self.offsets[storage.key])
+                    return read_exact(
+                        handle, storage.nbytes, label, f"storage '{shown(storage.key)}'"
+                    )
+
+                yield read_span
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
+def open_torch(path: Path, limit: int, trust_code: bool = False):
+    """A :class:`TorchFile` (or, with ``trust_code``, a dict of torch tensors)."""
+    if trust_code:
+        return _trusted_load(path, limit)
+    if _is_zip(path):
+        return _zip_file(path, limit)
+    return _legacy_file(path, limit)
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` starts as a zip archive does (as torch itself decides)."""
+    with open_regular(path) as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _zip_file(path: Path, limit: int) -> TorchFile:
+    label = str(path)
+    with zip_archive(path, "PyTorch archive") as archive:
+        records = {info.filename: info for info in archive.infolist()}
+        prefix = _archive_folder(records, label)
+
+        def storage(reference: StorageRef) -> StorageRef:
+            info = records.get(f"{prefix}data/{reference.key}")
+            if info is None:
+                raise FormatError(f"{label}: storage '{shown(reference.key)}' is missing")
+            if info.file_size != reference.nbytes:
+                raise FormatError(
+                    f"{label}: storage '{shown(reference.key)}' holds {info.file_size} bytes, "
+                    f"its header declares {reference.nbytes}"
+                )
+            return reference
+
+        def text(name: str) -> str | None:
+            info = records.get(prefix + name)
+            if info is None:
+                return None
+            data = read_member(archive, info, label, limit)
+            with reading(label, f"'{shown(name)}' is not UTF-8 text", (UnicodeDecodeError,)):
+                return bytes(data).decode("utf-8")
+
+        byteorder = (text("byteorder") or "little").strip()
+        if byteorder not in ("little", "big"):
+            raise FormatError(f"{label}: unknown byte order '{shown(byteorder, 20)}'")
+        data = read_member(archive, records[prefix + "data.pkl"], label, limit)
+        is_script = any(name.startswith(prefix + "code/") for name in records)
+        root = unpickle(data, label, limit, storage, script_classes=is_script)
+        if is_script:
+            refs = script_state_dict(root, class_lookup(text, label), label)
+        else:
+            refs = find_state_dict(root, label)
+    return TorchFile(path, refs, limit, "<" if byteorder == "little" else ">", prefix)
+
+
+def _archive_folder(records: Mapping[str, zipfile.ZipInfo], label: str) -> str:
+    """The top folder of a PyTorch archive (``"archive/"``), the one holding ``data.pkl``."""
+    folders = [name[: -len("data.pkl")] for name in records if name.endswith("/data.pkl")]
+    folders = [folder for folder in folders if folder.count("/") == 1]
+    if len(folders) != 1:
+        raise FormatError(f"{label}: not a PyTorch archive (no single data.pkl)")
+    return folders[0]
+
+
+class _Bounded:
+    """A binary stream that never asks for more than what is left of the file."""
+
+    def __init__(self, handle, size: int):
+        self.handle, self.size = handle, size
+
+    def read(self, count: int = -1) -> bytes:
+        left = self.size - self.handle.tell()
+        return self.handle.read(left if count < 0 else min(count, left))
+
+    def readline(self) -> bytes:
+        return self.handle.readline()
+
+
+def _legacy_file(path: Path, limit: int) -> TorchFile:
+    label = str(path)
+    storages: dict[str, StorageRef] = {}
+
+    def storage(reference: StorageRef) -> StorageRef:
+        known = storages.setdefault(reference.key, reference)
+        if known != reference:
+            raise FormatError(f"{label}: storage '{shown(reference.key)}' is declared twice")
+        return known
+
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        stream = _Bounded(handle, size)
+        if unpickle(stream, label, limit) != LEGACY_MAGIC:
+            raise FormatError(
+                f"{label}: not a PyTorch file (neither a zip archive nor a torch pickle)"
+            )
+        if unpickle(stream, label, limit) != LEGACY_PROTOCOL:
+            raise FormatError(f"{label}: unsupported legacy PyTorch protocol")
+        system = unpickle(stream, label, limit)
+        little = not isinstance(system, dict) or system.get("little_endian", True) is not False
+        root = unpickle(stream, label, limit, storage)
+        keys = unpickle(stream, label, limit)
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            raise FormatError(f"{label}: corrupt legacy PyTorch file (no storage list)")
+        offsets = _legacy_offsets(handle, size, keys, storages, "<" if little else ">", label)
+    refs = find_state_dict(root, label)
+    return TorchFile(path, refs, limit, "<" if little else ">", None, offsets)
+
+
+def _legacy_offsets(handle, size, keys, storages, byteorder, label) -> dict[str, int]:
+    """Where each storage's bytes start: each is an int64 element count, then the bytes."""
+    offsets = {}
+    position = handle.tell()
+    for key in keys:
+        reference = storages.get(key)
+        handle.seek(position)
+        count_bytes = handle.read(8)
+        if reference is None or len(count_bytes) < 8:
+            raise FormatError(f"{label}: corrupt legacy PyTorch file (storage '{shown(key)}')")
+        (count,) = struct.unpack(f"{byteorder}q", count_bytes)
+        untyped = reference.element.itemsize == 1
+        matches = count == reference.numel or (
+            untyped and count > 0 and reference.nbytes % count == 0
+        )
+        if not matches:
+            raise FormatError(f"{label}: storage '{shown(key)}' has an inconsistent size")
+        offsets[key] = position + 8
+        position += 8 + reference.nbytes
+        if position > size:
+            raise FormatError(f"{label}: truncated legacy PyTorch file")
+    if set(storages) - set(offsets):
+        raise FormatError(f"{label}: corrupt legacy PyTorch file (a storage has no data)")
+    return offsets
 
 
 def _is_tensor(value) -> bool:
-    return (
-        type(value).__module__.startswith("torch")
-        and hasattr(value, "dtype")
-        or isinstance(value, np.ndarray)
-    )
+    if isinstance(value, (TensorRef, np.ndarray)):
+        return True
+    return type(value).__module__.startswith("torch") and hasattr(value, "dtype")
 
 
-def _find_state_dict(obj, path: Path) -> dict:
+def find_state_dict(obj, label: str) -> dict:
+    """The tensors of a checkpoint: a state dict, or one under a usual key (``state_dict``,
+    ``model``, ...), flattened to dotted names."""
     if isinstance(obj, Mapping):
-        flat = _flatten(obj)
-        tensors = {k: v for k, v in flat.items() if _is_tensor(v)}
         for key in STATE_DICT_KEYS:
             nested = obj.get(key)
-            if isinstance(nested, Mapping) and any(
-                _is_tensor(v) for v in _flatten(nested).values()
-            ):
-                return {k: v for k, v in _flatten(nested).items() if _is_tensor(v)}
+            if isinstance(nested, Mapping):
+                tensors = {k: v for k, v in flatten(nested).items() if _is_tensor(v)}
+                if tensors:
+                    return tensors
+        tensors = {k: v for k, v in flatten(obj).items() if _is_tensor(v)}
         if tensors:
             return tensors
     elif _is_tensor(obj):
         return {"tensor": obj}
-    raise FormatError(f"{path}: holds no state_dict of tensors")
+    raise FormatError(f"{label}: holds no state_dict of tensors")
+
+
+def _trusted_load(path: Path, limit: int) -> dict:
+    """Load with torch itself, running the file's code (``trust_code=True`` only)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "torch", f"reading {path}") from exc
+    label = str(path)
+    if _is_zip(path):
+        with zip_archive(path, "PyTorch archive") as archive:
+            for info in archive.infolist():
+                require_within(label, f"member '{shown(info.filename)}'", info.file_size, limit)
+            is_script = any("/code/" in f"/{name}" for name in archive.namelist())
+    else:
+        is_script = False
+    with reading(label, "could not be loaded by torch"):
+        if is_script:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        if hasattr(obj, "state_dict") and callable(obj.state_dict):
+            obj = obj.state_dict()
+    return find_state_dict(obj, label)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError
+from nnequiv.loading._limits import tensor_byte_limit
 
 #: Largest index file read (real ones are a few hundred KiB, even for 400-billion-parameter
 #: models).
@@ -167,22 +168,24 @@ def open_shard_set(shards: ShardSet, forced, max_tensor_bytes: int | None = None
 def _open_parts(label, shards: list[Path], listed, forced, max_tensor_bytes):
     from nnequiv.loading._source import OUT_FIRST, WeightSource
 
+    limit = tensor_byte_limit(max_tensor_bytes)
     suffix = shards[0].suffix.lower()
     if suffix == ".safetensors":
         from nnequiv.loading._safetensors import (
-            _iter_safetensors,
-            _safetensors_header,
-            _safetensors_shapes,
+            iter_safetensors,
+            safetensors_header,
+            safetensors_shapes,
         )
 
         for shard in shards:
-            header, _ = _safetensors_header(shard)
-            _check_listed(label, shard, (listed or {}).get(shard, ()), header)
+            entries, _ = safetensors_header(shard, limit)
+            present = {entry.name for entry in entries}
+            _check_listed(label, shard, (listed or {}).get(shard, ()), present)
         return WeightSource(
             str(label),
             forced,
-            lambda: _iter_safetensors(shards),
-            lambda: _safetensors_shapes(shards),
+            lambda: iter_safetensors(shards, limit),
+            lambda: safetensors_shapes(shards, limit),
         )
     if suffix == ".gguf":
         from nnequiv.loading._gguf import gguf_shapes, gguf_tensors, iter_gguf
@@ -196,18 +199,17 @@ def _open_parts(label, shards: list[Path], listed, forced, max_tensor_bytes):
             lambda: (item for shard in shards for item in gguf_shapes(shard)),
         )
     return WeightSource(
-        str(label), forced or OUT_FIRST, lambda: _iter_torch_shards(label, shards, listed)
+        str(label), forced or OUT_FIRST, lambda: _iter_torch_shards(label, shards, listed, limit)
     )
 
 
-def _iter_torch_shards(label, shards: list[Path], listed) -> Iterator[tuple[str, object]]:
-    from nnequiv.loading._pytorch import _load_torch
+def _iter_torch_shards(label, shards: list[Path], listed, limit) -> Iterator[tuple[str, object]]:
+    from nnequiv.loading._pytorch import open_torch
 
     for shard in shards:
-        tensors = _load_torch(shard)
-        _check_listed(label, shard, (listed or {}).get(shard, ()), tensors)
-        yield from tensors.items()
-        del tensors
+        torch_file = open_torch(shard, limit)
+        _check_listed(label, shard, (listed or {}).get(shard, ()), torch_file.refs)
+        yield from torch_file.tensors()
 
 
 def _check_listed(label, shard: Path, names, present) -> None:

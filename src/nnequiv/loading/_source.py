@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnequiv.errors import FormatError, InputError
+from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES  # noqa: F401 (exported)
 
 #: The three kernel layouts: output axis first, spatial axes last (PyTorch, ONNX, Paddle);
 #: spatial axes first, output axis last (TensorFlow, Keras, TF.js); output axis first,
@@ -22,9 +23,10 @@ LAYOUTS = {
 }
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar"}
 #: File endings recognised as networks when a directory is expanded.
-MODEL_SUFFIXES = TORCH_SUFFIXES | {".npz", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"}
-#: Read through the optional ``tflite`` and ``gguf`` packages.
-MODEL_SUFFIXES = MODEL_SUFFIXES | {".tflite", ".gguf"}
+MODEL_SUFFIXES = TORCH_SUFFIXES | {
+    *(".npz", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"),
+    *(".tflite", ".gguf"),  # through the optional tflite and gguf packages
+}
 STATE_DICT_KEYS = (
     "state_dict",
     "model_state_dict",
@@ -59,9 +61,11 @@ class WeightSource:
     label : str
         Where the tensors come from (a path or ``"<dict>"``), used in messages.
     layout : str or None
-        ``"out-first"``, ``"out-last"``, or None when it must be inferred per file.
+        ``"oihw"``, ``"hwio"``, ``"ohwi"``, or None when it must be inferred per file.
     opener : callable
         Returns a fresh iterator of ``(name, array-like)`` pairs.
+    shape_reader : callable, optional
+        Returns a fresh iterator of ``(name, shape)`` pairs without reading the tensors.
     """
 
     label: str
@@ -106,38 +110,25 @@ def _numpy_float_torch_dtypes():
     return {torch.float16, torch.float32, torch.float64}
 
 
-def _flatten(mapping: Mapping, prefix: str = "") -> dict:
+def flatten(mapping: Mapping) -> dict:
+    """Nested mappings as one dict with dotted keys (``{"a": {"b": x}}`` -> ``{"a.b": x}``).
+
+    Iterative, and each mapping is entered once, so a deep or self-referencing structure from
+    a file cannot exhaust the stack.
+    """
     flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+    stack = [("", iter(mapping.items()))]
+    seen = {id(mapping)}
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if not isinstance(value, Mapping):
+                flat[name] = value
+            elif id(value) not in seen:
+                seen.add(id(value))
+                stack.append((name + ".", iter(value.items())))
+                break
         else:
-            flat[name] = value
+            stack.pop()
     return flat
-
-
-# --- Bounded reads of one tensor's bytes (the TFLite and GGUF readers) ----------------------
-
-
-def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:
-    """``max_tensor_bytes``, or the package default (8 GiB where none is set)."""
-    if max_tensor_bytes is not None:
-        return int(max_tensor_bytes)
-    return int(globals().get("DEFAULT_MAX_TENSOR_BYTES", 8 << 30))
-
-
-def read_tensor_bytes(handle, label, name, shape, offset, nbytes, itemsize, limit) -> np.ndarray:
-    """The ``nbytes`` raw bytes of tensor ``name`` at ``offset`` of an open file, refused
-    before reading when the decoded array (``itemsize`` bytes a value) would pass ``limit``."""
-    decoded = int(np.prod(shape, dtype=object)) * itemsize
-    if max(decoded, nbytes) > limit:
-        raise FormatError(
-            f"{label}: tensor '{name}' {tuple(shape)} would take {decoded} bytes, more than "
-            f"the limit of {limit}"
-        )
-    handle.seek(offset)
-    raw = np.fromfile(handle, dtype=np.uint8, count=nbytes)
-    if raw.size != nbytes:
-        raise FormatError(f"{label}: truncated file (tensor '{name}' ends past the end)")
-    return raw

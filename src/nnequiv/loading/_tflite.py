@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._source import OHWI, WeightSource, read_tensor_bytes, tensor_byte_limit
+from nnequiv.loading._limits import read_tensor_bytes, tensor_byte_limit
+from nnequiv.loading._source import OHWI, WeightSource
 
 IDENTIFIER = b"TFL3"
 #: TFLite TensorType ids -> numpy dtypes (little-endian); INT4 is packed two per byte.

@@ -1,0 +1,201 @@
+"""Guards every reader shares: regular files only, sizes checked before allocating, and
+library errors turned into one clean line.
+
+Text that comes from a file (tensor names, member names, a library's error message) is shown
+through :func:`shown`: printable characters only, one line, bounded length, so a message
+never carries raw bytes or terminal escapes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from nnequiv.errors import (
+    FormatError,
+    InputError,
+    NNEquivError,
+    ResourceLimitError,
+    UnsafeFileError,
+)
+from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
+
+#: Longest text taken from a file into a message.
+SHOWN_CHARS = 120
+
+
+def shown(text, limit: int = SHOWN_CHARS) -> str:
+    """``text`` made safe for a one-line message: escapes for every unprintable character,
+    runs of whitespace as one space, at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    safe = "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in flat
+    )
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """A library exception as a short phrase: its message made safe, prefixed by its type
+    where the message alone is a bare value (KeyError, IndexError)."""
+    text = shown(exc)
+    if not text or isinstance(exc, (KeyError, IndexError)):
+        return f"{type(exc).__name__} {text}".strip()
+    return text
+
+
+def format_count(count: int) -> str:
+    """An integer from a file as text, ``~2^k`` when it is too long to print."""
+    return str(count) if count < 10**18 else f"~2^{count.bit_length() - 1}"
+
+
+def format_shape(dims) -> str:
+    """``"3 x 4"`` (``"scalar"`` for no dimensions)."""
+    return " x ".join(map(format_count, dims)) or "scalar"
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes in binary units (``"8.0 GiB"``), however large."""
+    if count >= 1024**6:
+        return f"{format_count(count)} bytes"
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
+def check_limit(max_tensor_bytes) -> int:
+    """``max_tensor_bytes`` as a positive int, or an :class:`InputError`."""
+    if isinstance(max_tensor_bytes, bool) or not isinstance(max_tensor_bytes, int):
+        raise InputError(f"max_tensor_bytes must be an integer, got {max_tensor_bytes!r}")
+    if max_tensor_bytes < 1:
+        raise InputError(f"max_tensor_bytes must be >= 1, got {max_tensor_bytes}")
+    return max_tensor_bytes
+
+
+def require_within(label: str, what: str, nbytes: int, limit: int) -> None:
+    """Refuse a declared size above ``limit`` before anything is allocated."""
+    if nbytes > limit:
+        raise ResourceLimitError(
+            f"{label}: {what} declares {format_bytes(nbytes)}, above the limit of "
+            f"{format_bytes(limit)} per tensor (max_tensor_bytes, --max-tensor-bytes)"
+        )
+
+
+def tensor_nbytes(label: str, name: str, shape, itemsize: int, limit: int) -> int:
+    """Bytes of a tensor of ``shape`` and ``itemsize``, refused above ``limit``.
+
+    ``shape`` must be a sequence of non-negative ints (checked here, since it comes from a
+    file header).
+    """
+    dims = list(shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise FormatError(
+            f"{label}: tensor '{shown(name)}' has an invalid shape "
+            "(dimensions must be non-negative integers)"
+        )
+    nbytes = math.prod(dims) * itemsize
+    require_within(label, f"tensor '{shown(name)}' ({format_shape(dims)})", nbytes, limit)
+    return nbytes
+
+
+def require_regular(path: Path, label: str | None = None) -> os.stat_result:
+    """The ``stat`` of ``path`` if it is a regular file (symlinks followed); FIFOs, devices,
+    sockets and directories are refused before anything opens them."""
+    label = label or str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot be read ({describe(exc)})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFileError(
+            f"{label}: is a {_file_kind(info.st_mode)}, not a regular file; refused"
+        )
+    return info
+
+
+def open_regular(path: Path, label: str | None = None):
+    """Open ``path`` for binary reading if it is a regular file.
+
+    The file is opened without blocking and checked again on the open descriptor, so a FIFO
+    swapped in after the first check cannot make the open hang.
+    """
+    label = label or str(path)
+    require_regular(path, label)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InputError(f"{label}: cannot be read ({describe(exc)})") from exc
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafeFileError(f"{label}: is a {_file_kind(mode)}, not a regular file; refused")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+@contextmanager
+def reading(label: str, what: str, errors=(Exception,)):
+    """Turn an exception of a third-party reader into a :class:`FormatError`:
+    ``"{label}: {what} ({reason})"``. nnequiv's own errors pass through unchanged."""
+    try:
+        yield
+    except NNEquivError:
+        raise
+    except errors as exc:
+        raise FormatError(f"{label}: {what} ({describe(exc)})") from exc
+
+
+def inside(directory: Path, relative: str) -> Path | None:
+    """``directory / relative`` when the text ``relative`` stays inside ``directory`` (not
+    absolute, no ``..`` that leaves it); None otherwise. Symbolic links are followed when the
+    file is opened, as for any file the user points at."""
+    if not relative or "\x00" in relative or os.path.isabs(relative) or Path(relative).drive:
+        return None
+    normal = os.path.normpath(relative)
+    if normal == ".." or normal.startswith(".." + os.sep):
+        return None
+    return directory / normal
+
+
+def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:
+    """``max_tensor_bytes`` checked, or the default where None."""
+    return DEFAULT_MAX_TENSOR_BYTES if max_tensor_bytes is None else check_limit(max_tensor_bytes)
+
+
+def read_tensor_bytes(handle, label, name, shape, offset, nbytes, itemsize, limit) -> np.ndarray:
+    """The ``nbytes`` raw bytes of tensor ``name`` at ``offset`` of an open file, refused
+    before reading when they, or the decoded array (``itemsize`` bytes a value), would pass
+    ``limit``."""
+    decoded = math.prod(int(d) for d in shape) * itemsize
+    what = f"tensor '{shown(name)}' ({format_shape(shape)})"
+    require_within(label, what, max(decoded, nbytes), limit)
+    handle.seek(offset)
+    raw = np.fromfile(handle, dtype=np.uint8, count=nbytes)
+    if raw.size != nbytes:
+        raise FormatError(f"{label}: truncated file ({what} ends past the end of the file)")
+    return raw
