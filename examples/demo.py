@@ -54,14 +54,27 @@ def main() -> None:
     out = Path(args.out)
     networks = out / "networks"
     networks.mkdir(parents=True, exist_ok=True)
-    paths = train_family(networks)
+    paths = {p.stem: str(p) for p in train_family(networks)}
     figures = str(out / "figures")
+    # scikit-learn stores in x out matrices: the TensorFlow layout ("hwio")
+    layout = ("--layout", "hwio")
+    print("\n# Two seeds of one design, then two designs: is each pair equivalent, and why?")
+    nnequiv("compare", paths["wide_seed0"], paths["wide_seed2"], *layout)
+    nnequiv("compare", paths["deep_seed0"], paths["deep_seed1"], *layout)
+    nnequiv("compare", paths["wide_seed0"], paths["deep_seed0"], *layout)
+    print(
+        "\n# The calibrated eps of a pair is the larger of the two networks' noise floors: how "
+        "far two analyses of one network land apart. It shrinks with more realisations, so "
+        "networks trained from different seeds are told apart where they differ; the tree "
+        "below groups them by design all the same."
+    )
+    report = str(out / "report.html")
     nnequiv(
-        "cluster", str(networks), "--layout", "out-last", "--realizations", "40",
-        "--plot", figures, "--csv", str(out / "classes.csv"),
+        "cluster", str(networks), *layout, "--realizations", "40",
+        "--plot", figures, "--csv", str(out / "classes.csv"), "--report", report,
     )  # fmt: skip
-    nnequiv("analyze", str(paths[0]), "--layout", "out-last", "--plot", figures)
-    print(f"\nfigures in {figures}, classes in {out / 'classes.csv'}")
+    nnequiv("analyze", paths["wide_seed0"], *layout, "--plot", figures)
+    print(f"\nreport: {report}\nfigures: {figures}\nclasses: {out / 'classes.csv'}")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ class LayerContribution:
         Its term of the squared distance, as a fraction of it (the shares of all layers of
         both networks sum to 1; a negative share pulls the networks together).
     coordinate : str
-        The coordinate that sets it apart from the other network most: ``"S(x=...)"`` (the
-        tail-mass difference to its conjugate matrix at a location) or ``"log n"``.
+        The coordinate where it lies farthest from the other network's layers (their
+        median): ``"S(x=...)"`` (the tail-mass difference to its conjugate matrix at a
+        location) or ``"log n"``.
     value, other : float
         That coordinate for this layer, and its median over the other network's layers.
     nearest : str
@@ -55,16 +56,17 @@ class LayerContribution:
 
     def sentence(self) -> str:
         if self.coordinate == "log n":
-            what = (
-                f"order n = {np.exp(self.value):.0f} against a median of {np.exp(self.other):.0f}"
-            )
+            orders = np.exp([self.value, self.other])
+            what = f"order n = {orders[0]:.0f}, the other network's layers {orders[1]:.0f}"
         else:
-            direction = "more" if self.value > self.other else "less"
             what = (
-                f"{direction} tail mass beyond {self.coordinate[4:-1]} than its conjugate "
-                f"({self.value:+.3f}, the other network's layers {self.other:+.3f})"
+                f"tail mass beyond x = {self.coordinate[4:-1]} minus its conjugate's "
+                f"{self.value:+.3f}, the other network's layers {self.other:+.3f}"
             )
-        return f"{self.layer} ({self.share:.0%} of d^2): {what}; nearest: {self.nearest}"
+        return (
+            f"{self.layer} ({self.share:.0%} of d^2): {what} (median); nearest there: "
+            f"{self.nearest}"
+        )
 
 
 @dataclass(frozen=True)
@@ -133,16 +135,13 @@ def explain(
         ("b", names_b, cloud_b, names_a, cloud_a, terms_b),
     ):
         nearest = _pairwise(cloud, other_cloud).argmin(axis=1)
+        typical = np.median(other_cloud, axis=0)
         for i in np.argsort(-terms)[:top]:
-            # per coordinate: mean gap to the other network's layers minus to its own
-            apart = np.abs(cloud[i] - other_cloud).mean(axis=0) - np.abs(cloud[i] - cloud).mean(
-                axis=0
-            )
-            k = int(np.argmax(apart))
+            k = int(np.argmax(np.abs(cloud[i] - typical)))  # in distance units
             found.append(
                 LayerContribution(
                     side, names[i], float(terms[i] / total), labels[k],
-                    float(cloud[i, k] / unit[k]), float(np.median(other_cloud[:, k]) / unit[k]),
+                    float(cloud[i, k] / unit[k]), float(typical[k] / unit[k]),
                     other_names[int(nearest[i])],
                 )
             )  # fmt: skip
