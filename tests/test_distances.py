@@ -14,6 +14,7 @@ from nnequiv.distances import (
     energy_distance,
     fingerprint,
     layer_cloud,
+    summarize,
 )
 from nnequiv.errors import InputError
 from nnequiv.settings import DistanceSettings
@@ -134,3 +135,51 @@ def test_mismatched_analyses_are_refused_by_name():
         with pytest.raises(InputError, match=f"analysed with {option}="):
             check_comparable([base, other])
     check_comparable([base, analyze(net, realizations=3, include="fc0*")])  # loading options
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_a_summary_gives_the_fingerprint_of_its_analysis(level):
+    a, b = pair()
+    settings = DistanceSettings(level=level)
+    for analysis in (a, b):
+        direct, summarised = (
+            fingerprint(analysis, settings),
+            fingerprint(summarize(analysis), settings),
+        )
+        for name in ("mean", "resampled", "self_resampled"):
+            assert np.array_equal(getattr(direct, name), getattr(summarised, name)), name
+        assert direct.self_mean == summarised.self_mean
+        assert direct.noise_floor == summarised.noise_floor
+    first = [fingerprint(x, settings) for x in (a, b)]
+    second = [fingerprint(summarize(x), settings) for x in (a, b)]
+    assert distance_with_spread(*first) == distance_with_spread(*second)
+
+
+def test_the_distance_is_the_energy_distance_bit_for_bit():
+    a, b = pair()
+    fa, fb = fingerprint(a), fingerprint(b)
+    assert distance(fa, fb) == energy_distance(fa.mean, fb.mean)
+    assert fa.self_mean == pytest.approx(cdist(fa.mean, fa.mean).mean(), rel=1e-14)
+
+
+def test_resampled_self_terms_are_mean_point_distances():
+    a, _ = pair()
+    fa = fingerprint(a)
+    expected = [cdist(cloud, cloud).mean() for cloud in fa.resampled]
+    np.testing.assert_array_equal(fa.self_resampled, expected)
+    assert fa.resampled.shape == (32, len(a.layers), len(a.settings.locations) + 1)
+
+
+def test_equal_clouds_give_exact_zeros_in_every_resample():
+    net = random_mlp([40, 35, 30, 20], seed=3)
+    rng = np.random.default_rng(2)
+    shuffled = {
+        k: v[rng.permutation(v.shape[0])][:, rng.permutation(v.shape[1])] * 3.0
+        if v.ndim == 2
+        else v
+        for k, v in reversed(net.items())
+    }
+    for level in ("layer", "pooled"):
+        settings = DistanceSettings(level=level)
+        first, second = (fingerprint(analyze(x, realizations=6), settings) for x in (net, shuffled))
+        assert distance_with_spread(first, second) == (0.0, (0.0, 0.0))

@@ -4,19 +4,27 @@ A :class:`Fingerprint` holds what the distance of one analysis compares: the clo
 layer points (layer level) or its mean CSD curve (pooled level), the same under each
 bootstrap resample of the realisations, and the network's noise floor. Nothing here depends
 on which other networks are compared, so ``d(A, B)`` is a property of A, B and the settings.
+
+A :class:`Summary` is what a fingerprint is made from: the per-realisation layer points and
+CSD curves of an analysis, with the layers' orders and stream keys. The fingerprint index
+(:mod:`nnequiv.store`) keeps summaries, so distances from an index equal those from files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
 from nnequiv.settings import DistanceSettings, Settings
 
 __all__ = [
+    "Summary",
+    "summarize",
     "Fingerprint",
     "fingerprint",
     "layer_cloud",
@@ -25,6 +33,53 @@ __all__ = [
     "distance_with_spread",
     "check_comparable",
 ]
+
+
+@dataclass(frozen=True, repr=False)
+class Summary:
+    """What the distances read from one analysis.
+
+    Attributes
+    ----------
+    source : str
+        The analysed network.
+    settings : Settings
+        Its analysis settings.
+    layer_points : numpy.ndarray
+        Layer points of every realisation, ``(R, layers, locations)``.
+    orders : numpy.ndarray
+        The order n of every layer, ``(layers,)``.
+    streams : numpy.ndarray
+        The stream key ``(n, rank)`` of every layer, ``(layers, 2)``.
+    csd : numpy.ndarray
+        Pooled CSD of every realisation, ``(R, bins)``.
+    """
+
+    source: str
+    settings: Settings
+    layer_points: np.ndarray
+    orders: np.ndarray
+    streams: np.ndarray
+    csd: np.ndarray
+
+    def __repr__(self) -> str:
+        count, layers = self.layer_points.shape[:2]
+        return f"Summary({self.source!r}, {layers} layers, {count} realisations)"
+
+
+def summarize(analysis) -> Summary:
+    """The :class:`Summary` of an :class:`~nnequiv.analysis.Analysis` (a summary as it is)."""
+    if isinstance(analysis, Summary):
+        return analysis
+    streams = np.array([layer.stream for layer in analysis.layers], dtype=np.int64)
+    return Summary(
+        analysis.source,
+        analysis.settings,
+        analysis.layer_points,
+        analysis.orders,
+        streams.reshape(-1, 2),
+        analysis.csd,
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -78,6 +133,13 @@ def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...ijk,...ijk->...ij", difference, difference)).mean(axis=(-2, -1))
 
 
+def _resampled_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`_mean_pair_distance` of ``x[b]`` and ``y[b]`` for every resample b, from
+    differences summed coordinate by coordinate in compiled code (``cdist``): the same value
+    for the same pair of clouds, whichever other clouds are compared."""
+    return np.array([cdist(first, second).mean() for first, second in zip(x, y)])
+
+
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """``sqrt(2 E|X - Y| - E|X - X'| - E|Y - Y'|)`` between two point clouds (rows)."""
     value = 2 * _mean_pair_distance(x, y) - _mean_pair_distance(x, x) - _mean_pair_distance(y, y)
@@ -88,39 +150,51 @@ def _energy(cross, self_a, self_b) -> np.ndarray:
     return np.sqrt(np.maximum(2 * cross - self_a - self_b, 0.0))
 
 
-def _level_values(analysis, level: str, order_weight: float, realisations) -> np.ndarray:
-    """The mean over the chosen realisations of what the distance compares; layer points in
-    the order of their stream keys, so that the file's order of layers cannot change a bit."""
+@lru_cache(maxsize=64)
+def _resamples(seed: int, count: int) -> np.ndarray:
+    """The bootstrap resamples of ``count`` realisations (read-only; one draw per seed)."""
+    resamples = bootstrap_indices(seed, count)
+    resamples.setflags(write=False)
+    return resamples
+
+
+def _realisation_values(summary: Summary, level: str, order_weight: float):
+    """What the distance compares, for every realisation (leading axis), and how a mean over
+    realisations becomes a fingerprint value. Layer points come in the order of their stream
+    keys, so that the file's order of layers cannot change a bit."""
     if level == "pooled":
-        return analysis.csd[realisations].mean(axis=0)
-    keys = [layer.stream for layer in analysis.layers]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    points = analysis.layer_points[realisations][..., order, :].mean(axis=0)
-    return layer_cloud(points, analysis.orders[order], order_weight)
+        return np.asarray(summary.csd, dtype=float), lambda mean: mean
+    streams = np.asarray(summary.streams)
+    order = np.lexsort((streams[:, 1], streams[:, 0]))
+    points = np.asarray(summary.layer_points, dtype=float)[:, order, :]
+    orders = np.asarray(summary.orders)[order]
+    return points, lambda mean: layer_cloud(mean, orders, order_weight)
 
 
 def fingerprint(analysis, distance_settings: DistanceSettings | None = None) -> Fingerprint:
-    """The :class:`Fingerprint` of an analysis at the level and order weight of
-    ``distance_settings`` (default :class:`~nnequiv.settings.DistanceSettings`)."""
+    """The :class:`Fingerprint` of an analysis (or its :class:`Summary`) at the level and
+    order weight of ``distance_settings`` (default :class:`~nnequiv.settings.DistanceSettings`).
+    """
     chosen = distance_settings or DistanceSettings()
-    level, weight = chosen.level, chosen.order_weight
-    count = analysis.csd.shape[0]
-    resamples = bootstrap_indices(analysis.settings.seed, count)
-    mean = _level_values(analysis, level, weight, slice(None))
-    resampled = np.stack([_level_values(analysis, level, weight, pick) for pick in resamples])
+    summary = summarize(analysis)
+    level = chosen.level
+    values, finish = _realisation_values(summary, level, chosen.order_weight)
+    count = values.shape[0]
+    mean = finish(values.mean(axis=0))
+    resampled = finish(values[_resamples(summary.settings.seed, count)].mean(axis=1))
     if level == "pooled":
-        self_mean, self_resampled = 0.0, np.zeros(len(resamples))
+        self_mean, self_resampled = 0.0, np.zeros(len(resampled))
     else:
         self_mean = float(_mean_pair_distance(mean, mean))
-        self_resampled = _mean_pair_distance(resampled, resampled)
+        self_resampled = _resampled_pair_distance(resampled, resampled)
     floor = float("nan")
     if count >= 2:
         half = count // 2
-        first = _level_values(analysis, level, weight, slice(0, half))
-        second = _level_values(analysis, level, weight, slice(half, 2 * half))
+        first = finish(values[:half].mean(axis=0))
+        second = finish(values[half : 2 * half].mean(axis=0))
         floor = _between(level, first, second) / np.sqrt(2.0)
     return Fingerprint(
-        analysis.source, analysis.settings, level, mean, resampled, self_mean, self_resampled, floor
+        summary.source, summary.settings, level, mean, resampled, self_mean, self_resampled, floor
     )
 
 
@@ -144,7 +218,7 @@ def distance_with_spread(a: Fingerprint, b: Fingerprint) -> tuple[float, tuple[f
     if a.level == "pooled":
         replicates = np.abs(a.resampled - b.resampled).max(axis=-1)
     else:
-        cross = _mean_pair_distance(a.resampled, b.resampled)
+        cross = _resampled_pair_distance(a.resampled, b.resampled)
         replicates = _energy(cross, a.self_resampled, b.self_resampled)
     (low, high), _ = replicate_interval(value, replicates, a.settings.realizations)
     if not np.isfinite(low):
