@@ -50,9 +50,9 @@ def test_analyze_table_json_and_plots(capsys, models, tmp_path):
 
 
 def test_jobs_do_not_change_the_numbers(capsys, models):
-    _, serial, _ = run(capsys, "analyze", models[3], "--realizations", "3", "--json")
+    _, serial, _ = run(capsys, "analyze", models[3], "--realizations", "3", "--json", "--no-cache")
     code, parallel, _ = run(
-        capsys, "analyze", models[3], "--realizations", "3", "--json", "-j", "2"
+        capsys, "analyze", models[3], "--realizations", "3", "--json", "-j", "2", "--no-cache"
     )
     assert code == 0 and json.loads(parallel)["curves"] == json.loads(serial)["curves"]
 

@@ -17,8 +17,14 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
 from nnequiv._version import __version__
-from nnequiv.analysis import Analysis, analyze
-from nnequiv.distances import Fingerprint, check_comparable, distance_with_spread, fingerprint
+from nnequiv.analysis import Analysis
+from nnequiv.distances import (
+    Fingerprint,
+    Summary,
+    check_comparable,
+    distance_with_spread,
+    fingerprint,
+)
 from nnequiv.errors import InputError
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
@@ -226,6 +232,23 @@ class Identification:
 # ---- analyses of a set -----------------------------------------------------------------
 
 
+def _expand_libraries(sources: Sequence) -> tuple[list, list]:
+    """Sources with every fingerprint index (a :class:`~nnequiv.index.Library` or the path
+    of an index file) replaced by its networks' summaries, and the indexes."""
+    from nnequiv.index import Library, is_index, open_index
+
+    out, libraries = [], []
+    for source in sources:
+        if not isinstance(source, Library) and is_index(source):
+            source = open_index(source)
+        if isinstance(source, Library):
+            libraries.append(source)
+            out += source.summaries
+        else:
+            out.append(source)
+    return out, libraries
+
+
 def _analyse_each(
     sources: Sequence,
     options: dict,
@@ -233,35 +256,53 @@ def _analyse_each(
     cache_dir=None,
     progress: Callable | None = None,
     n_jobs=None,
-) -> tuple[list[Analysis], DistanceSettings]:
-    """Analyses of the sources (each distinct source computed once, finished analyses used as
-    they are, all checked to share their settings), and the distance settings."""
+    scheduler=None,
+) -> tuple[list, DistanceSettings]:
+    """Analyses of the sources (each distinct source computed once, or read from the cache;
+    finished analyses, summaries and fingerprint indexes used as they are, all checked to
+    share their settings), and the distance settings."""
+    from nnequiv.index import check_index_settings
+    from nnequiv.scheduler import analyse_all
+
     analysis_settings, distance_settings, *_ = split_options(options, base=settings)
     distance_names = {f.name for f in fields(DistanceSettings)}
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options
     )
-    done: dict = {}
+    sources, libraries = _expand_libraries(sources)
+    finished = [isinstance(source, (Analysis, Summary)) for source in sources]
+    if chosen_explicitly or not all(finished):
+        for library in libraries:
+            check_index_settings(library, analysis_settings)
+    positions: dict = {}
+    for source, done in zip(sources, finished):
+        if not done:
+            key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
+            positions.setdefault(key, source)
+    analysed = dict(
+        zip(
+            positions,
+            analyse_all(
+                list(positions.values()),
+                analysis_settings,
+                analysis_options,
+                cache_dir=cache_dir,
+                scheduler=scheduler,
+                n_jobs=n_jobs,
+                progress=progress,
+            ),
+        )
+    )
     out = []
-    for index, source in enumerate(sources):
-        if isinstance(source, Analysis):
+    for source, done in zip(sources, finished):
+        if done:
             if chosen_explicitly:
                 check_comparable([_Requested(analysis_settings), source])
             out.append(source)
         else:
             key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
-            if key not in done:
-                done[key] = analyze(
-                    source,
-                    analysis_settings,
-                    cache_dir=cache_dir,
-                    n_jobs=n_jobs,
-                    **analysis_options,
-                )
-            out.append(done[key])
-        if progress:
-            progress(index + 1, len(sources), out[-1].source)
+            out.append(analysed[key])
     check_comparable(out)
     return out, distance_settings
 
@@ -275,6 +316,10 @@ class _Requested:
 
 
 def _check_sources(sources) -> list:
+    from nnequiv.index import Library
+
+    if isinstance(sources, (str, os.PathLike, Library)):
+        sources = [sources]
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the set to compare is empty")
@@ -299,6 +344,7 @@ def compare(
     settings: Settings | None = None,
     cache_dir=None,
     n_jobs: int | None = None,
+    scheduler=None,
     **options,
 ) -> Verdict:
     """Decide whether two networks are equivalent (method items 9-11).
@@ -312,10 +358,16 @@ def compare(
         Accuracy. When None it is calibrated from the pair alone: the larger of the two
         networks' noise floors (the distance expected between two independent analyses of
         the same network).
-    settings, cache_dir, n_jobs, **options
+    settings, n_jobs, **options
         As for :func:`nnequiv.analyze`; options also take the
         :class:`~nnequiv.settings.DistanceSettings` fields ``level`` ("layer" or "pooled")
         and ``order_weight``.
+    cache_dir : path, None or False
+        The analysis cache (:func:`nnequiv.cache.cache_directory`): None for the default
+        (``$NNEQUIV_CACHE_DIR`` or the user cache directory), False for none.
+    scheduler : str or distributed.Client, optional
+        Run the analyses on this Dask cluster (default ``$NNEQUIV_SCHEDULER``; see
+        :mod:`nnequiv.scheduler`). The numbers do not change.
 
     Returns
     -------
@@ -325,7 +377,7 @@ def compare(
     """
     eps = _check_eps(eps)
     (first, second), distance_settings = _analyse_each(
-        [a, b], options, settings, cache_dir, None, n_jobs
+        [a, b], options, settings, cache_dir, None, n_jobs, scheduler
     )
     fa, fb = fingerprint(first, distance_settings), fingerprint(second, distance_settings)
     value, spread, pair, source, verdict = _judge(fa, fb, eps)
@@ -351,6 +403,7 @@ def cluster(
     cache_dir=None,
     progress: Callable | None = None,
     n_jobs: int | None = None,
+    scheduler=None,
     **options,
 ) -> Classes:
     """Sort networks into equivalence classes (method item 12).
@@ -358,12 +411,13 @@ def cluster(
     The classes are the connected components of the pairs judged "equivalent" ("undecided"
     pairs do not join); the average-linkage tree of the distances shows the whole structure.
     Every pair gets its own eps, calibrated from its two networks as in :func:`compare`.
-    Options as for :func:`compare`; ``progress(done, total, label)`` is called after each
-    analysis.
+    ``sources`` may hold finished analyses and fingerprint indexes (paths of index files or
+    :class:`~nnequiv.index.Library` objects), whose networks join the set. Options as for
+    :func:`compare`; ``progress(done, total, label)`` is called after each analysis.
     """
     eps = _check_eps(eps)
     analyses, distance_settings = _analyse_each(
-        _check_sources(sources), options, settings, cache_dir, progress, n_jobs
+        _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
     )
     prints = [fingerprint(a, distance_settings) for a in analyses]
     count = len(prints)
@@ -417,18 +471,28 @@ def identify(
     cache_dir=None,
     progress: Callable | None = None,
     n_jobs: int | None = None,
+    scheduler=None,
     **options,
 ) -> Identification:
     """Which known design is this checkpoint? Rank ``library`` by distance to ``query``.
 
     Each match carries its distance, spread, eps and verdict, exactly as :func:`compare`
-    would give them for that pair. Options as for :func:`compare`.
+    would give them for that pair. ``library`` is a list of sources, a fingerprint index
+    (the path of an index file or a :class:`~nnequiv.index.Library`), or a list mixing
+    them; an index is used only with the analysis settings it was built with. Options as for
+    :func:`compare`.
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be an integer >= 1, got {top!r}")
     eps = _check_eps(eps)
     analyses, distance_settings = _analyse_each(
-        [query, *_check_sources(library)], options, settings, cache_dir, progress, n_jobs
+        [query, *_check_sources(library)],
+        options,
+        settings,
+        cache_dir,
+        progress,
+        n_jobs,
+        scheduler,
     )
     target = fingerprint(analyses[0], distance_settings)
     matches = []
