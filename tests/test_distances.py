@@ -11,6 +11,7 @@ from nnequiv.distances import (
     check_comparable,
     distance,
     distance_with_spread,
+    distances_with_spread,
     energy_distance,
     fingerprint,
     layer_cloud,
@@ -166,11 +167,38 @@ def test_resampled_self_terms_are_mean_point_distances():
     a, _ = pair()
     fa = fingerprint(a)
     expected = [cdist(cloud, cloud).mean() for cloud in fa.resampled]
-    np.testing.assert_array_equal(fa.self_resampled, expected)
+    np.testing.assert_allclose(fa.self_resampled, expected, rtol=1e-14)
     assert fa.resampled.shape == (32, len(a.layers), len(a.settings.locations) + 1)
 
 
-def test_equal_clouds_give_exact_zeros_in_every_resample():
+@pytest.fixture(params=["batched", "compiled"])
+def kernel(request, monkeypatch):
+    """Both ways of comparing resampled clouds: batched in NumPy, and cdist per resample."""
+    import nnequiv.distances
+
+    monkeypatch.setattr(
+        nnequiv.distances, "BATCHED_PAIRS", 10**9 if request.param == "batched" else 0
+    )
+    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 5000)  # several chunks
+    return request.param
+
+
+def test_one_to_many_equals_pair_by_pair(kernel):
+    rng = np.random.default_rng(8)
+    nets = [random_mlp([30, 24, 18, 12], seed=s) for s in range(3)]
+    nets += [{f"w{i}": rng.standard_t(3, (20, 20)) for i in range(5)} for _ in range(3)]
+    nets.append(nets[0])
+    prints = [fingerprint(analyze(net, realizations=5)) for net in nets]
+    together = distances_with_spread(prints[0], prints)
+    assert together == [distance_with_spread(prints[0], b) for b in prints]
+    assert together[0] == together[-1] == (0.0, (0.0, 0.0))
+    for b, (value, spread) in zip(prints, together):
+        resampled = [scipy_energy(x, y) for x, y in zip(prints[0].resampled, b.resampled)]
+        sd = np.std(resampled, ddof=1) * np.sqrt(5 / 4)
+        assert spread[1] == pytest.approx(value + 2.776445 * np.sqrt(2) * sd, rel=1e-6)
+
+
+def test_equal_clouds_give_exact_zeros_in_every_resample(kernel):
     net = random_mlp([40, 35, 30, 20], seed=3)
     rng = np.random.default_rng(2)
     shuffled = {

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
@@ -31,8 +30,15 @@ __all__ = [
     "energy_distance",
     "distance",
     "distance_with_spread",
+    "distances_with_spread",
     "check_comparable",
 ]
+
+#: Clouds with at most this many pairs of points are compared in NumPy, batched over
+#: resamples and networks; larger ones resample by resample in compiled code (``cdist``).
+BATCHED_PAIRS = 400
+#: Elements of one temporary array of the batched comparison.
+BATCH_ELEMENTS = 2**20
 
 
 @dataclass(frozen=True, repr=False)
@@ -133,11 +139,44 @@ def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...ijk,...ijk->...ij", difference, difference)).mean(axis=(-2, -1))
 
 
-def _resampled_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """:func:`_mean_pair_distance` of ``x[b]`` and ``y[b]`` for every resample b, from
-    differences summed coordinate by coordinate in compiled code (``cdist``): the same value
-    for the same pair of clouds, whichever other clouds are compared."""
-    return np.array([cdist(first, second).mean() for first, second in zip(x, y)])
+def _point_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``x`` (..., La, D) and of ``y`` (..., Lb, D),
+    the squared differences added coordinate by coordinate in element-wise operations: a
+    pair of points gets the same bits in any batch."""
+    total = None
+    for k in range(x.shape[-1]):
+        step = x[..., :, None, k] - y[..., None, :, k]
+        step *= step
+        total = step if total is None else np.add(total, step, out=total)
+    return np.sqrt(total, out=total)
+
+
+def _batched_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Mean point distance between ``x[b]`` (B, La, D) and ``ys[g, b]`` (G, B, Lb, D),
+    shape (G, B), in chunks of networks."""
+    per_network = x.shape[0] * x.shape[1] * ys.shape[2]
+    step = max(1, BATCH_ELEMENTS // per_network)
+    out = np.empty(ys.shape[:2])
+    for start in range(0, len(ys), step):
+        block = _point_distances(x[None], ys[start : start + step])
+        flat = block.reshape(block.shape[:2] + (-1,))
+        out[start : start + step] = flat.sum(axis=-1) / flat.shape[-1]
+    return out
+
+
+def _compiled_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """:func:`_batched_means` resample by resample through ``cdist`` (large clouds)."""
+    from scipy.spatial.distance import cdist
+
+    return np.array([[cdist(a, b).mean() for a, b in zip(x, y)] for y in ys])
+
+
+def _resampled_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Mean point distance between the resampled clouds ``x`` (B, La, D) and those of each
+    network in ``ys`` (G, B, Lb, D), shape (G, B). The way depends on the sizes alone, so
+    a cloud compared with an equal cloud gives exactly its own self term."""
+    small = x.shape[1] * ys.shape[2] <= BATCHED_PAIRS
+    return (_batched_means if small else _compiled_means)(x, ys)
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
@@ -186,7 +225,7 @@ def fingerprint(analysis, distance_settings: DistanceSettings | None = None) -> 
         self_mean, self_resampled = 0.0, np.zeros(len(resampled))
     else:
         self_mean = float(_mean_pair_distance(mean, mean))
-        self_resampled = _resampled_pair_distance(resampled, resampled)
+        self_resampled = _resampled_means(resampled, resampled[None])[0]
     floor = float("nan")
     if count >= 2:
         half = count // 2
@@ -214,12 +253,32 @@ def distance(a: Fingerprint, b: Fingerprint) -> float:
 def distance_with_spread(a: Fingerprint, b: Fingerprint) -> tuple[float, tuple[float, float]]:
     """``d(A, B)`` and the interval in which the distance of a repeated analysis (another
     seed) falls, 95 %, from the same bootstrap resamples for both networks (method item 11)."""
-    value = distance(a, b)
+    return distances_with_spread(a, [b])[0]
+
+
+def distances_with_spread(
+    a: Fingerprint, others: list[Fingerprint]
+) -> list[tuple[float, tuple[float, float]]]:
+    """:func:`distance_with_spread` of ``a`` and each of ``others``, computed together (the
+    same numbers as one pair at a time)."""
+    others = list(others)
+    replicates: list = [None] * len(others)
     if a.level == "pooled":
-        replicates = np.abs(a.resampled - b.resampled).max(axis=-1)
+        for index, b in enumerate(others):
+            replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)
     else:
-        cross = _resampled_pair_distance(a.resampled, b.resampled)
-        replicates = _energy(cross, a.self_resampled, b.self_resampled)
+        groups: dict[int, list[int]] = {}
+        for index, b in enumerate(others):
+            groups.setdefault(b.resampled.shape[1], []).append(index)
+        for members in groups.values():
+            stacked = np.stack([others[index].resampled for index in members])
+            for index, cross in zip(members, _resampled_means(a.resampled, stacked)):
+                replicates[index] = _energy(cross, a.self_resampled, others[index].self_resampled)
+    return [_spread(a, b, values) for b, values in zip(others, replicates)]
+
+
+def _spread(a: Fingerprint, b: Fingerprint, replicates: np.ndarray):
+    value = distance(a, b)
     (low, high), _ = replicate_interval(value, replicates, a.settings.realizations)
     if not np.isfinite(low):
         return value, (value, value)

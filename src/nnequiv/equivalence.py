@@ -12,9 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import squareform
 
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
@@ -22,7 +19,7 @@ from nnequiv.distances import (
     Fingerprint,
     Summary,
     check_comparable,
-    distance_with_spread,
+    distances_with_spread,
     fingerprint,
 )
 from nnequiv.errors import InputError
@@ -326,11 +323,13 @@ def _check_sources(sources) -> list:
     return sources
 
 
-def _judge(a: Fingerprint, b: Fingerprint, eps: float | None) -> tuple:
-    """Distance, spread, eps, eps source and verdict of one pair."""
-    value, spread = distance_with_spread(a, b)
-    pair, source = _resolve_eps(eps, a, b)
-    return value, spread, pair, source, decide(value, spread, pair)
+def _judge(a: Fingerprint, others: Sequence[Fingerprint], eps: float | None) -> list[tuple]:
+    """Distance, spread, eps, eps source and verdict of ``a`` with each of ``others``."""
+    judged = []
+    for b, (value, spread) in zip(others, distances_with_spread(a, others)):
+        pair, source = _resolve_eps(eps, a, b)
+        judged.append((value, spread, pair, source, decide(value, spread, pair)))
+    return judged
 
 
 # ---- the three questions ---------------------------------------------------------------
@@ -380,7 +379,7 @@ def compare(
         [a, b], options, settings, cache_dir, None, n_jobs, scheduler
     )
     fa, fb = fingerprint(first, distance_settings), fingerprint(second, distance_settings)
-    value, spread, pair, source, verdict = _judge(fa, fb, eps)
+    ((value, spread, pair, source, verdict),) = _judge(fa, [fb], eps)
     return Verdict(
         first.source,
         second.source,
@@ -427,13 +426,17 @@ def cluster(
     source = "given" if eps is not None else "calibrated"
     for i in range(count):
         pair_eps_matrix[i, i] = eps if eps is not None else prints[i].noise_floor
-        for j in range(i + 1, count):
-            value, (lo, hi), pair, source, verdict = _judge(prints[i], prints[j], eps)
+        row = _judge(prints[i], prints[i + 1 :], eps)
+        for j, (value, (lo, hi), pair, _, verdict) in enumerate(row, start=i + 1):
             distance[i, j] = distance[j, i] = value
             low[i, j] = low[j, i] = lo
             high[i, j] = high[j, i] = hi
             pair_eps_matrix[i, j] = pair_eps_matrix[j, i] = pair
             verdicts[i, j] = verdicts[j, i] = verdict
+    from scipy.cluster.hierarchy import linkage
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial.distance import squareform
+
     names = [a.source for a in analyses]
     _, labels = connected_components(verdicts == "equivalent", directed=False)
     first_member = {c: int(np.flatnonzero(labels == c)[0]) for c in set(labels)}
@@ -497,10 +500,9 @@ def identify(
     target = fingerprint(analyses[0], distance_settings)
     matches = []
     source = "given" if eps is not None else "calibrated"
-    for candidate in analyses[1:]:
-        value, spread, pair, source, verdict = _judge(
-            target, fingerprint(candidate, distance_settings), eps
-        )
+    candidates = [fingerprint(candidate, distance_settings) for candidate in analyses[1:]]
+    for candidate, judged in zip(candidates, _judge(target, candidates, eps)):
+        value, spread, pair, _, verdict = judged
         matches.append(Match(candidate.source, value, spread, pair, verdict))
     matches.sort(key=lambda m: m.distance)
     return Identification(
