@@ -69,9 +69,12 @@ def analyses_per_second(paths: list[str], work: Path) -> None:
     print(f"{'2 local processes':<28} {seconds:>8.2f} {count / seconds:>11.1f}  "
           f"{same_rows(local, serial)}")  # fmt: skip
     for workers in (1, 2):
-        with LocalCluster(
-            n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None
-        ) as local_cluster, Client(local_cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None
+            ) as local_cluster,
+            Client(local_cluster) as client,
+        ):
             warm_up(client)
             seconds, remote = timed(
                 lambda: build_index(
