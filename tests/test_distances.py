@@ -14,6 +14,7 @@ from nnequiv.distances import (
     distances_with_spread,
     energy_distance,
     fingerprint,
+    fingerprints,
     layer_cloud,
     summarize,
 )
@@ -196,6 +197,25 @@ def test_one_to_many_equals_pair_by_pair(kernel):
         resampled = [scipy_energy(x, y) for x, y in zip(prints[0].resampled, b.resampled)]
         sd = np.std(resampled, ddof=1) * np.sqrt(5 / 4)
         assert spread[1] == pytest.approx(value + 2.776445 * np.sqrt(2) * sd, rel=1e-6)
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_fingerprints_together_equal_one_at_a_time(kernel, level, monkeypatch):
+    import nnequiv.distances
+
+    monkeypatch.setattr(nnequiv.distances, "FINGERPRINT_ELEMENTS", 20000)  # several chunks
+    rng = np.random.default_rng(4)
+    nets = [random_mlp([30, 24, 18, 12], seed=s) for s in range(4)]
+    nets += [{f"w{i}": rng.standard_t(3, (20, 16)) for i in range(5)} for _ in range(3)]
+    analyses = [analyze(net, realizations=5) for net in nets]
+    settings = DistanceSettings(level=level)
+    together = fingerprints(analyses, settings)
+    for analysis, got in zip(analyses, together):
+        alone = fingerprint(analysis, settings)
+        for name in ("mean", "resampled", "self_resampled"):
+            assert np.array_equal(getattr(got, name), getattr(alone, name)), name
+        assert (got.self_mean, got.noise_floor) == (alone.self_mean, alone.noise_floor)
+        assert got.source == alone.source
 
 
 def test_equal_clouds_give_exact_zeros_in_every_resample(kernel):

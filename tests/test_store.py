@@ -385,3 +385,14 @@ def test_cache_options_on_the_command_line(capsys, tmp_path, private_cache):
         assert sorted(archive.namelist()) == sorted(
             ["meta.npy", "edges.npy", "p_net.npy", "p_circ.npy", "csd.npy", "layer_points.npy"]
         )
+
+
+def test_an_index_read_without_curves_serves_the_layer_level_only(library):
+    paths, index = library
+    light = open_index(index.path, curves=False)
+    assert all(entry.summary.csd is None for entry in light.entries)
+    full = open_index(index.path)
+    for a, b in zip(light.entries, full.entries):
+        assert np.array_equal(fingerprint(a.summary).mean, fingerprint(b.summary).mean)
+    with pytest.raises(InputError, match="pooled level needs the CSD curves"):
+        fingerprint(light.entries[0].summary, DistanceSettings(level="pooled"))

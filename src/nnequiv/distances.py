@@ -19,13 +19,14 @@ import numpy as np
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
-from nnequiv.settings import DistanceSettings, Settings
+from nnequiv.settings import BOOTSTRAP_RESAMPLES, DistanceSettings, Settings
 
 __all__ = [
     "Summary",
     "summarize",
     "Fingerprint",
     "fingerprint",
+    "fingerprints",
     "layer_cloud",
     "energy_distance",
     "distance",
@@ -57,8 +58,9 @@ class Summary:
         The order n of every layer, ``(layers,)``.
     streams : numpy.ndarray
         The stream key ``(n, rank)`` of every layer, ``(layers, 2)``.
-    csd : numpy.ndarray
-        Pooled CSD of every realisation, ``(R, bins)``.
+    csd : numpy.ndarray or None
+        Pooled CSD of every realisation, ``(R, bins)``; None where only the layer level is
+        needed (read from an index without its curves).
     """
 
     source: str
@@ -66,7 +68,7 @@ class Summary:
     layer_points: np.ndarray
     orders: np.ndarray
     streams: np.ndarray
-    csd: np.ndarray
+    csd: np.ndarray | None
 
     def __repr__(self) -> str:
         count, layers = self.layer_points.shape[:2]
@@ -128,7 +130,7 @@ def layer_cloud(points: np.ndarray, orders, order_weight: float) -> np.ndarray:
     (probabilities, one natural unit) and ``order_weight * log n`` appended."""
     points = np.asarray(points, dtype=float)
     log_order = order_weight * np.log(np.asarray(orders, dtype=float))
-    order_column = np.broadcast_to(log_order[:, None], points.shape[:-1] + (1,))
+    order_column = np.broadcast_to(log_order[..., None], points.shape[:-1] + (1,))
     return np.concatenate([points, order_column], axis=-1)
 
 
@@ -151,26 +153,27 @@ def _point_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(total, out=total)
 
 
-def _batched_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Mean point distance between ``x[b]`` (B, La, D) and ``ys[g, b]`` (G, B, Lb, D),
-    shape (G, B), in chunks of networks."""
-    per_network = x.shape[0] * x.shape[1] * ys.shape[2]
-    step = max(1, BATCH_ELEMENTS // per_network)
-    out = np.empty(ys.shape[:2])
-    for start in range(0, len(ys), step):
-        block = _point_distances(x[None], ys[start : start + step])
-        flat = block.reshape(block.shape[:2] + (-1,))
-        out[start : start + step] = flat.sum(axis=-1) / flat.shape[-1]
-    return out
-
-
-def _compiled_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """:func:`_batched_means` resample by resample in compiled code (large clouds)."""
-    euclidean = _compiled_euclidean()
-    out = np.empty(ys.shape[:2])
-    for g, y in enumerate(ys):
-        for b, (first, second) in enumerate(zip(x, y)):
-            out[g, b] = np.add.reduce(euclidean(first, second).ravel()) / (len(first) * len(second))
+def _cloud_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean point distance between the clouds ``x[g, b]`` (La, D) and ``y[g, b]`` (Lb, D),
+    shape (G, B); ``x`` may hold one network for all. Clouds with at most
+    :data:`BATCHED_PAIRS` pairs of points are compared in element-wise NumPy in chunks,
+    larger ones one by one in compiled code: the way depends on the sizes alone, and a pair
+    of clouds gets the same bits in any batch, so a cloud compared with an equal cloud
+    gives exactly its own self term."""
+    count, resamples, pairs = y.shape[0], y.shape[1], x.shape[2] * y.shape[2]
+    out = np.empty((count, resamples))
+    if pairs > BATCHED_PAIRS:
+        euclidean = _compiled_euclidean()
+        for g in range(count):
+            for b in range(resamples):
+                block = euclidean(x[g if len(x) > 1 else 0, b], y[g, b])
+                out[g, b] = np.add.reduce(block.ravel()) / pairs
+        return out
+    step = max(1, BATCH_ELEMENTS // (resamples * pairs))
+    for start in range(0, count, step):
+        part = slice(start, start + step)
+        block = _point_distances(x if len(x) == 1 else x[part], y[part])
+        out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs
     return out
 
 
@@ -190,18 +193,15 @@ def _compiled_euclidean():
         return partial(cdist, metric="euclidean")
 
 
-def _resampled_means(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Mean point distance between the resampled clouds ``x`` (B, La, D) and those of each
-    network in ``ys`` (G, B, Lb, D), shape (G, B). The way depends on the sizes alone, so
-    a cloud compared with an equal cloud gives exactly its own self term."""
-    small = x.shape[1] * ys.shape[2] <= BATCHED_PAIRS
-    return (_batched_means if small else _compiled_means)(x, ys)
-
-
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """``sqrt(2 E|X - Y| - E|X - X'| - E|Y - Y'|)`` between two point clouds (rows)."""
+    return float(_energy_distances(x, y))
+
+
+def _energy_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`energy_distance` of the clouds ``x[...]`` and ``y[...]`` (leading axes batched)."""
     value = 2 * _mean_pair_distance(x, y) - _mean_pair_distance(x, x) - _mean_pair_distance(y, y)
-    return float(np.sqrt(max(value, 0.0)))
+    return np.sqrt(np.maximum(value, 0.0))
 
 
 def _energy(cross, self_a, self_b) -> np.ndarray:
@@ -216,50 +216,96 @@ def _resamples(seed: int, count: int) -> np.ndarray:
     return resamples
 
 
-def _realisation_values(summary: Summary, level: str, order_weight: float):
-    """What the distance compares, for every realisation (leading axis), and how a mean over
-    realisations becomes a fingerprint value. Layer points come in the order of their stream
-    keys, so that the file's order of layers cannot change a bit."""
-    if level == "pooled":
-        return np.asarray(summary.csd, dtype=float), lambda mean: mean
-    streams = np.asarray(summary.streams)
-    order = np.lexsort((streams[:, 1], streams[:, 0]))
-    points = np.asarray(summary.layer_points, dtype=float)[:, order, :]
-    orders = np.asarray(summary.orders)[order]
-    return points, lambda mean: layer_cloud(mean, orders, order_weight)
+#: Realisation values held at once while fingerprints are computed together.
+FINGERPRINT_ELEMENTS = 2**22
 
 
 def fingerprint(analysis, distance_settings: DistanceSettings | None = None) -> Fingerprint:
     """The :class:`Fingerprint` of an analysis (or its :class:`Summary`) at the level and
     order weight of ``distance_settings`` (default :class:`~nnequiv.settings.DistanceSettings`).
     """
+    return fingerprints([analysis], distance_settings)[0]
+
+
+def fingerprints(analyses, distance_settings: DistanceSettings | None = None) -> list:
+    """:func:`fingerprint` of each analysis (or summary), computed together for those of one
+    shape: the same numbers as one at a time."""
     chosen = distance_settings or DistanceSettings()
-    summary = summarize(analysis)
-    level = chosen.level
-    values, finish = _realisation_values(summary, level, chosen.order_weight)
-    count = values.shape[0]
-    mean = finish(values.mean(axis=0))
-    resampled = finish(values[_resamples(summary.settings.seed, count)].mean(axis=1))
+    summaries = [summarize(analysis) for analysis in analyses]
+    groups: dict = {}
+    for index, summary in enumerate(summaries):
+        values = summary.csd if chosen.level == "pooled" else summary.layer_points
+        groups.setdefault((summary.settings.seed, np.shape(values)), []).append(index)
+    out: list = [None] * len(summaries)
+    for (seed, shape), members in groups.items():
+        step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))
+        for start in range(0, len(members), step):
+            part = members[start : start + step]
+            made = _fingerprint_group([summaries[i] for i in part], chosen, seed)
+            for index, value in zip(part, made):
+                out[index] = value
+    return out
+
+
+def _realisation_values(summaries: list, level: str, order_weight: float):
+    """What the distance compares, for every network and realisation (leading axes), and
+    how a mean over realisations becomes a fingerprint value. Layer points come in the order
+    of their stream keys, so that the file's order of layers cannot change a bit."""
     if level == "pooled":
-        self_mean, self_resampled = 0.0, np.zeros(len(resampled))
+        missing = next((s.source for s in summaries if s.csd is None), None)
+        if missing is not None:
+            raise InputError(f"{missing}: the pooled level needs the CSD curves, left out here")
+        return np.stack([np.asarray(s.csd, dtype=float) for s in summaries]), lambda mean: mean
+    points, orders = [], []
+    for summary in summaries:
+        streams = np.asarray(summary.streams)
+        order = np.lexsort((streams[:, 1], streams[:, 0]))
+        points.append(np.asarray(summary.layer_points, dtype=float)[:, order, :])
+        orders.append(np.asarray(summary.orders)[order])
+    stacked = np.stack(orders)
+
+    def finish(mean: np.ndarray) -> np.ndarray:
+        shape = (len(stacked),) + (1,) * (mean.ndim - 3) + stacked.shape[1:]
+        return layer_cloud(mean, stacked.reshape(shape), order_weight)
+
+    return np.stack(points), finish
+
+
+def _fingerprint_group(summaries: list, chosen: DistanceSettings, seed: int) -> list:
+    """Fingerprints of summaries of one shape and seed."""
+    level = chosen.level
+    values, finish = _realisation_values(summaries, level, chosen.order_weight)
+    count = values.shape[1]
+    mean = finish(values.mean(axis=1))
+    resampled = finish(values[:, _resamples(seed, count)].mean(axis=2))
+    if level == "pooled":
+        self_mean, self_resampled = np.zeros(len(summaries)), np.zeros(resampled.shape[:2])
     else:
-        self_mean = float(_mean_pair_distance(mean, mean))
-        self_resampled = _resampled_means(resampled, resampled[None])[0]
-    floor = float("nan")
+        self_mean = _mean_pair_distance(mean, mean)
+        self_resampled = _cloud_means(resampled, resampled)
+    floor = np.full(len(summaries), np.nan)
     if count >= 2:
         half = count // 2
-        first = finish(values[:half].mean(axis=0))
-        second = finish(values[half : 2 * half].mean(axis=0))
-        floor = _between(level, first, second) / np.sqrt(2.0)
-    return Fingerprint(
-        summary.source, summary.settings, level, mean, resampled, self_mean, self_resampled, floor
-    )
-
-
-def _between(level: str, x: np.ndarray, y: np.ndarray) -> float:
-    if level == "pooled":
-        return float(np.abs(x - y).max())
-    return energy_distance(x, y)
+        first = finish(values[:, :half].mean(axis=1))
+        second = finish(values[:, half : 2 * half].mean(axis=1))
+        if level == "pooled":
+            between = np.abs(first - second).max(axis=-1)
+        else:
+            between = _energy_distances(first, second)
+        floor = between / np.sqrt(2.0)
+    return [
+        Fingerprint(
+            summary.source,
+            summary.settings,
+            level,
+            mean[g],
+            resampled[g],
+            float(self_mean[g]),
+            self_resampled[g],
+            float(floor[g]),
+        )
+        for g, summary in enumerate(summaries)
+    ]
 
 
 def distance(a: Fingerprint, b: Fingerprint) -> float:
@@ -291,7 +337,7 @@ def distances_with_spread(
             groups.setdefault(b.resampled.shape[1], []).append(index)
         for members in groups.values():
             stacked = np.stack([others[index].resampled for index in members])
-            for index, cross in zip(members, _resampled_means(a.resampled, stacked)):
+            for index, cross in zip(members, _cloud_means(a.resampled[None], stacked)):
                 replicates[index] = _energy(cross, a.self_resampled, others[index].self_resampled)
     return [_spread(a, b, values) for b, values in zip(others, replicates)]
 

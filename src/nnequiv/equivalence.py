@@ -21,6 +21,7 @@ from nnequiv.distances import (
     check_comparable,
     distances_with_spread,
     fingerprint,
+    fingerprints,
 )
 from nnequiv.errors import InputError
 from nnequiv.settings import DistanceSettings, Settings, split_options
@@ -229,15 +230,16 @@ class Identification:
 # ---- analyses of a set -----------------------------------------------------------------
 
 
-def _expand_libraries(sources: Sequence) -> tuple[list, list]:
+def _expand_libraries(sources: Sequence, level: str) -> tuple[list, list]:
     """Sources with every fingerprint index (a :class:`~nnequiv.index.Library` or the path
-    of an index file) replaced by its networks' summaries, and the indexes."""
+    of an index file, read with its curves for the pooled level) replaced by its networks'
+    summaries, and the indexes."""
     from nnequiv.index import Library, is_index, open_index
 
     out, libraries = [], []
     for source in sources:
         if not isinstance(source, Library) and is_index(source):
-            source = open_index(source)
+            source = open_index(source, curves=level == "pooled")
         if isinstance(source, Library):
             libraries.append(source)
             out += source.summaries
@@ -267,7 +269,7 @@ def _analyse_each(
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options
     )
-    sources, libraries = _expand_libraries(sources)
+    sources, libraries = _expand_libraries(sources, distance_settings.level)
     finished = [isinstance(source, (Analysis, Summary)) for source in sources]
     if chosen_explicitly or not all(finished):
         for library in libraries:
@@ -418,7 +420,7 @@ def cluster(
     analyses, distance_settings = _analyse_each(
         _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
     )
-    prints = [fingerprint(a, distance_settings) for a in analyses]
+    prints = fingerprints(analyses, distance_settings)
     count = len(prints)
     distance = np.zeros((count, count))
     low, high, pair_eps_matrix = (np.zeros_like(distance) for _ in range(3))
@@ -500,7 +502,7 @@ def identify(
     target = fingerprint(analyses[0], distance_settings)
     matches = []
     source = "given" if eps is not None else "calibrated"
-    candidates = [fingerprint(candidate, distance_settings) for candidate in analyses[1:]]
+    candidates = fingerprints(analyses[1:], distance_settings)
     for candidate, judged in zip(candidates, _judge(target, candidates, eps)):
         value, spread, pair, _, verdict = judged
         matches.append(Match(candidate.source, value, spread, pair, verdict))

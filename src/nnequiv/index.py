@@ -16,6 +16,7 @@ consistent orders and stream keys); a bad file is refused with one line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -174,7 +175,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 
 def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
     _require(isinstance(blob, bytes), f"{name} is not a blob")
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     _require(len(blob) == size, f"{name} holds {len(blob)} bytes, expected {size}")
     return np.frombuffer(blob, dtype=dtype).reshape(shape)
 
@@ -193,7 +194,9 @@ def _meta(connection: sqlite3.Connection) -> tuple[Settings, str]:
 
 
 def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
-    label, path, content, entry_version, layers, orders, streams, points, csd = row
+    label, path, content, entry_version, layers, orders, streams, points, csd = (
+        row if len(row) == 9 else (*row, None)
+    )
     for name, value in [("label", label), ("path", path), ("content hash", content)]:
         _require(isinstance(value, str), f"{name} is not text")
     _require(entry_version == version, f"{label}: analysed by another nnequiv version")
@@ -202,17 +205,21 @@ def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
     orders = _array(orders, "<i8", (layers,), "orders")
     streams = _array(streams, "<i8", (layers, 2), "streams")
     points = _array(points, "<f8", (count, layers, len(settings.locations)), "points")
-    csd = _array(csd, "<f8", (count, bins), "csd")
+    csd = None if csd is None else _array(csd, "<f8", (count, bins), "csd")
     _require(bool((orders >= 1).all()), f"{label}: an order below 1")
     _require(np.array_equal(streams[:, 0], orders), f"{label}: stream keys do not match orders")
     _require(bool((streams[:, 1] >= 0).all()), f"{label}: a negative stream rank")
-    _require(bool(np.isfinite(points).all() and np.isfinite(csd).all()), f"{label}: NaN or Inf")
+    finite = np.isfinite(points).all() and (csd is None or np.isfinite(csd).all())
+    _require(bool(finite), f"{label}: NaN or Inf")
     summary = Summary(label, settings, points, orders, streams, csd)
     return IndexEntry(label, path, content, entry_version, summary)
 
 
-def open_index(path) -> Library:
+def open_index(path, curves: bool = True) -> Library:
     """Read a fingerprint index, checking every row.
+
+    ``curves=False`` leaves out the pooled CSD curves (``Summary.csd`` is None): enough for
+    the layer level, and quicker to read.
 
     Raises
     ------
@@ -233,7 +240,8 @@ def open_index(path) -> Library:
             settings, version = _meta(connection)
             rows = []
             if version == __version__:
-                rows = connection.execute(f"SELECT {_COLUMNS} FROM networks ORDER BY id").fetchall()
+                columns = _COLUMNS if curves else _COLUMNS.removesuffix(", csd")
+                rows = connection.execute(f"SELECT {columns} FROM networks ORDER BY id").fetchall()
         finally:
             connection.close()
         entries = [_entry(row, settings, version) for row in rows]
