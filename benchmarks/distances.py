@@ -6,7 +6,8 @@ distance depends on the sizes only); with ``--zoo DIR`` the real networks there 
 analysed (10 realisations, private cache) and used instead. Every pair of ``--networks``
 fingerprints is timed with ``distance`` and ``distance_with_spread`` (32 bootstrap
 resamples), and ``cluster`` of the summaries (every pair's distance, spread, eps and
-verdict), all with one BLAS thread.
+verdict), all with one BLAS thread. Rates are per second of the process's CPU time (one
+core's worth, whatever else runs on the machine).
 
 Run: ``python benchmarks/distances.py [--networks 40] [--layers 40] [--zoo ../shared/zoo]``.
 """
@@ -60,10 +61,12 @@ def zoo_summaries(directory: Path, count: int) -> list[Summary]:
 
 
 def rate(func, pairs) -> float:
-    start = time.perf_counter()
+    """Pairs per second of this process's CPU time (what one core gives, whatever else runs
+    on the machine)."""
+    start = time.process_time()
     for a, b in pairs:
         func(a, b)
-    return len(pairs) / (time.perf_counter() - start)
+    return len(pairs) / (time.process_time() - start)
 
 
 def main() -> None:
@@ -75,6 +78,11 @@ def main() -> None:
     settings = Settings()
     if args.zoo:
         summaries = zoo_summaries(Path(args.zoo), args.networks)
+        sizes = [s.orders.size for s in summaries]
+        pairs = [a * b for a, b in combinations(sizes, 2)]
+        print(
+            f"layers {min(sizes)}-{max(sizes)}; mean layers x layers of a pair {np.mean(pairs):.0f}"
+        )
         described = f"{len(summaries)} zoo networks"
     else:
         summaries = [synthetic_summary(s, args.layers, settings) for s in range(args.networks)]
@@ -86,15 +94,15 @@ def main() -> None:
     with one_blas_thread():
         for level in ("layer", "pooled"):
             chosen = DistanceSettings(level=level)
-            start = time.perf_counter()
+            start = time.process_time()
             prints = [fingerprint(s, chosen) for s in summaries]
-            per_print = len(prints) / (time.perf_counter() - start)
+            per_print = len(prints) / (time.process_time() - start)
             pairs = list(combinations(prints, 2))
             plain = rate(distance, pairs)
             spread = rate(distance_with_spread, pairs)
-            start = time.perf_counter()
+            start = time.process_time()
             cluster(summaries, level=level)
-            seconds = time.perf_counter() - start
+            seconds = time.process_time() - start
             print(
                 f"{level:<7} {per_print:>14.0f} {plain:>12.0f} {spread:>14.0f} "
                 f"{seconds:>10.2f} {len(pairs):>6}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,16 +101,21 @@ def cluster_times(paths: list[str], sizes: list[int], work: Path) -> None:
     warm, _ = timed(lambda: cluster(small, cache_dir=work / "cold"))
     print(f"cluster of 10 files: {cold:.2f} s with a cold cache, {warm:.2f} s with a warm one")
     command = [sys.executable, "-m", "nnequiv.cli", "cluster", *small, "--no-cache"]
-    for threads in (None, "1"):
-        environment = dict(os.environ)
-        environment.pop("OPENBLAS_NUM_THREADS", None)
-        if threads:
-            environment["OPENBLAS_NUM_THREADS"] = threads
-        seconds, _ = timed(
-            lambda: subprocess.run(command, env=environment, capture_output=True, check=True)
-        )
+    times: dict = {None: [], "1": []}
+    for _ in range(3):
+        for threads in times:
+            environment = dict(os.environ)
+            environment.pop("OPENBLAS_NUM_THREADS", None)
+            if threads:
+                environment["OPENBLAS_NUM_THREADS"] = threads
+            seconds, _ = timed(
+                lambda: subprocess.run(command, env=environment, capture_output=True, check=True)
+            )
+            times[threads].append(seconds)
+    for threads, seconds in times.items():
         print(f"nnequiv cluster (10 files, new process, --no-cache), "
-              f"OPENBLAS_NUM_THREADS={threads or 'unset'}: {seconds:.2f} s")  # fmt: skip
+              f"OPENBLAS_NUM_THREADS={threads or 'unset'}: {statistics.median(seconds):.2f} s "
+              "(median of 3)")  # fmt: skip
 
 
 def main() -> None:

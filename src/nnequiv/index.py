@@ -367,6 +367,7 @@ def build_index(
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=".", suffix=".tmp")
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary new file, not private
         connection = sqlite3.connect(temporary)
         try:
             with connection:
@@ -386,6 +387,12 @@ def build_index(
         Path(temporary).unlink(missing_ok=True)
         raise
     return Library(str(output), chosen, __version__, entries)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def add_to_index(
