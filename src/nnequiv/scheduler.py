@@ -63,6 +63,13 @@ def _limit_worker() -> None:
     threadpool_limits(limits=1)
 
 
+def _worker_call(func: Callable, item):
+    """``func(item)`` in a worker process, held to one BLAS thread for good (a Dask worker
+    may run several tasks at once in threads, which a scoped limit would undo)."""
+    _limit_worker()
+    return func(item)
+
+
 def _local_pool(func: Callable, items: Sequence, workers: int):
     """``func`` over ``items`` on ``workers`` forked processes, results in order as they come."""
     import multiprocessing
@@ -124,14 +131,13 @@ def run_tasks(
 
     items = list(items)
     chosen = resolve_scheduler(scheduler)
-    task = partial(_one_thread_call, func)
     workers = min(resolve_n_jobs(n_jobs), len(items))
     if chosen is not None and items:
-        results = _dask(task, items, chosen)
+        results = _dask(partial(_worker_call, func), items, chosen)
     elif workers > 1:
-        results = _local_pool(task, items, workers)
+        results = _local_pool(func, items, workers)
     else:
-        results = (task(item) for item in items)
+        results = (_one_thread_call(func, item) for item in items)
     out = []
     for index, result in enumerate(results):
         out.append(result)
