@@ -396,3 +396,16 @@ def test_an_index_read_without_curves_serves_the_layer_level_only(library):
         assert np.array_equal(fingerprint(a.summary).mean, fingerprint(b.summary).mean)
     with pytest.raises(InputError, match="pooled level needs the CSD curves"):
         fingerprint(light.entries[0].summary, DistanceSettings(level="pooled"))
+
+
+def test_an_empty_index_is_an_empty_set(tmp_path):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    index = build_index([first], tmp_path / "lib.sqlite", realizations=R)
+    connection = sqlite3.connect(index.path)
+    with connection:
+        connection.execute("DELETE FROM networks")
+    connection.close()
+    assert len(open_index(index.path)) == 0
+    with pytest.raises(InputError, match="empty"):
+        cluster(index.path)
+    assert identify(first, index.path, realizations=R).matches == []

@@ -36,6 +36,8 @@ __all__ = [
     "CACHE_ENV",
     "cache_directory",
     "analyze_cached",
+    "lookup",
+    "store",
     "analysis_key",
     "content_hash",
     "save_analysis",
@@ -398,7 +400,7 @@ def _read_entry(path: Path, settings: Settings, label: str):
         return None
     try:
         analysis = load_analysis(path, settings)
-    except FormatError:
+    except (FormatError, OSError):
         return None
     analysis.source = label
     return analysis

@@ -274,11 +274,12 @@ def _analyse_each(
     if chosen_explicitly or not all(finished):
         for library in libraries:
             check_index_settings(library, analysis_settings)
+    if not sources:
+        raise InputError("no networks given: the set to compare is empty")
     positions: dict = {}
     for source, done in zip(sources, finished):
         if not done:
-            key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
-            positions.setdefault(key, source)
+            positions.setdefault(_source_key(source), source)
     analysed = dict(
         zip(
             positions,
@@ -300,10 +301,14 @@ def _analyse_each(
                 check_comparable([_Requested(analysis_settings), source])
             out.append(source)
         else:
-            key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
-            out.append(analysed[key])
+            out.append(analysed[_source_key(source)])
     check_comparable(out)
     return out, distance_settings
+
+
+def _source_key(source):
+    """One key per distinct source: its path, or the object itself."""
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
 
 
 @dataclass(frozen=True)
