@@ -97,8 +97,9 @@ def cluster_times(paths: list[str], sizes: list[int], work: Path) -> None:
         pairs = size * (size - 1) // 2
         print(f"{size:>5} {pairs:>7} {seconds:>13.2f} {pairs / seconds:>8.0f}")
     small = paths[:10]
-    cold, _ = timed(lambda: cluster(small, cache_dir=work / "cold"))
-    warm, _ = timed(lambda: cluster(small, cache_dir=work / "cold"))
+    fresh = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
+    cold, _ = timed(lambda: cluster(small, cache_dir=fresh))
+    warm, _ = timed(lambda: cluster(small, cache_dir=fresh))
     print(f"cluster of 10 files: {cold:.2f} s with a cold cache, {warm:.2f} s with a warm one")
     command = [sys.executable, "-m", "nnequiv.cli", "cluster", *small, "--no-cache"]
     times: dict = {None: [], "1": []}
