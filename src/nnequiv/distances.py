@@ -48,10 +48,8 @@ class Summary:
 
     Attributes
     ----------
-    source : str
-        The analysed network.
-    settings : Settings
-        Its analysis settings.
+    source, settings : str, Settings
+        The analysed network and its analysis settings.
     layer_points : numpy.ndarray
         Layer points of every realisation, ``(R, layers, locations)``.
     orders : numpy.ndarray
