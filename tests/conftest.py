@@ -23,6 +23,16 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty analysis cache of its own and no Dask scheduler: the suite
+    never reads or writes a user's cache, nor sends work to a user's cluster."""
+    directory = tmp_path_factory.mktemp("nnequiv-cache")
+    monkeypatch.setenv("NNEQUIV_CACHE_DIR", str(directory))
+    monkeypatch.delenv("NNEQUIV_SCHEDULER", raising=False)
+    return directory
+
+
 def random_mlp(widths, seed=0, scale=1.0) -> dict[str, np.ndarray]:
     """A dict state of a dense network (PyTorch layout: out x in) with biases."""
     rng = np.random.default_rng(seed)

@@ -57,8 +57,8 @@ def test_analyze_table_csv_json_plots_and_report(capsys, models, tmp_path):
 
 
 def test_jobs_do_not_change_the_numbers(capsys, models):
-    serial = run_json(capsys, "analyze", models[3], "--realizations", 3)
-    parallel = run_json(capsys, "analyze", models[3], "--realizations", 3, "-j", 2)
+    serial = run_json(capsys, "analyze", models[3], "--realizations", 3, "--no-cache")
+    parallel = run_json(capsys, "analyze", models[3], "--realizations", 3, "-j", 2, "--no-cache")
     assert parallel["curves"] == serial["curves"]
 
 
@@ -252,7 +252,9 @@ def _options_of(parser):
 
 def test_every_option_and_argument_has_help_with_its_default():
     parser = _parser()
-    commands = parser._subparsers._group_actions[0].choices
+    commands = dict(parser._subparsers._group_actions[0].choices)
+    for action, command in commands["index"]._subparsers._group_actions[0].choices.items():
+        commands[f"index {action}"] = command
     for name, command in commands.items():
         for action in command._actions:
             if action.dest == "help":

@@ -11,9 +11,12 @@ from nnequiv.distances import (
     check_comparable,
     distance,
     distance_with_spread,
+    distances_with_spread,
     energy_distance,
     fingerprint,
+    fingerprints,
     layer_cloud,
+    summarize,
 )
 from nnequiv.errors import InputError
 from nnequiv.settings import DistanceSettings
@@ -134,3 +137,97 @@ def test_mismatched_analyses_are_refused_by_name():
         with pytest.raises(InputError, match=f"analysed with {option}="):
             check_comparable([base, other])
     check_comparable([base, analyze(net, realizations=3, include="fc0*")])  # loading options
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_a_summary_gives_the_fingerprint_of_its_analysis(level):
+    a, b = pair()
+    settings = DistanceSettings(level=level)
+    for analysis in (a, b):
+        direct, summarised = (
+            fingerprint(analysis, settings),
+            fingerprint(summarize(analysis), settings),
+        )
+        for name in ("mean", "resampled", "self_resampled"):
+            assert np.array_equal(getattr(direct, name), getattr(summarised, name)), name
+        assert direct.self_mean == summarised.self_mean
+        assert direct.noise_floor == summarised.noise_floor
+    first = [fingerprint(x, settings) for x in (a, b)]
+    second = [fingerprint(summarize(x), settings) for x in (a, b)]
+    assert distance_with_spread(*first) == distance_with_spread(*second)
+
+
+def test_the_distance_is_the_energy_distance_bit_for_bit():
+    a, b = pair()
+    fa, fb = fingerprint(a), fingerprint(b)
+    assert distance(fa, fb) == energy_distance(fa.mean, fb.mean)
+    assert fa.self_mean == pytest.approx(cdist(fa.mean, fa.mean).mean(), rel=1e-14)
+
+
+def test_resampled_self_terms_are_mean_point_distances():
+    a, _ = pair()
+    fa = fingerprint(a)
+    expected = [cdist(cloud, cloud).mean() for cloud in fa.resampled]
+    np.testing.assert_allclose(fa.self_resampled, expected, rtol=1e-14)
+    assert fa.resampled.shape == (32, len(a.layers), len(a.settings.locations) + 1)
+
+
+@pytest.fixture(params=["batched", "compiled"])
+def kernel(request, monkeypatch):
+    """Both ways of comparing resampled clouds: batched in NumPy, and cdist per resample."""
+    import nnequiv.distances
+
+    monkeypatch.setattr(
+        nnequiv.distances, "BATCHED_PAIRS", 10**9 if request.param == "batched" else 0
+    )
+    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 5000)  # several chunks
+    return request.param
+
+
+def test_one_to_many_equals_pair_by_pair(kernel):
+    rng = np.random.default_rng(8)
+    nets = [random_mlp([30, 24, 18, 12], seed=s) for s in range(3)]
+    nets += [{f"w{i}": rng.standard_t(3, (20, 20)) for i in range(5)} for _ in range(3)]
+    nets.append(nets[0])
+    prints = [fingerprint(analyze(net, realizations=5)) for net in nets]
+    together = distances_with_spread(prints[0], prints)
+    assert together == [distance_with_spread(prints[0], b) for b in prints]
+    assert together[0] == together[-1] == (0.0, (0.0, 0.0))
+    for b, (value, spread) in zip(prints, together):
+        resampled = [scipy_energy(x, y) for x, y in zip(prints[0].resampled, b.resampled)]
+        sd = np.std(resampled, ddof=1) * np.sqrt(5 / 4)
+        assert spread[1] == pytest.approx(value + 2.776445 * np.sqrt(2) * sd, rel=1e-6)
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_fingerprints_together_equal_one_at_a_time(kernel, level, monkeypatch):
+    import nnequiv.distances
+
+    monkeypatch.setattr(nnequiv.distances, "FINGERPRINT_ELEMENTS", 20000)  # several chunks
+    rng = np.random.default_rng(4)
+    nets = [random_mlp([30, 24, 18, 12], seed=s) for s in range(4)]
+    nets += [{f"w{i}": rng.standard_t(3, (20, 16)) for i in range(5)} for _ in range(3)]
+    analyses = [analyze(net, realizations=5) for net in nets]
+    settings = DistanceSettings(level=level)
+    together = fingerprints(analyses, settings)
+    for analysis, got in zip(analyses, together):
+        alone = fingerprint(analysis, settings)
+        for name in ("mean", "resampled", "self_resampled"):
+            assert np.array_equal(getattr(got, name), getattr(alone, name)), name
+        assert (got.self_mean, got.noise_floor) == (alone.self_mean, alone.noise_floor)
+        assert got.source == alone.source
+
+
+def test_equal_clouds_give_exact_zeros_in_every_resample(kernel):
+    net = random_mlp([40, 35, 30, 20], seed=3)
+    rng = np.random.default_rng(2)
+    shuffled = {
+        k: v[rng.permutation(v.shape[0])][:, rng.permutation(v.shape[1])] * 3.0
+        if v.ndim == 2
+        else v
+        for k, v in reversed(net.items())
+    }
+    for level in ("layer", "pooled"):
+        settings = DistanceSettings(level=level)
+        first, second = (fingerprint(analyze(x, realizations=6), settings) for x in (net, shuffled))
+        assert distance_with_spread(first, second) == (0.0, (0.0, 0.0))

@@ -234,11 +234,15 @@ def analyze(
     source,
     settings: Settings | None = None,
     *,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
     n_jobs: int | None = None,
     **options,
 ) -> Analysis:
     """Compare a network's Mixed Matrix Ensemble with its conjugate circular ensemble.
+
+    Analyses are cached on disk (:mod:`nnequiv.cache`), keyed by the content of the source,
+    every setting and option, and the nnequiv version: a cached analysis is bit-identical
+    to a fresh one.
 
     Parameters
     ----------
@@ -247,8 +251,9 @@ def analyze(
         (:func:`nnequiv.connectomes.load_connectome`).
     settings : Settings, optional
         The analysis settings; keyword options override single fields.
-    cache_dir : path, optional
-        On-disk cache of layer spectra.
+    cache_dir : path, None or False
+        The analysis cache: None for the default (``$NNEQUIV_CACHE_DIR``, else the user
+        cache directory), a directory, or False for none.
     n_jobs : int or None
         Worker processes for the conjugate ensemble (-1: every core). Does not change the
         result.
@@ -268,17 +273,25 @@ def analyze(
     nnequiv.errors.NNEquivError
         Unreadable or unsafe input, a network with no layer, a bad option.
     """
+    from nnequiv.cache import lookup, store  # the cache reads and writes Analysis
+
+    chosen = split_options(options, base=settings)[0]
+    cached, entry = lookup(source, chosen, options, cache_dir)
+    if cached is not None:
+        return cached
+    analysis = _computed(source, chosen, options, n_jobs)
+    store(entry, analysis)
+    return analysis
+
+
+def _computed(source, settings: Settings, options: dict, n_jobs: int | None) -> Analysis:
+    """The analysis of ``source``, computed."""
     chosen, _, load, connectome, given = split_options(options, base=settings)
     weights = open_source(source, load, connectome, given, chosen.seed)
     spectra = network_spectra(
-        weights,
-        load.include,
-        load.exclude,
-        load.layout,
-        rtol=chosen.rtol,
+        weights, load.include, load.exclude, load.layout, rtol=chosen.rtol,
         canonical=chosen.canonical,
-        cache_dir=cache_dir,
-    )
+    )  # fmt: skip
     analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
     analysis.layout, analysis.skipped = spectra.layout, spectra.skipped
     return analysis

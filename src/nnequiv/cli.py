@@ -25,9 +25,9 @@ from nnequiv.settings import (
     option_fields,
 )
 
-COMMANDS = ("analyze", "compare", "cluster", "identify", "report", "null")
-#: Library options that are not method settings: where caches live, how many processes.
-RUN_OPTIONS = ("cache_dir", "n_jobs")
+COMMANDS = ("analyze", "compare", "cluster", "identify", "report", "index", "null")
+#: Library options that are not method settings: where caches live, where analyses run.
+RUN_OPTIONS = ("cache_dir", "n_jobs", "scheduler")
 
 
 def _default_text(value) -> str:
@@ -90,17 +90,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="when a network cannot be read, print its one-line error, go on with the rest, "
         "and exit with status 1 at the end (default: stop at the first error)",
     )
-    group.add_argument(
-        "--cache-dir", metavar="DIR", help="on-disk cache of layer spectra (default: none)"
-    )
+    _add_cache_options(group)
     group.add_argument(
         "-j",
         "--jobs",
         type=int,
         dest="n_jobs",
         metavar="N",
-        help="worker processes for the circular ensembles; -1: every core; the numbers do "
-        "not change (default: 1)",
+        help="worker processes: the networks of a set in parallel, or the circular ensembles "
+        "of one network; -1: every core; the numbers do not change (default: 1)",
     )
 
 
@@ -156,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     method = _method_parser()
     distance = argparse.ArgumentParser(add_help=False)
     _add_settings(distance, DistanceSettings, "distance")
+    _add_scheduler(distance)
 
     p = sub.add_parser(
         "analyze",
@@ -185,7 +184,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Pairwise distances and verdicts, and the classes: connected "
         "components of the pairs judged equivalent.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="network files or directories, or fingerprint indexes ('nnequiv index build')",
+    )
     _add_eps(p)
     _add_outputs(p, "classes and distances")
 
@@ -201,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="library network files or directories",
+        help="library network files or directories, or a fingerprint index ('nnequiv index build')",
     )
     p.add_argument("--top", type=int, default=5, help="matches shown (default: 5)")
     _add_eps(p)
@@ -219,6 +223,8 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="OUT.html", help="output file; must end in .html"
     )
     _add_eps(p)
+
+    _add_index_parser(sub, method)
 
     from nnequiv.connectomes import NULL_MODELS
 
@@ -246,7 +252,7 @@ def _options(args, distance: bool) -> dict:
     groups = [Settings, LoadOptions, ConnectomeOptions] + ([DistanceSettings] if distance else [])
     names = [f.name for group in groups for f in fields(group)]
     options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    options.update({name: getattr(args, name) for name in RUN_OPTIONS})
+    options.update(_run_options(args))
     return options
 
 
@@ -311,6 +317,8 @@ def run(argv=None) -> int:
     if args.command == "null":
         _null(args)
         return 0
+    if args.command == "index":
+        return _index(args)
     import nnequiv
     from nnequiv import reporting
     from nnequiv.equivalence import analyze_all, check_eps
@@ -322,6 +330,7 @@ def run(argv=None) -> int:
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
     if args.command == "analyze":
+        options.pop("scheduler", None)
         analysis = nnequiv.analyze(args.path, **options)
         _emit(
             args,
@@ -396,6 +405,116 @@ def run(argv=None) -> int:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
+
+
+# ---- caches, schedulers and fingerprint indexes ------------------------------------------
+
+
+def _add_cache_options(group) -> None:
+    """--cache-dir and --no-cache: the cache of whole analyses (nnequiv.cache)."""
+    group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache of whole analyses, keyed by content and settings (default: "
+        "$NNEQUIV_CACHE_DIR, else the user cache directory)",
+    )
+    group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the analysis cache",
+    )
+
+
+def _add_scheduler(parser: argparse.ArgumentParser) -> None:
+    """--scheduler: where the analyses of a set run (nnequiv.scheduler)."""
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the analyses on this Dask scheduler, e.g. tcp://host:8786; the numbers do "
+        "not change (default: $NNEQUIV_SCHEDULER, else this machine)",
+    )
+
+
+def _run_options(args) -> dict:
+    """Where analyses are cached and run, from the command line (None: the default)."""
+    return {
+        "cache_dir": False if getattr(args, "no_cache", False) else args.cache_dir,
+        "n_jobs": args.n_jobs,
+        "scheduler": getattr(args, "scheduler", None),
+    }
+
+
+def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
+    """nnequiv index build | add | list."""
+    p = sub.add_parser(
+        "index",
+        help="fingerprint indexes of many networks",
+        description="A fingerprint index is one SQLite file with what the distances of many "
+        "networks need; 'identify --library' and 'cluster' read it instead of analysing "
+        "the networks again.",
+    )
+    actions = p.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="build, add or list"
+    )
+    scheduler = argparse.ArgumentParser(add_help=False)
+    _add_scheduler(scheduler)
+    q = actions.add_parser(
+        "build",
+        parents=[method, scheduler],
+        help="analyse networks and write their index",
+        description="Analyse networks (cached, optionally on a Dask cluster) and write "
+        "their fingerprint index, replacing OUTPUT.",
+    )
+    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    q.add_argument("-o", "--output", required=True, metavar="LIB", help="the index file")
+    q.add_argument("--json", action="store_true", help="print the index as JSON")
+    q = actions.add_parser(
+        "add",
+        parents=[method, scheduler],
+        help="add networks to an index",
+        description="Analyse networks with the index's settings and add them (a network "
+        "with the same label is replaced).",
+    )
+    q.add_argument("index", metavar="LIB", help="the index file")
+    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    q.add_argument("--json", action="store_true", help="print the index as JSON")
+    q = actions.add_parser(
+        "list", help="the networks of an index", description="The networks of an index."
+    )
+    q.add_argument("index", metavar="LIB", help="the index file")
+    q.add_argument("--json", action="store_true", help="print the index as JSON")
+
+
+def _format_library(library) -> str:
+    settings = ", ".join(
+        f"{k}={v}" for k, v in library.settings.to_dict().items() if k not in ("locations", "grid")
+    )
+    lines = [
+        f"index {library.path}: {len(library)} networks, nnequiv {library.version}",
+        f"settings: {settings}",
+        f"{'layers':>6}  {'content':<12}  network",
+    ]
+    for entry in library.entries:
+        lines.append(
+            f"{entry.summary.orders.size:>6}  {entry.content_hash[:12]:<12}  {entry.label}"
+        )
+    return "\n".join(lines)
+
+
+def _index(args) -> int:
+    from nnequiv.index import add_to_index, build_index, open_index
+
+    if args.action == "list":
+        library = open_index(args.index)
+    else:
+        options = _options(args, distance=False)
+        with _Progress("analysing") as progress:
+            if args.action == "build":
+                library = build_index(args.paths, args.output, progress=progress, **options)
+            else:
+                library = add_to_index(args.index, args.paths, progress=progress, **options)
+    print(json.dumps(library.to_dict(), indent=2) if args.json else _format_library(library))
+    return 0
 
 
 def main(argv=None) -> None:

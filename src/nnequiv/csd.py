@@ -7,9 +7,10 @@ Everything here is a pure function on NumPy arrays: spectra in, curves and numbe
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 from nnequiv._seeding import stream_seed
 from nnequiv.settings import BOOTSTRAP_RESAMPLES, DEFAULT_GRID, DEFAULT_LOCATIONS
@@ -200,8 +201,14 @@ def replicate_interval(
         nan = float("nan")
         return (nan, nan), nan
     sd = float(np.std(replicates, ddof=1) * np.sqrt(realizations / (realizations - 1)))
-    half = float(student_t.ppf(0.5 + level / 2, realizations - 1) * np.sqrt(2.0) * sd)
+    half = float(_t_quantile(0.5 + level / 2, realizations - 1) * np.sqrt(2.0) * sd)
     return (estimate - half, estimate + half), sd
+
+
+@lru_cache(maxsize=256)
+def _t_quantile(probability: float, dof: int) -> float:
+    """The Student t quantile (``scipy.stats.t.ppf``, without importing ``scipy.stats``)."""
+    return float(stdtrit(dof, probability))
 
 
 def layer_csd_curves(

@@ -4,27 +4,92 @@ A :class:`Fingerprint` holds what the distance of one analysis compares: the clo
 layer points (layer level) or its mean CSD curve (pooled level), the same under each
 bootstrap resample of the realisations, and the network's noise floor. Nothing here depends
 on which other networks are compared, so ``d(A, B)`` is a property of A, B and the settings.
+
+A :class:`Summary` is what a fingerprint is made from: the per-realisation layer points and
+CSD curves of an analysis, with the layers' orders and stream keys. The fingerprint index
+(:mod:`nnequiv.store`) keeps summaries, so distances from an index equal those from files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
-from nnequiv.settings import DistanceSettings, Settings
+from nnequiv.settings import BOOTSTRAP_RESAMPLES, DistanceSettings, Settings
 
 __all__ = [
+    "Summary",
+    "summarize",
     "Fingerprint",
     "fingerprint",
+    "fingerprints",
     "layer_cloud",
     "energy_distance",
     "distance",
     "distance_with_spread",
+    "distances_with_spread",
     "check_comparable",
 ]
+
+#: Clouds with at most this many pairs of points are compared in NumPy, batched over
+#: resamples and networks; larger ones resample by resample in compiled code (``cdist``).
+BATCHED_PAIRS = 160
+#: Elements of one temporary array of the batched comparison.
+BATCH_ELEMENTS = 2**20
+
+
+@dataclass(frozen=True, repr=False)
+class Summary:
+    """What the distances read from one analysis.
+
+    Attributes
+    ----------
+    source, settings : str, Settings
+        The analysed network and its analysis settings.
+    layer_points : numpy.ndarray
+        Layer points of every realisation, ``(R, layers, locations)``.
+    orders : numpy.ndarray
+        The order n of every layer, ``(layers,)``.
+    streams : numpy.ndarray
+        The stream key ``(n, rank)`` of every layer, ``(layers, 2)``.
+    csd : numpy.ndarray or None
+        Pooled CSD of every realisation, ``(R, bins)``; None where only the layer level is
+        needed (read from an index without its curves).
+    path : str or None
+        The network's file, where it has one.
+    """
+
+    source: str
+    settings: Settings
+    layer_points: np.ndarray
+    orders: np.ndarray
+    streams: np.ndarray
+    csd: np.ndarray | None
+    path: str | None = None
+
+    def __repr__(self) -> str:
+        count, layers = self.layer_points.shape[:2]
+        return f"Summary({self.source!r}, {layers} layers, {count} realisations)"
+
+
+def summarize(analysis) -> Summary:
+    """The :class:`Summary` of an :class:`~nnequiv.analysis.Analysis` (a summary as it is)."""
+    if isinstance(analysis, Summary):
+        return analysis
+    streams = np.array([layer.stream for layer in analysis.layers], dtype=np.int64)
+    return Summary(
+        analysis.source,
+        analysis.settings,
+        analysis.layer_points,
+        analysis.orders,
+        streams.reshape(-1, 2),
+        analysis.csd,
+        analysis.path,
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,7 +132,7 @@ def layer_cloud(points: np.ndarray, orders, order_weight: float) -> np.ndarray:
     (probabilities, one natural unit) and ``order_weight * log n`` appended."""
     points = np.asarray(points, dtype=float)
     log_order = order_weight * np.log(np.asarray(orders, dtype=float))
-    order_column = np.broadcast_to(log_order[:, None], points.shape[:-1] + (1,))
+    order_column = np.broadcast_to(log_order[..., None], points.shape[:-1] + (1,))
     return np.concatenate([points, order_column], axis=-1)
 
 
@@ -78,56 +143,171 @@ def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...ijk,...ijk->...ij", difference, difference)).mean(axis=(-2, -1))
 
 
+def _point_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``x`` (..., La, D) and of ``y`` (..., Lb, D),
+    the squared differences added coordinate by coordinate in element-wise operations: a
+    pair of points gets the same bits in any batch."""
+    total = None
+    for k in range(x.shape[-1]):
+        step = x[..., :, None, k] - y[..., None, :, k]
+        step *= step
+        total = step if total is None else np.add(total, step, out=total)
+    return np.sqrt(total, out=total)
+
+
+def _cloud_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean point distance between the clouds ``x[g, b]`` (La, D) and ``y[g, b]`` (Lb, D),
+    shape (G, B); ``x`` may hold one network for all. Clouds with at most
+    :data:`BATCHED_PAIRS` pairs of points are compared in element-wise NumPy in chunks,
+    larger ones one by one in compiled code: the way depends on the sizes alone, and a pair
+    of clouds gets the same bits in any batch, so a cloud compared with an equal cloud
+    gives exactly its own self term."""
+    count, resamples, pairs = y.shape[0], y.shape[1], x.shape[2] * y.shape[2]
+    out = np.empty((count, resamples))
+    if pairs > BATCHED_PAIRS:
+        euclidean = _compiled_euclidean()
+        for g in range(count):
+            for b in range(resamples):
+                block = euclidean(x[g if len(x) > 1 else 0, b], y[g, b])
+                out[g, b] = np.add.reduce(block.ravel()) / pairs
+        return out
+    step = max(1, BATCH_ELEMENTS // (resamples * pairs))
+    for start in range(0, count, step):
+        part = slice(start, start + step)
+        block = _point_distances(x if len(x) == 1 else x[part], y[part])
+        out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs
+    return out
+
+
+@lru_cache(maxsize=1)
+def _compiled_euclidean():
+    """SciPy's compiled ``cdist(x, y, "euclidean")``, called without its argument checks
+    where this SciPy has it (the same numbers)."""
+    try:
+        from scipy.spatial._distance_pybind import cdist_euclidean
+
+        return cdist_euclidean
+    except ImportError:  # pragma: no cover - another SciPy layout
+        from functools import partial
+
+        from scipy.spatial.distance import cdist
+
+        return partial(cdist, metric="euclidean")
+
+
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """``sqrt(2 E|X - Y| - E|X - X'| - E|Y - Y'|)`` between two point clouds (rows)."""
+    return float(_energy_distances(x, y))
+
+
+def _energy_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`energy_distance` of the clouds ``x[...]`` and ``y[...]`` (leading axes batched)."""
     value = 2 * _mean_pair_distance(x, y) - _mean_pair_distance(x, x) - _mean_pair_distance(y, y)
-    return float(np.sqrt(max(value, 0.0)))
+    return np.sqrt(np.maximum(value, 0.0))
 
 
 def _energy(cross, self_a, self_b) -> np.ndarray:
     return np.sqrt(np.maximum(2 * cross - self_a - self_b, 0.0))
 
 
-def _level_values(analysis, level: str, order_weight: float, realisations) -> np.ndarray:
-    """The mean over the chosen realisations of what the distance compares; layer points in
-    the order of their stream keys, so that the file's order of layers cannot change a bit."""
-    if level == "pooled":
-        return analysis.csd[realisations].mean(axis=0)
-    keys = [layer.stream for layer in analysis.layers]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    points = analysis.layer_points[realisations][..., order, :].mean(axis=0)
-    return layer_cloud(points, analysis.orders[order], order_weight)
+@lru_cache(maxsize=64)
+def _resamples(seed: int, count: int) -> np.ndarray:
+    """The bootstrap resamples of ``count`` realisations (read-only; one draw per seed)."""
+    resamples = bootstrap_indices(seed, count)
+    resamples.setflags(write=False)
+    return resamples
+
+
+#: Realisation values held at once while fingerprints are computed together.
+FINGERPRINT_ELEMENTS = 2**22
 
 
 def fingerprint(analysis, distance_settings: DistanceSettings | None = None) -> Fingerprint:
-    """The :class:`Fingerprint` of an analysis at the level and order weight of
-    ``distance_settings`` (default :class:`~nnequiv.settings.DistanceSettings`)."""
+    """The :class:`Fingerprint` of an analysis (or its :class:`Summary`) at the level and
+    order weight of ``distance_settings`` (default :class:`~nnequiv.settings.DistanceSettings`).
+    """
+    return fingerprints([analysis], distance_settings)[0]
+
+
+def fingerprints(analyses, distance_settings: DistanceSettings | None = None) -> list:
+    """:func:`fingerprint` of each analysis (or summary), computed together for those of one
+    shape: the same numbers as one at a time."""
     chosen = distance_settings or DistanceSettings()
-    level, weight = chosen.level, chosen.order_weight
-    count = analysis.csd.shape[0]
-    resamples = bootstrap_indices(analysis.settings.seed, count)
-    mean = _level_values(analysis, level, weight, slice(None))
-    resampled = np.stack([_level_values(analysis, level, weight, pick) for pick in resamples])
+    summaries = [summarize(analysis) for analysis in analyses]
+    groups: dict = {}
+    for index, summary in enumerate(summaries):
+        values = summary.csd if chosen.level == "pooled" else summary.layer_points
+        groups.setdefault((summary.settings.seed, np.shape(values)), []).append(index)
+    out: list = [None] * len(summaries)
+    for (seed, shape), members in groups.items():
+        step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))
+        for start in range(0, len(members), step):
+            part = members[start : start + step]
+            made = _fingerprint_group([summaries[i] for i in part], chosen, seed)
+            for index, value in zip(part, made):
+                out[index] = value
+    return out
+
+
+def _realisation_values(summaries: list, level: str, order_weight: float):
+    """What the distance compares, for every network and realisation (leading axes), and
+    how a mean over realisations becomes a fingerprint value. Layer points come in the order
+    of their stream keys, so that the file's order of layers cannot change a bit."""
     if level == "pooled":
-        self_mean, self_resampled = 0.0, np.zeros(len(resamples))
+        missing = next((s.source for s in summaries if s.csd is None), None)
+        if missing is not None:
+            raise InputError(f"{missing}: the pooled level needs the CSD curves, left out here")
+        return np.stack([np.asarray(s.csd, dtype=float) for s in summaries]), lambda mean: mean
+    points, orders = [], []
+    for summary in summaries:
+        streams = np.asarray(summary.streams)
+        order = np.lexsort((streams[:, 1], streams[:, 0]))
+        points.append(np.asarray(summary.layer_points, dtype=float)[:, order, :])
+        orders.append(np.asarray(summary.orders)[order])
+    stacked = np.stack(orders)
+
+    def finish(mean: np.ndarray) -> np.ndarray:
+        shape = (len(stacked),) + (1,) * (mean.ndim - 3) + stacked.shape[1:]
+        return layer_cloud(mean, stacked.reshape(shape), order_weight)
+
+    return np.stack(points), finish
+
+
+def _fingerprint_group(summaries: list, chosen: DistanceSettings, seed: int) -> list:
+    """Fingerprints of summaries of one shape and seed."""
+    level = chosen.level
+    values, finish = _realisation_values(summaries, level, chosen.order_weight)
+    count = values.shape[1]
+    mean = finish(values.mean(axis=1))
+    resampled = finish(values[:, _resamples(seed, count)].mean(axis=2))
+    if level == "pooled":
+        self_mean, self_resampled = np.zeros(len(summaries)), np.zeros(resampled.shape[:2])
     else:
-        self_mean = float(_mean_pair_distance(mean, mean))
-        self_resampled = _mean_pair_distance(resampled, resampled)
-    floor = float("nan")
+        self_mean = _mean_pair_distance(mean, mean)
+        self_resampled = _cloud_means(resampled, resampled)
+    floor = np.full(len(summaries), np.nan)
     if count >= 2:
         half = count // 2
-        first = _level_values(analysis, level, weight, slice(0, half))
-        second = _level_values(analysis, level, weight, slice(half, 2 * half))
-        floor = _between(level, first, second) / np.sqrt(2.0)
-    return Fingerprint(
-        analysis.source, analysis.settings, level, mean, resampled, self_mean, self_resampled, floor
-    )
-
-
-def _between(level: str, x: np.ndarray, y: np.ndarray) -> float:
-    if level == "pooled":
-        return float(np.abs(x - y).max())
-    return energy_distance(x, y)
+        first = finish(values[:, :half].mean(axis=1))
+        second = finish(values[:, half : 2 * half].mean(axis=1))
+        if level == "pooled":
+            between = np.abs(first - second).max(axis=-1)
+        else:
+            between = _energy_distances(first, second)
+        floor = between / np.sqrt(2.0)
+    return [
+        Fingerprint(
+            summary.source,
+            summary.settings,
+            level,
+            mean[g],
+            resampled[g],
+            float(self_mean[g]),
+            self_resampled[g],
+            float(floor[g]),
+        )
+        for g, summary in enumerate(summaries)
+    ]
 
 
 def distance(a: Fingerprint, b: Fingerprint) -> float:
@@ -140,12 +320,32 @@ def distance(a: Fingerprint, b: Fingerprint) -> float:
 def distance_with_spread(a: Fingerprint, b: Fingerprint) -> tuple[float, tuple[float, float]]:
     """``d(A, B)`` and the interval in which the distance of a repeated analysis (another
     seed) falls, 95 %, from the same bootstrap resamples for both networks (method item 11)."""
-    value = distance(a, b)
+    return distances_with_spread(a, [b])[0]
+
+
+def distances_with_spread(
+    a: Fingerprint, others: list[Fingerprint]
+) -> list[tuple[float, tuple[float, float]]]:
+    """:func:`distance_with_spread` of ``a`` and each of ``others``, computed together (the
+    same numbers as one pair at a time)."""
+    others = list(others)
+    replicates: list = [None] * len(others)
     if a.level == "pooled":
-        replicates = np.abs(a.resampled - b.resampled).max(axis=-1)
+        for index, b in enumerate(others):
+            replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)
     else:
-        cross = _mean_pair_distance(a.resampled, b.resampled)
-        replicates = _energy(cross, a.self_resampled, b.self_resampled)
+        groups: dict[int, list[int]] = {}
+        for index, b in enumerate(others):
+            groups.setdefault(b.resampled.shape[1], []).append(index)
+        for members in groups.values():
+            stacked = np.stack([others[index].resampled for index in members])
+            for index, cross in zip(members, _cloud_means(a.resampled[None], stacked)):
+                replicates[index] = _energy(cross, a.self_resampled, others[index].self_resampled)
+    return [_spread(a, b, values) for b, values in zip(others, replicates)]
+
+
+def _spread(a: Fingerprint, b: Fingerprint, replicates: np.ndarray):
+    value = distance(a, b)
     (low, high), _ = replicate_interval(value, replicates, a.settings.realizations)
     if not np.isfinite(low):
         return value, (value, value)

@@ -1,0 +1,439 @@
+"""A fingerprint index: one SQLite file with what the distances of many networks need.
+
+For every network the index keeps its label (the source as it was given), the absolute path,
+the content hash, the nnequiv version and its :class:`~nnequiv.distances.Summary`: the layer
+points and pooled CSD curves of every realisation with the layers' orders and stream keys.
+From these :func:`~nnequiv.distances.fingerprint` makes the same fingerprints, at any level
+and order weight, as from the analyses themselves, so ``identify`` and ``cluster`` give the
+same distances, spreads, eps and verdicts through an index as from the files. The analysis
+settings are stored once; an index is read only with the settings it was built with.
+
+Index files are untrusted input: they are read with the standard library's ``sqlite3`` and
+``numpy.frombuffer`` (no pickle), and every row is checked (types, sizes, finite values,
+consistent orders and stream keys); a bad file is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from nnequiv._version import __version__
+from nnequiv.distances import Summary, summarize
+from nnequiv.errors import FormatError, InputError
+from nnequiv.settings import DistanceSettings, Settings, split_options
+
+__all__ = [
+    "IndexEntry",
+    "Library",
+    "is_index",
+    "open_index",
+    "build_index",
+    "add_to_index",
+    "check_index_settings",
+]
+
+INDEX_FORMAT = "nnequiv-index"
+INDEX_FORMAT_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: A row claiming more layers than this is refused before its arrays are read.
+MAX_LAYERS = 1_000_000
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE networks (
+    id INTEGER PRIMARY KEY,
+    label TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    version TEXT NOT NULL,
+    n_layers INTEGER NOT NULL,
+    orders BLOB NOT NULL,
+    streams BLOB NOT NULL,
+    points BLOB NOT NULL,
+    csd BLOB NOT NULL
+);
+"""
+_COLUMNS = "label, path, content_hash, version, n_layers, orders, streams, points, csd"
+
+
+@dataclass(frozen=True, repr=False)
+class IndexEntry:
+    """One network of an index.
+
+    Attributes
+    ----------
+    label : str
+        The source as it was given when the network was added (its name in results).
+    path : str
+        Its absolute path then ("" for an in-memory network).
+    content_hash : str
+        BLAKE2b hash of its content ("" where it could not be hashed).
+    version : str
+        The nnequiv version that analysed it.
+    summary : Summary
+        What its fingerprints are made from.
+    """
+
+    label: str
+    path: str
+    content_hash: str
+    version: str
+    summary: Summary
+
+    def __repr__(self) -> str:
+        return f"IndexEntry({self.label!r}, {self.summary.orders.size} layers)"
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "path": self.path,
+            "content_hash": self.content_hash,
+            "version": self.version,
+            "n_layers": int(self.summary.orders.size),
+            "orders": self.summary.orders.tolist(),
+        }
+
+
+@dataclass(repr=False)
+class Library:
+    """An opened fingerprint index: its settings and its networks."""
+
+    path: str
+    settings: Settings
+    version: str
+    entries: list[IndexEntry]
+
+    @property
+    def summaries(self) -> list[Summary]:
+        return [replace(entry.summary, path=entry.path or None) for entry in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Library({self.path!r}, {len(self.entries)} networks)"
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "version": self.version,
+            "settings": self.settings.to_dict(),
+            "networks": [entry.to_dict() for entry in self.entries],
+        }
+
+
+#: File endings taken for fingerprint indexes, whatever their bytes (a damaged index is
+#: then refused as one, not skipped as an unknown file).
+INDEX_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def is_index(path) -> bool:
+    """True for a file that starts like a SQLite database or ends like an index (an index,
+    or a damaged one that :func:`open_index` refuses)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    if Path(path).suffix.lower() in INDEX_SUFFIXES and Path(path).is_file():
+        return True
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def check_index_settings(library: Library, settings: Settings) -> None:
+    """Refuse an index built with other analysis settings than ``settings``, naming the
+    first that differs."""
+    differing = library.settings.differences(settings)
+    if differing:
+        name = differing[0]
+        built = getattr(library.settings, name)
+        cli = next(f for f in fields(Settings) if f.name == name).metadata.get("cli", True)
+        remedy = f"give --{name.replace('_', '-')} {built}" if cli else f"use its {name}"
+        raise InputError(
+            f"{library.path}: index built with {name}={built!r}, but {name}="
+            f"{getattr(settings, name)!r} is asked for; {remedy}, or rebuild the index"
+        )
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """An index that fails a check."""
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise _Invalid(reason)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
+    _require(isinstance(blob, bytes), f"{name} is not a blob")
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    _require(len(blob) == size, f"{name} holds {len(blob)} bytes, expected {size}")
+    return np.frombuffer(blob, dtype=dtype).reshape(shape)
+
+
+def _meta(connection: sqlite3.Connection) -> tuple[Settings, str]:
+    rows = connection.execute("SELECT key, value FROM meta").fetchall()
+    meta = {key: value for key, value in rows if isinstance(key, str) and isinstance(value, str)}
+    _require(meta.get("format") == INDEX_FORMAT, "not an nnequiv index")
+    _require(
+        meta.get("format_version") == str(INDEX_FORMAT_VERSION), "unknown index format version"
+    )
+    stored = json.loads(meta.get("settings", "null"))
+    _require(isinstance(stored, dict), "settings are not an object")
+    _require(sorted(stored) == sorted(f.name for f in fields(Settings)), "unexpected settings")
+    return Settings(**stored), meta.get("version", "")
+
+
+def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
+    label, path, content, entry_version, layers, orders, streams, points, csd = (
+        row if len(row) == 9 else (*row, None)
+    )
+    for name, value in [("label", label), ("path", path), ("content hash", content)]:
+        _require(isinstance(value, str), f"{name} is not text")
+    _require(entry_version == version, f"{label}: analysed by another nnequiv version")
+    _require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, f"{label}: bad layer count")
+    count, bins = settings.realizations, settings.grid[2]
+    orders = _array(orders, "<i8", (layers,), "orders")
+    streams = _array(streams, "<i8", (layers, 2), "streams")
+    points = _array(points, "<f8", (count, layers, len(settings.locations)), "points")
+    csd = None if csd is None else _array(csd, "<f8", (count, bins), "csd")
+    _require(bool((orders >= 1).all()), f"{label}: an order below 1")
+    _require(np.array_equal(streams[:, 0], orders), f"{label}: stream keys do not match orders")
+    _require(bool((streams[:, 1] >= 0).all()), f"{label}: a negative stream rank")
+    finite = np.isfinite(points).all() and (csd is None or np.isfinite(csd).all())
+    _require(bool(finite), f"{label}: NaN or Inf")
+    summary = Summary(label, settings, points, orders, streams, csd)
+    return IndexEntry(label, path, content, entry_version, summary)
+
+
+def open_index(path, curves: bool = True) -> Library:
+    """Read a fingerprint index, checking every row.
+
+    ``curves=False`` leaves out the pooled CSD curves (``Summary.csd`` is None): enough for
+    the layer level, and quicker to read.
+
+    Raises
+    ------
+    InputError
+        The path does not exist.
+    FormatError
+        The file is not an nnequiv index, is damaged, or was made by another nnequiv
+        version (its numbers could differ: rebuild it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such index file")
+    if not is_index(path):
+        raise FormatError(f"{path}: not an nnequiv index (not a SQLite database)")
+    try:
+        connection = _connect_read_only(path)
+        try:
+            settings, version = _meta(connection)
+            rows = []
+            if version == __version__:
+                columns = _COLUMNS if curves else _COLUMNS.removesuffix(", csd")
+                rows = connection.execute(f"SELECT {columns} FROM networks ORDER BY id").fetchall()
+        finally:
+            connection.close()
+        entries = [_entry(row, settings, version) for row in rows]
+    except _Invalid as exc:
+        raise FormatError(f"{path}: not a valid nnequiv index: {exc}") from None
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise FormatError(f"{path}: not a valid nnequiv index: {reason}") from None
+    if version != __version__:
+        raise FormatError(
+            f"{path}: index built by nnequiv {version or 'an unknown version'}, this is "
+            f"{__version__}; rebuild it with 'nnequiv index build'"
+        )
+    return Library(str(path), settings, version, entries)
+
+
+# ---- writing ---------------------------------------------------------------------------
+
+
+def _row(entry: IndexEntry) -> tuple:
+    summary = entry.summary
+    return (
+        entry.label,
+        entry.path,
+        entry.content_hash,
+        entry.version,
+        int(summary.orders.size),
+        np.ascontiguousarray(summary.orders, dtype="<i8").tobytes(),
+        np.ascontiguousarray(summary.streams, dtype="<i8").tobytes(),
+        np.ascontiguousarray(summary.layer_points, dtype="<f8").tobytes(),
+        np.ascontiguousarray(summary.csd, dtype="<f8").tobytes(),
+    )
+
+
+def _insert(connection: sqlite3.Connection, entries: Sequence[IndexEntry]) -> None:
+    connection.executemany(
+        f"INSERT OR REPLACE INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_row(entry) for entry in entries],
+    )
+
+
+def _entries(
+    sources: Sequence,
+    settings: Settings,
+    options: dict,
+    cache_dir,
+    scheduler,
+    n_jobs,
+    progress: Callable | None,
+) -> list[IndexEntry]:
+    """Find the networks in ``sources`` (:func:`nnequiv.discovery.discover`), analyse them
+    (cache, scheduler) and make their index entries, named by their discovery labels."""
+    from nnequiv.cache import content_hash
+    from nnequiv.discovery import discover
+    from nnequiv.scheduler import analyse_all
+
+    found = discover(list(sources))
+    unique = [item.source for item in found]
+    analyses = analyse_all(
+        unique,
+        settings,
+        options,
+        cache_dir=cache_dir,
+        scheduler=scheduler,
+        n_jobs=n_jobs,
+        progress=progress,
+    )
+    _, _, load, connectome, given = split_options(options, base=settings)
+    entries = []
+    for item, analysis in zip(found, analyses):
+        content, _ = content_hash(item.source, load, connectome, given, settings.seed)
+        entries.append(
+            IndexEntry(
+                item.label,
+                str(item.path.resolve()) if item.path is not None else "",
+                content or "",
+                analysis.version,
+                summarize(analysis),
+            )
+        )
+    return entries
+
+
+def _analysis_options(options: dict) -> dict:
+    distance_names = {f.name for f in fields(DistanceSettings)}
+    unknown = distance_names & set(options)
+    if unknown:
+        raise InputError(f"an index stores no distance settings; drop {sorted(unknown)[0]!r}")
+    return dict(options)
+
+
+def build_index(
+    sources: Sequence,
+    output,
+    settings: Settings | None = None,
+    *,
+    cache_dir=None,
+    scheduler=None,
+    n_jobs: int | None = None,
+    progress: Callable | None = None,
+    **options,
+) -> Library:
+    """Analyse ``sources`` and write their fingerprint index to ``output`` (replacing it
+    atomically if it exists).
+
+    Parameters
+    ----------
+    sources : sequence of paths
+        The networks (anything :func:`nnequiv.analyze` accepts by path).
+    output : path
+        The index file to write (one SQLite database).
+    settings, **options
+        Analysis settings and loading options, as for :func:`nnequiv.analyze`.
+    cache_dir, scheduler, n_jobs, progress
+        Where analyses are cached and run (:func:`nnequiv.scheduler.analyse_all`).
+    """
+    sources = list(sources)
+    if not sources:
+        raise InputError("no networks given: the index would be empty")
+    options = _analysis_options(options)
+    chosen = split_options(options, base=settings)[0]
+    entries = _entries(sources, chosen, options, cache_dir, scheduler, n_jobs, progress)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=".", suffix=".tmp")
+    os.close(handle)
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary new file, not private
+        connection = sqlite3.connect(temporary)
+        try:
+            with connection:
+                connection.executescript(_SCHEMA)
+                meta = {
+                    "format": INDEX_FORMAT,
+                    "format_version": str(INDEX_FORMAT_VERSION),
+                    "version": __version__,
+                    "settings": json.dumps(chosen.to_dict()),
+                }
+                connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                _insert(connection, entries)
+        finally:
+            connection.close()
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Library(str(output), chosen, __version__, entries)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def add_to_index(
+    index,
+    sources: Sequence,
+    *,
+    cache_dir=None,
+    scheduler=None,
+    n_jobs: int | None = None,
+    progress: Callable | None = None,
+    **options,
+) -> Library:
+    """Analyse ``sources`` with the index's settings and add them to the index at ``index``
+    (a network already there under the same label is replaced). Analysis settings given in
+    ``options`` must be those of the index."""
+    library = open_index(index)
+    options = _analysis_options(options)
+    chosen = split_options(options, base=library.settings)[0]
+    check_index_settings(library, chosen)
+    sources = list(sources)
+    if not sources:
+        raise InputError("no networks given to add")
+    entries = _entries(sources, chosen, options, cache_dir, scheduler, n_jobs, progress)
+    try:
+        connection = sqlite3.connect(os.fspath(index), timeout=60)
+        try:
+            with connection:
+                _insert(connection, entries)
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        reason = " ".join(str(exc).split())
+        raise FormatError(f"{index}: cannot add to the index: {reason}") from None
+    return open_index(index)

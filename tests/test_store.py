@@ -1,0 +1,414 @@
+"""The analysis cache and the fingerprint index: keys, round trips, damaged files, results
+through an index equal to those from the files, and the command line."""
+
+import io
+import json
+import multiprocessing
+import os
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_mlp
+
+import nnequiv.analysis
+from nnequiv import analyze, cluster, identify
+from nnequiv.cache import (
+    analysis_from_bytes,
+    analysis_to_bytes,
+    cache_directory,
+    load_analysis,
+    save_analysis,
+)
+from nnequiv.cli import main
+from nnequiv.distances import distance_with_spread, fingerprint, summarize
+from nnequiv.errors import FormatError, InputError
+from nnequiv.index import add_to_index, build_index, is_index, open_index
+from nnequiv.settings import DistanceSettings, Settings
+
+R = 4  # realisations: enough for a calibrated eps, small enough to be quick
+
+
+def write_nets(directory: Path, count: int = 5, widths=(48, 40, 32, 10)) -> list[str]:
+    """``count`` small MLPs on disk, and a copy of the first under another name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(count):
+        path = directory / f"net{seed}.npz"
+        np.savez(path, **random_mlp(list(widths), seed=seed))
+        paths.append(str(path))
+    copy = directory / "copy_of_net0.npz"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    return paths + [str(copy)]
+
+
+def entries(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.npz"))
+
+
+def forbid_analysis(monkeypatch):
+    """Make every fresh analysis fail, so a result must come from the cache."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("analysed although the cache holds the analysis")
+
+    monkeypatch.setattr(nnequiv.analysis, "_computed", refuse)
+
+
+# ---- where the cache lives ---------------------------------------------------------------
+
+
+def test_the_suite_never_uses_the_user_cache(private_cache, tmp_path):
+    import platformdirs
+
+    assert cache_directory(None) == private_cache
+    assert cache_directory(None) != Path(platformdirs.user_cache_dir("nnequiv"))
+    path = tmp_path / "a.npz"
+    np.savez(path, **random_mlp([20, 16, 8]))
+    analyze(path, realizations=2)
+    assert len(entries(private_cache)) == 1
+
+
+def test_cache_directory_choices(monkeypatch, tmp_path):
+    import platformdirs
+
+    assert cache_directory(False) is None
+    assert cache_directory(tmp_path / "c") == tmp_path / "c"
+    monkeypatch.setenv("NNEQUIV_CACHE_DIR", "")
+    assert cache_directory(None) is None
+    monkeypatch.delenv("NNEQUIV_CACHE_DIR")
+    assert cache_directory(None) == Path(platformdirs.user_cache_dir("nnequiv"))
+
+
+# ---- entries -----------------------------------------------------------------------------
+
+
+def assert_same_analysis(got, expected):
+    for name in ("edges", "p_net", "p_circ", "csd", "layer_points"):
+        assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+    assert got.to_dict() == expected.to_dict()
+
+
+def test_a_stored_analysis_gives_bit_identical_distances(tmp_path):
+    nets = [random_mlp([40, 30, 20, 10], seed=1), random_mlp([30, 30, 30], seed=2)]
+    fresh = [analyze(net, realizations=5) for net in nets]
+    stored = []
+    for index, analysis in enumerate(fresh):
+        save_analysis(analysis, tmp_path / f"{index}.npz")
+        stored.append(load_analysis(tmp_path / f"{index}.npz", analysis.settings))
+    for got, expected in zip(stored, fresh):
+        assert_same_analysis(got, expected)
+    for level in ("layer", "pooled"):
+        settings = DistanceSettings(level=level)
+        new = [fingerprint(a, settings) for a in fresh]
+        old = [fingerprint(a, settings) for a in stored]
+        assert distance_with_spread(*new) == distance_with_spread(*old)
+        assert new[0].noise_floor == old[0].noise_floor
+
+
+def test_cached_analysis_is_read_not_recomputed(tmp_path, monkeypatch, private_cache):
+    first, *_, copy = write_nets(tmp_path, count=2)
+    fresh = analyze(first, realizations=R)
+    forbid_analysis(monkeypatch)
+    again = analyze(first, realizations=R)
+    assert_same_analysis(again, fresh)
+    moved = analyze(copy, realizations=R)  # same bytes under another name: same entry
+    assert moved.source == copy and np.array_equal(moved.csd, fresh.csd)
+    assert len(entries(private_cache)) == 1
+
+
+def test_every_setting_and_the_content_are_in_the_key(tmp_path, private_cache):
+    first, second, _ = write_nets(tmp_path, count=2)
+    analyze(first, realizations=R)
+    analyze(first, realizations=R, seed=1)
+    analyze(first, realizations=R, include="fc0*")  # a loading option
+    analyze(second, realizations=R)
+    assert len(entries(private_cache)) == 4
+    Path(first).write_bytes(Path(second).read_bytes())  # content changed in place
+    changed = analyze(first, realizations=R)
+    assert np.array_equal(changed.csd, analyze(second, realizations=R).csd)
+
+
+def test_in_memory_networks_are_keyed_by_their_tensors(monkeypatch, private_cache):
+    net = random_mlp([30, 20, 10], seed=4)
+    fresh = analyze(net, realizations=R)
+    same = {k: v.copy() for k, v in net.items()}
+    forbid_analysis(monkeypatch)
+    assert_same_analysis(analyze(same, realizations=R), fresh)
+    changed = dict(net, **{"fc0.weight": net["fc0.weight"] * 1.5 + 0.1})
+    with pytest.raises(AssertionError, match="analysed although"):
+        analyze(changed, realizations=R)
+
+
+def test_no_cache_writes_nothing(tmp_path, private_cache):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    analyze(first, realizations=R, cache_dir=False)
+    cluster([first, first], realizations=R, cache_dir=False)
+    assert entries(private_cache) == []
+    own = tmp_path / "own-cache"
+    analyze(first, realizations=R, cache_dir=own)
+    assert len(entries(own)) == 1 and entries(private_cache) == []
+
+
+def tampered(data: bytes, **replace) -> bytes:
+    """An entry with some members replaced (arrays, or the metadata as a dict)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        members = {name: stored[name] for name in stored.files}
+    for name, value in replace.items():
+        members[name] = np.array(json.dumps(value)) if isinstance(value, dict) else value
+    buffer = io.BytesIO()
+    np.savez(buffer, **members)
+    return buffer.getvalue()
+
+
+def damaged_entries(good: bytes) -> dict[str, bytes]:
+    with np.load(io.BytesIO(good), allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"][()]))
+        csd = stored["csd"]
+        points = stored["layer_points"]
+    nan_csd = csd.copy()
+    nan_csd[0, 0] = np.nan
+    other_settings = dict(meta, settings=dict(meta["settings"], seed=7))
+    bad_layer = dict(meta, layers=[dict(meta["layers"][0], order=-3)] + meta["layers"][1:])
+    pickled = io.BytesIO()
+    np.savez(pickled, meta=np.array([{"a": 1}], dtype=object))
+    return {
+        "garbage": b"not a zip at all",
+        "truncated": good[: len(good) // 2],
+        "NaN in the CSD": tampered(good, csd=nan_csd),
+        "wrong shape": tampered(good, layer_points=points[:, :1]),
+        "integer array": tampered(good, csd=csd.astype(np.int64)),
+        "other version": tampered(good, meta=dict(meta, version="0.0.1")),
+        "other settings": tampered(good, meta=other_settings),
+        "bad layer": tampered(good, meta=bad_layer),
+        "object array": pickled.getvalue(),
+    }
+
+
+def test_damaged_entries_are_refused_in_one_line(tmp_path):
+    analysis = analyze(random_mlp([30, 20, 10], seed=2), realizations=R)
+    good = analysis_to_bytes(analysis)
+    assert_same_analysis(analysis_from_bytes(good, analysis.settings), analysis)
+    for reason, data in damaged_entries(good).items():
+        path = tmp_path / "entry.npz"
+        path.write_bytes(data)
+        with pytest.raises(FormatError) as info:
+            load_analysis(path, analysis.settings)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message, reason
+
+
+def test_damaged_cache_entries_are_recomputed(tmp_path, private_cache):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    fresh = analyze(first, realizations=R)
+    (entry,) = entries(private_cache)
+    for data in damaged_entries(entry.read_bytes()).values():
+        entry.write_bytes(data)
+        assert_same_analysis(analyze(first, realizations=R), fresh)
+        assert_same_analysis(load_analysis(entry, fresh.settings), fresh)  # rewritten
+
+
+def _analyse_into(arguments) -> str:
+    path, directory = arguments
+    analysis = analyze(path, realizations=R, cache_dir=directory)
+    return analysis.csd.tobytes().hex()
+
+
+def test_concurrent_processes_share_the_cache(tmp_path):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    directory = tmp_path / "shared-cache"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        results = pool.map(_analyse_into, [(first, directory)] * 8)
+    assert len(set(results)) == 1
+    (entry,) = entries(directory)
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temporary left
+    assert load_analysis(entry).csd.tobytes().hex() == results[0]
+
+
+# ---- the fingerprint index ---------------------------------------------------------------
+
+
+@pytest.fixture
+def library(tmp_path):
+    paths = write_nets(tmp_path / "nets", count=5)
+    wide = tmp_path / "nets" / "wide.npz"
+    rng = np.random.default_rng(3)
+    np.savez(wide, **{f"w{i}": rng.standard_t(2.5, (60, 50)) for i in range(4)})
+    paths.append(str(wide))
+    index = build_index(paths, tmp_path / "lib.sqlite", realizations=R)
+    return paths, index
+
+
+def test_index_holds_the_summaries_of_the_analyses(library):
+    paths, index = library
+    reopened = open_index(index.path)
+    assert is_index(index.path) and not is_index(paths[0])
+    assert [e.label for e in reopened.entries] == [Path(p).name for p in paths]
+    assert reopened.settings == Settings(realizations=R)
+    for entry, path in zip(reopened.entries, paths):
+        expected = summarize(analyze(path, realizations=R))
+        got = entry.summary
+        for name in ("layer_points", "orders", "streams", "csd"):
+            assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+        assert entry.path == str(Path(path).resolve()) and len(entry.content_hash) == 64
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_identify_and_cluster_through_an_index_equal_the_files(library, level):
+    paths, index = library
+    query = paths[-2]  # the copy of net0
+    from_files = identify(query, paths, top=len(paths), realizations=R, level=level)
+    from_index = identify(query, index.path, top=len(paths), realizations=R, level=level)
+    assert from_index.to_dict() == from_files.to_dict()
+    best = from_index.matches[0]
+    assert {best.distance, from_index.matches[1].distance} == {0.0}
+    assert best.verdict == "equivalent"
+    from_index = cluster(index.path, level=level)  # no setting given: the index's are used
+    assert from_index.to_dict() == cluster(paths, level=level, realizations=R).to_dict()
+
+
+def test_an_index_is_read_only_with_its_own_settings(library):
+    paths, index = library
+    with pytest.raises(InputError, match=r"index built with realizations=4.*--realizations 4"):
+        identify(paths[0], index.path)  # the default realisations differ
+    with pytest.raises(InputError, match="index built with seed=0"):
+        identify(paths[0], index.path, realizations=R, seed=1)
+    with pytest.raises(InputError, match="index built with seed=0"):
+        cluster(index.path, realizations=R, seed=1)
+    with pytest.raises(InputError, match="seed"):
+        add_to_index(index.path, paths[:1], seed=1)
+
+
+def test_add_replaces_a_network_with_the_same_label(library, tmp_path):
+    paths, index = library
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, **random_mlp([20, 20, 20], seed=9))
+    grown = add_to_index(index.path, [str(extra), paths[0]])
+    assert [e.label for e in grown.entries] == [
+        Path(p).name for p in paths[1:] + [str(extra), paths[0]]
+    ]
+    assert grown.entries[-1].content_hash == index.entries[0].content_hash
+
+
+def damage_index(path: Path, how: str) -> None:
+    if how == "not sqlite":
+        path.write_bytes(b"\x00" * 2048)
+        return
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:1500])
+        return
+    connection = sqlite3.connect(path)
+    with connection:
+        if how == "short blob":
+            connection.execute("UPDATE networks SET points = substr(points, 1, 16)")
+        elif how == "NaN":
+            blob = np.frombuffer(connection.execute("SELECT points FROM networks").fetchone()[0])
+            blob = blob.copy()
+            blob[0] = np.nan
+            connection.execute("UPDATE networks SET points = ?", (blob.tobytes(),))
+        elif how == "stream keys":
+            connection.execute("UPDATE networks SET streams = zeroblob(length(streams))")
+        elif how == "settings":
+            connection.execute("UPDATE meta SET value = '[1, 2]' WHERE key = 'settings'")
+        elif how == "version":
+            connection.execute("UPDATE meta SET value = '0.0.1' WHERE key = 'version'")
+        elif how == "foreign database":
+            connection.execute("DROP TABLE meta")
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["not sqlite", "truncated", "short blob", "NaN", "stream keys", "settings", "version",
+     "foreign database"],
+)  # fmt: skip
+def test_damaged_indexes_are_refused_in_one_line(library, how):
+    paths, index = library
+    path = Path(index.path)
+    damage_index(path, how)
+    with pytest.raises(FormatError) as info:
+        open_index(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    with pytest.raises(FormatError):
+        identify(paths[0], str(path), realizations=R)
+
+
+# ---- command line ------------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_index_commands(capsys, tmp_path, private_cache):
+    paths = write_nets(tmp_path / "nets", count=3)
+    lib = tmp_path / "lib.sqlite"
+    code, out, _ = run(
+        capsys, "index", "build", *paths[:3], "-o", lib, "--realizations", R, "--json"
+    )
+    assert code == 0 and [n["label"] for n in json.loads(out)["networks"]] == [
+        Path(p).name for p in paths[:3]
+    ]
+    code, out, _ = run(capsys, "index", "add", lib, paths[3])
+    assert code == 0 and Path(paths[3]).name in out
+    code, out, _ = run(capsys, "index", "list", lib)
+    assert code == 0 and out.startswith(f"index {lib}: 4 networks")
+    query = ["identify", paths[3], "--top", 4, "--json", "--realizations", R]
+    _, through_index, _ = run(capsys, *query, "--library", lib)
+    _, from_files, _ = run(capsys, *query, "--library", *paths[:4])
+    assert json.loads(through_index) == json.loads(from_files)
+    assert json.loads(through_index)["matches"][0]["distance"] == 0.0
+    _, classes, _ = run(capsys, "cluster", lib, "--json")
+    assert json.loads(classes)["models"] == [Path(p).name for p in paths[:4]]
+    code, _, err = run(capsys, "identify", paths[0], "--library", lib)
+    assert code == 1 and "--realizations 4" in err and err.count("\n") == 1
+    lib.write_bytes(b"SQLite format 3\x00" + b"\x01" * 100)
+    code, _, err = run(capsys, "index", "list", lib)
+    assert code == 1 and str(lib) in err and err.count("\n") == 1
+
+
+def test_cache_options_on_the_command_line(capsys, tmp_path, private_cache):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    run(capsys, "analyze", first, "--realizations", R, "--no-cache")
+    assert entries(private_cache) == []
+    run(capsys, "analyze", first, "--realizations", R)
+    assert len(entries(private_cache)) == 1
+    own = tmp_path / "own"
+    run(capsys, "compare", first, first, "--realizations", R, "--cache-dir", own)
+    assert len(entries(own)) == 1
+    assert os.environ["NNEQUIV_CACHE_DIR"] == str(private_cache)
+    with zipfile.ZipFile(entries(own)[0]) as archive:  # arrays and JSON, no pickle
+        assert sorted(archive.namelist()) == sorted(
+            ["meta.npy", "edges.npy", "p_net.npy", "p_circ.npy", "csd.npy", "layer_points.npy"]
+        )
+
+
+def test_an_index_read_without_curves_serves_the_layer_level_only(library):
+    paths, index = library
+    light = open_index(index.path, curves=False)
+    assert all(entry.summary.csd is None for entry in light.entries)
+    full = open_index(index.path)
+    for a, b in zip(light.entries, full.entries):
+        assert np.array_equal(fingerprint(a.summary).mean, fingerprint(b.summary).mean)
+    with pytest.raises(InputError, match="pooled level needs the CSD curves"):
+        fingerprint(light.entries[0].summary, DistanceSettings(level="pooled"))
+
+
+def test_an_empty_index_is_an_empty_set(tmp_path):
+    (first,) = write_nets(tmp_path, count=1)[:1]
+    index = build_index([first], tmp_path / "lib.sqlite", realizations=R)
+    connection = sqlite3.connect(index.path)
+    with connection:
+        connection.execute("DELETE FROM networks")
+    connection.close()
+    assert len(open_index(index.path)) == 0
+    with pytest.raises(InputError, match="empty"):
+        cluster(index.path)
+    assert identify(first, index.path, realizations=R).matches == []
