@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from nnequiv import analyze
 from nnequiv.csd import DEFAULT_GRID, csd_curve, log_grid, spectral_density, survival_difference
 from nnequiv.ensembles import conjugate_ensemble, half_cauchy_cdf
 from nnequiv.layers import as_layer_matrix, layer_matrices, resolved_layout
@@ -323,17 +322,3 @@ def distance_spread(
     samples = [cloud_distance(a, b, scale, centre_divisor, p) for p in picks]
     low, high = np.quantile(samples, [0.025, 0.975])
     return float(min(low, distance)), float(max(high, distance))
-
-
-def check_against_library(path, seed: int = 0, realizations: int = 10) -> float:
-    """Largest absolute difference between these curves (raw form, default locations) and
-    the library's ``analyze`` layer points and pooled CSD; 0 when the emulation is exact."""
-    analysis = analyze(path, realizations=realizations, seed=seed)
-    curves = network_curves(str(path), layer_spectra(path, WeightForm()), seed, realizations)
-    points = raw_points(curves, Scale())
-    return float(
-        max(
-            np.abs(points - analysis.layer_points).max(),
-            np.abs(curves.pooled - analysis.csd).max(),
-        )
-    )

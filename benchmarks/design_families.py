@@ -26,9 +26,12 @@ variants instead (1218 variants, about 5 minutes once cached). With ``--null-che
 checks that every zoo network is "not equivalent" to an entry-shuffled and to a Gaussian copy
 of itself at the per-pair eps = max(noise floors), for the recommended setting.
 
-The variants emulate changes proposed for the library (benchmarks/_features.py): a fixed,
-set-independent scale of the layer points instead of today's set-wide standardisation, a
+First it scores the library itself (``nnequiv.cluster`` with its default settings, layer and
+pooled level). The variants after it emulate the computation of nnequiv 0.1 with the changes
+then proposed (benchmarks/_features.py; checked equal to nnequiv 0.1 at commit 1c4150d): a
+fixed, set-independent scale of the layer points instead of the set-wide standardisation, a
 canonical form with unit-norm output rows, TensorFlow depthwise kernels read as C x kh*kw.
+They are the record of every setting tried before 0.2's defaults were chosen.
 
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/design_families.py [--null-check] [--grid]``
 (``--out bench-output/designs`` by default; trained weights, spectra and curves are cached
@@ -52,12 +55,13 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import adjusted_rand_score
 
+from nnequiv import __version__
+
 sys.path.insert(0, os.path.dirname(__file__))
 from _features import (  # noqa: E402
     Curves,
     Scale,
     WeightForm,
-    check_against_library,
     distance_spread,
     layer_distance_matrix,
     layer_spectra,
@@ -611,13 +615,21 @@ def diagnose(design_sets: dict, seed: int, out: Path, realizations: int, memo) -
             )
 
 
-def check_emulation(zoo: list[Member]) -> None:
-    """The emulated curves equal the library's analyses (raw form, default settings)."""
-    for member in zoo[:3]:
-        gap = check_against_library(member.path, seed=1)
-        print(f"# emulation vs nnequiv.analyze, {member.path.stem}: max |difference| {gap:.1e}")
-        if gap > 1e-12:
-            raise SystemExit("the emulated curves differ from the library's analysis")
+def library_scores(design_sets: dict, zoo, seeds, realizations: int) -> None:
+    """The scores of nnequiv itself, default settings, at the layer and pooled levels."""
+    from nnequiv import cluster
+
+    print(f"\n# nnequiv {__version__} default settings: {SCORES}")
+    sets = {f"designs {recipe}": (m, design_scores) for recipe, m in design_sets.items()}
+    if zoo:
+        sets["zoo"] = (zoo, zoo_scores)
+    for seed in seeds:
+        for level in ("layer", "pooled"):
+            for name, (members, score) in sets.items():
+                paths = [str(m.path) for m in members]
+                classes = cluster(paths, seed=seed, realizations=realizations, level=level)
+                nn, ari = score(classes.distance, members)
+                print(f"seed {seed} {level:6} {name:14} 1-NN {nn:.3f}  ARI {ari:.3f}", flush=True)
 
 
 def main() -> None:
@@ -638,10 +650,9 @@ def main() -> None:
         describe_design_set(recipe, members)
     zoo_path = Path(args.zoo)
     zoo = zoo_set(zoo_path) if (zoo_path / "MANIFEST.csv").exists() else []
-    if zoo:
-        check_emulation(zoo)
-    else:
+    if not zoo:
         print(f"# no zoo at {zoo_path}: zoo columns are NaN")
+    library_scores(design_sets, zoo, args.seeds, args.realizations)
     memo: dict = {}
     variants = grid_variants() if args.grid else main_variants()
     rows = evaluate(variants, design_sets, zoo, args.seeds, out, args.realizations, memo)

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import nearest_other  # noqa: E402
 
 from nnequiv import analyze, cluster  # noqa: E402
-from nnequiv.csd import DEFAULT_LOCATIONS  # noqa: E402
-from nnequiv.equivalence import energy_distance  # noqa: E402
+from nnequiv.distances import energy_distance  # noqa: E402
+from nnequiv.settings import DEFAULT_ORDER_WEIGHT  # noqa: E402
 
 
 def nearest_neighbours(distance: np.ndarray, labels: list[str]) -> list[tuple[int, int]]:
@@ -56,7 +56,7 @@ def partner_ranks(distance: np.ndarray, labels: list[str]) -> dict[int, int]:
 def shape_distance(analyses) -> np.ndarray:
     """Energy distance between the clouds of standardised (log N, log M) layer shapes: the
     architecture as written, with no weight values and no conjugate ensemble."""
-    clouds = [np.log([layer["matrix_shape"] for layer in a.layers]) for a in analyses]
+    clouds = [np.log([layer.matrix_shape for layer in a.layers]) for a in analyses]
     stacked = np.concatenate(clouds)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     clouds = [(cloud - mean) / std for cloud in clouds]
@@ -119,26 +119,29 @@ def main() -> None:
         f"# family recovery on {len(paths)} networks, {n_families} families, "
         f"{sum(families.count(f) >= 2 for f in families)} models in families of 2+"
     )
-    # (level, fingerprint, ensemble, order weight; None = the default sqrt(#locations))
+    # (level, fingerprint, ensemble, order weight, canonical form)
+    w = DEFAULT_ORDER_WEIGHT
     runs = [
-        ("layer", "signed", "CUE", None),
-        ("layer", "absolute", "CUE", None),
-        ("pooled", "signed", "CUE", None),
+        ("layer", "signed", "CUE", w, "balanced"),
+        ("layer", "absolute", "CUE", w, "balanced"),
+        ("pooled", "signed", "CUE", w, "balanced"),
     ]
     if not args.quick:
         runs += [
-            ("layer", "signed", "CUE", 1.0),
-            ("layer", "absolute", "CUE", 1.0),
-            ("layer", "signed", "COE", None),
-            ("layer", "signed", "CSE", None),
-            ("pooled", "signed", "COE", None),
-            ("pooled", "signed", "CSE", None),
+            ("layer", "signed", "CUE", 0.0, "balanced"),
+            ("layer", "signed", "CUE", 1.0, "balanced"),
+            ("layer", "signed", "CUE", w, "rows"),
+            ("layer", "signed", "CUE", w, "raw"),
+            ("layer", "signed", "COE", w, "balanced"),
+            ("layer", "signed", "CSE", w, "balanced"),
+            ("pooled", "signed", "COE", w, "balanced"),
+            ("pooled", "signed", "CSE", w, "balanced"),
         ]
     print(
-        f"{'level':7} {'fingerprint':11} {'w':>4} {'ensemble':8} {'1-NN acc':>8} {'ARI':>6} "
-        f"{'seconds':>8}  misses"
+        f"{'level':7} {'fingerprint':11} {'w':>4} {'canonical':9} {'ensemble':8} "
+        f"{'1-NN acc':>8} {'ARI':>6} {'seconds':>8}  misses"
     )
-    for level, fingerprint, ensemble, weight in runs:
+    for level, fingerprint, ensemble, weight, canonical in runs:
         accuracy, ari, misses, seconds = recovery(
             paths,
             families,
@@ -146,14 +149,12 @@ def main() -> None:
             ensemble=ensemble,
             fingerprint=fingerprint,
             order_weight=weight,
+            canonical=canonical,
         )
-        default_weight = np.sqrt(len(DEFAULT_LOCATIONS))
-        fp, w = fingerprint, f"{default_weight if weight is None else weight:g}"
-        if level == "pooled":
-            fp, w = "-", "-"
+        fp, shown = (fingerprint, f"{weight:g}") if level == "layer" else ("-", "-")
         print(
-            f"{level:7} {fp:11} {w:>4} {ensemble:8} {accuracy:8.3f} {ari:6.3f} {seconds:8.1f}  "
-            f"{', '.join(misses)}",
+            f"{level:7} {fp:11} {shown:>4} {canonical:9} {ensemble:8} {accuracy:8.3f} "
+            f"{ari:6.3f} {seconds:8.1f}  {', '.join(misses)}",
             flush=True,
         )
     if args.seeds:

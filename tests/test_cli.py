@@ -131,11 +131,11 @@ def test_distance_flags(capsys, models):
         capsys, "compare", models[0], models[3], "--realizations", 4, "--level", "pooled"
     )
     heavier = run_json(
-        capsys, "compare", models[0], models[3], "--realizations", 4, "--order-weight", 2
+        capsys, "compare", models[0], models[3], "--realizations", 4, "--order-weight", 4
     )
     given = run_json(capsys, "compare", models[0], models[3], "--realizations", 4, "--eps", 9)
     assert pooled["level"] == "pooled" and pooled["distance"] != base["distance"]
-    assert heavier["distance_settings"]["order_weight"] == 2
+    assert heavier["distance_settings"]["order_weight"] == 4
     assert heavier["distance"] > base["distance"]
     assert given["eps"] == 9 and given["eps_source"] == "given" and given["verdict"] == "equivalent"
 

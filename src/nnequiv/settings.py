@@ -64,7 +64,7 @@ DEFAULT_RTOL = 1e-12
 #: The tail of the decay fit starts at this quantile of the pooled spectrum (method item 8).
 DEFAULT_TAIL_QUANTILE = 0.90
 #: Weight of ``log n`` against the tail masses in a layer point (method item 10).
-DEFAULT_ORDER_WEIGHT = 0.1
+DEFAULT_ORDER_WEIGHT = 2.0
 #: A tensor declared larger than this is refused before anything is allocated.
 DEFAULT_MAX_TENSOR_BYTES = 8 * 2**30
 #: Resamples of the realisations behind every spread (method items 8 and 11).
