@@ -78,8 +78,18 @@ def map_ordered(func, items: Sequence, n_jobs: int | None = None) -> list:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     chunksize = max(1, len(items) // (4 * workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=one_blas_thread_per_process
+    ) as pool:
         return list(pool.map(func, items, chunksize=chunksize))
+
+
+def one_blas_thread_per_process() -> None:
+    """Hold this worker process to one BLAS thread, so that parallel workers do not
+    oversubscribe the cores."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from nnequiv._seeding import one_blas_thread_per_process
 from nnequiv.errors import InputError, MissingDependencyError
 
 __all__ = ["SCHEDULER_ENV", "resolve_scheduler", "one_blas_thread", "run_tasks", "analyse_all"]
@@ -57,16 +58,10 @@ def _one_thread_call(func: Callable, item):
         return func(item)
 
 
-def _limit_worker() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
 def _worker_call(func: Callable, item):
     """``func(item)`` in a worker process, held to one BLAS thread for good (a Dask worker
     may run several tasks at once in threads, which a scoped limit would undo)."""
-    _limit_worker()
+    one_blas_thread_per_process()
     return func(item)
 
 
@@ -78,7 +73,7 @@ def _local_pool(func: Callable, items: Sequence, workers: int):
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_limit_worker
+        max_workers=workers, mp_context=context, initializer=one_blas_thread_per_process
     ) as pool:
         yield from pool.map(func, items)
 
