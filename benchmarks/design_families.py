@@ -615,6 +615,23 @@ def diagnose(design_sets: dict, seed: int, out: Path, realizations: int, memo) -
             )
 
 
+def library_null_check(zoo, out: Path, seed: int, realizations: int) -> None:
+    """nnequiv itself, default settings: every zoo network against its entry-shuffled and
+    its Gaussian copy (same shapes, same per-tensor std), at the calibrated per-pair eps."""
+    from nnequiv import compare
+
+    print(f"\n# null check, nnequiv {__version__} default settings, seed {seed}")
+    failures = 0
+    for member in zoo:
+        verdicts = [
+            compare(member.path, copy.path, seed=seed, realizations=realizations).verdict
+            for copy in null_copies(member, out, seed)
+        ]
+        failures += sum(v != "not equivalent" for v in verdicts)
+        print(f"{member.path.stem:36} " + "  ".join(verdicts), flush=True)
+    print(f"trained vs copy not judged 'not equivalent': {failures} of {2 * len(zoo)}")
+
+
 def library_scores(design_sets: dict, zoo, seeds, realizations: int) -> None:
     """The scores of nnequiv itself, default settings, at the layer and pooled levels."""
     from nnequiv import cluster
@@ -661,6 +678,7 @@ def main() -> None:
     print(f"# scores written to {table}")
     diagnose(design_sets, args.seeds[0], out, args.realizations, memo)
     if args.null_check and zoo:
+        library_null_check(zoo, out, args.seeds[0], args.realizations)
         null_check(zoo, RECOMMENDED, args.seeds[0], out, args.realizations, memo)
     print(f"# total {time.perf_counter() - start:.0f} s")
 

@@ -27,7 +27,7 @@ from sklearn.metrics import adjusted_rand_score
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import nearest_other  # noqa: E402
 
-from nnequiv import analyze, cluster  # noqa: E402
+from nnequiv import Analysis, analyze, cluster  # noqa: E402
 from nnequiv.distances import energy_distance  # noqa: E402
 from nnequiv.settings import DEFAULT_ORDER_WEIGHT  # noqa: E402
 
@@ -183,7 +183,8 @@ def main() -> None:
 def recovery(sources: list, families: list[str], **options):
     """1-NN family accuracy, ARI, misses and seconds of one :func:`nnequiv.cluster` run on
     paths (analysed in the run) or on finished analyses."""
-    options = {"realizations": 10, "seed": 0, **options}
+    if not any(isinstance(s, Analysis) for s in sources):
+        options = {"realizations": 10, "seed": 0, **options}
     start = time.perf_counter()
     classes = cluster(sources, **options)
     seconds = time.perf_counter() - start

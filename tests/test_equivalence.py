@@ -253,3 +253,30 @@ def test_compare_explains_its_verdict():
     assert pooled.level == "pooled" and abs(pooled.csd_a - pooled.csd_b) == pytest.approx(
         compare(wide, deep, realizations=4, level="pooled").distance
     )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's own
+def test_onnx_export_that_folds_batchnorm_is_equivalent_to_its_state_dict(tmp_path):
+    """torch.onnx.export (TorchScript exporter, eval mode) folds each BatchNorm into its
+    convolution; the balanced canonical form makes the export the same network."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from nets import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    with torch.no_grad():  # BatchNorm statistics far from the identity, so folding matters
+        model.bn1.weight.uniform_(0.2, 3.0)
+        model.bn1.running_var.uniform_(0.1, 5.0)
+        model.bn1.running_mean.normal_()
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(path), dynamo=False)
+    import onnx
+
+    stored = {t.name for t in onnx.load(str(path)).graph.initializer}
+    assert not any("bn1" in name for name in stored)  # the exporter did fold it
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    folded = compare(state, path, realizations=6)
+    assert folded.distance == pytest.approx(0.0, abs=1e-9) and folded.verdict == "equivalent"
+    raw = compare(state, path, realizations=6, canonical="raw")
+    assert raw.distance > 0  # the stored matrices differ: the canonical form is what matches

@@ -14,6 +14,7 @@ from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import __version__, analyze, cluster, compare, identify
 from nnequiv.errors import InputError
+from nnequiv.figures import eps_label
 from nnequiv.report import render_report, write_report
 from nnequiv.report_svg import Curve, svg_curves
 
@@ -74,8 +75,8 @@ def test_classes_section_in_tree_order_with_eps(networks, classes):
     assert heatmap.count('class="cell"') == len(sources) ** 2
     assert f"d = {classes.distance[0, 1]:.4g}" in heatmap  # hover text of a cell
     tree = page[page.index('<svg class="figure dendrogram"') :].split("</svg>", 1)[0]
-    assert f"eps = {classes.eps:.4g} ({classes.eps_source})" in tree
-    assert f"{len(classes.classes)} classes at eps = {classes.eps:.4g}" in page
+    assert eps_label(classes.eps, classes.eps_source) in tree
+    assert f"{len(classes.classes)} classes at {eps_label(classes.eps, classes.eps_source)}" in page
     curves = _section(page, "curves")
     assert curves.count('<svg class="figure curves"') == len(classes.classes)
 
@@ -234,7 +235,9 @@ def test_report_renders_in_chromium(browser, networks, classes, tmp_path):
     assert tip.is_visible()
     assert re.search(r"distance d = [\d.]+", tip.inner_text())
     assert cell.get_attribute("data-tip") == tip.inner_text()
-    box = page.locator("svg.curves").first.bounding_box()
+    curves = page.locator("svg.curves").first
+    curves.scroll_into_view_if_needed()  # the mouse reaches only what the viewport shows
+    box = curves.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
     assert tip.is_visible() and "CSD" in tip.inner_text()
     assert page.locator("p.verdict").inner_text() == verdict.verdict

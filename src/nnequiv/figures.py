@@ -31,6 +31,7 @@ __all__ = [
     "class_labels",
     "class_runs",
     "link_classes",
+    "eps_label",
     "alpha_interval",
     "alpha_text",
     "x_range",
@@ -93,6 +94,14 @@ def class_runs(labels: Sequence[int]) -> list[tuple[int, int, int]]:
         else:
             runs.append((position, position + 1, int(label)))
     return runs
+
+
+def eps_label(eps: float, source: str) -> str:
+    """How a set's eps reads on a figure: the median of the pairs' eps where each pair was
+    calibrated on its own (method item 11), else the given value."""
+    if source == "calibrated":
+        return f"median eps = {eps:.4g} (calibrated per pair)"
+    return f"eps = {eps:.4g} ({source})"
 
 
 def link_classes(linkage: np.ndarray, labels: Sequence[int], eps: float) -> np.ndarray:
@@ -353,7 +362,7 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
     labels = class_labels(classes)
     names = display_names(classes.models)
     ordered = [names[i] for i in order]
-    eps_text = f"eps = {classes.eps:.4g} ({classes.eps_source})"
+    eps_text = eps_label(classes.eps, classes.eps_source)
     size = max(4.0, 0.35 * len(names) + 2)
 
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
@@ -405,15 +414,18 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
         top = max(float(classes.linkage[:, 2].max()), classes.eps) * 1.12 or 1.0
         ax.set_ylim(0, top)
         ax.axhline(classes.eps, color="#c0392b", linestyle="--", linewidth=1)
+        from matplotlib.transforms import offset_copy
+
         ax.text(
             0.99,
             classes.eps,
             eps_text,
-            transform=ax.get_yaxis_transform(),
+            transform=offset_copy(ax.get_yaxis_transform(), fig=fig, y=3, units="points"),
             ha="right",
             va="bottom",
             color="#c0392b",
             fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
         )
         ax.set(
             ylabel=f"{classes.level} distance (average linkage)",

@@ -23,6 +23,7 @@ from nnequiv.figures import (
     class_color,
     class_labels,
     display_names,
+    eps_label,
     tree_order,
     x_range,
 )
@@ -134,9 +135,10 @@ def _classes_section(classes: Classes, names: Sequence[str]) -> str:
     parts = [
         '<section id="classes"><h2>Classes</h2>',
         f"<p>{len(classes.models)} networks, {len(classes.classes)} "
-        f"{'class' if len(classes.classes) == 1 else 'classes'} at eps = {_num(classes.eps)} "
-        f"({_e(classes.eps_source)}, {_e(classes.level)} level). A class is a connected "
-        "component of the graph with an edge wherever d ≤ eps.</p>",
+        f"{'class' if len(classes.classes) == 1 else 'classes'} at "
+        f"{_e(eps_label(classes.eps, classes.eps_source))} ({_e(classes.level)} level). A "
+        "class is a connected component of the graph with an edge wherever a pair is judged "
+        "equivalent: d ≤ its eps, with eps outside the spread of d.</p>",
         f'<ul class="legend">{members}</ul>',
         _figure(
             heatmap,

@@ -17,6 +17,7 @@ from nnequiv.figures import (
     GREY,
     class_color,
     class_runs,
+    eps_label,
     link_classes,
     tree_order,
 )
@@ -251,7 +252,7 @@ def svg_dendrogram(
     spacing = min(40.0, max(14.0, 560.0 / count))
     shown = [_short(names[i]) for i in order]
     left, top, plot_height = 56.0, 14.0, 220.0
-    eps_text = f"eps = {_num(eps)} ({eps_source})"
+    eps_text = eps_label(eps, eps_source)
     end = left + spacing * count + 8
     width = end + 12 + 6.2 * len(eps_text)
     high = max(float(linkage[:, 2].max()), eps) * 1.12 or 1.0
