@@ -81,17 +81,19 @@ def _verdict_section(verdict: Verdict, pair: Sequence[Analysis], names: Sequence
         ("networks", f"{_name_cell(names[0], verdict.a)} vs {_name_cell(names[1], verdict.b)}"),
         ("level", _e(verdict.level)),
         ("distance", _e(_num(verdict.distance))),
-        ("spread (2.5–97.5 %)", _e(f"[{_num(low)}, {_num(high)}]")),
+        ("spread (another seed, 95 %)", _e(f"[{_num(low)}, {_num(high)}]")),
         ("eps", _e(f"{_num(verdict.eps)} ({verdict.eps_source})")),
+        ("order weight", _e(_num(verdict.distance_settings.order_weight))),
     ]
-    known = {"a", "b", "level", "distance", "spread", "eps", "eps_source", "verdict"}
-    extra = {k: v for k, v in verdict.to_dict().items() if k not in known}
     tables = []
-    for key, value in extra.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            tables.append(f"<h3>{_e(key.replace('_', ' '))}</h3>{_records_table(value)}")
-        else:
-            rows.append((_e(key.replace("_", " ")), _e(_value_text(value))))
+    explanation = verdict.explanation
+    if explanation is not None and explanation.level == "layer" and explanation.contributions:
+        tables.append(
+            "<h3>Why: the layers that make the distance</h3>"
+            + _records_table([c.to_dict() for c in explanation.contributions])
+        )
+    elif explanation is not None and explanation.level == "pooled":
+        rows += [("why", _e(line)) for line in explanation.lines()]
     verdict_class = verdict.verdict.replace(" ", "-")
     return (
         '<section id="verdict"><h2>Verdict</h2>'
