@@ -24,11 +24,17 @@ $(VENV)/.bench: $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q -r requirements-bench.txt
 	touch $(VENV)/.bench
 
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench  # each script prints its tables; BENCHMARKS.md has the last run of each
 	$(PY) benchmarks/circular.py
 	$(PY) benchmarks/spectra.py
 	$(PY) benchmarks/family_recovery.py
+	$(PY) benchmarks/design_families.py --null-check
+	$(PY) benchmarks/uncertainty.py
 	$(PY) benchmarks/connectomes.py
+	$(PY) benchmarks/distances.py
+	$(PY) benchmarks/index.py
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/fuzz.py
 
 golden: $(STAMP)  # rewrite tests/golden/*.json on purpose (see tests/test_golden.py)
 	$(PY) tests/test_golden.py
