@@ -9,17 +9,10 @@ from nnequiv.ensembles import (
     circular_matrices,
     conjugate_ensemble,
 )
-from nnequiv.equivalence import (
-    Classes,
-    Identification,
-    Match,
-    Verdict,
-    cluster,
-    compare,
-    identify,
-)
+from nnequiv.equivalence import analyze_all, cluster, compare, identify
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
+from nnequiv.results import Classes, Identification, Match, Verdict
 from nnequiv.settings import DistanceSettings, Settings
 from nnequiv.spectra import LayerSpectrum, layer_spectra, normalize_spectrum
 
@@ -35,6 +28,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "analyze",
+    "analyze_all",
     "cayley_spectrum",
     "circular_eigenphases",
     "circular_matrices",

@@ -42,50 +42,25 @@ found: the analysis gives its one-line error.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
-import pickletools
-import re
 import stat
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from nnequiv.errors import InputError, MissingDependencyError, NNEquivError
-from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
+from nnequiv.errors import InputError, NNEquivError
+from nnequiv.hub import (
+    HF_WEIGHT_NAMES,
+    HUB_ID,
+    REPO_FOLDER,
+    hub_folder,
+    hub_weight_files,
+    repo_snapshot,
+)
+from nnequiv.sniffing import CONNECTOME, NETWORK, sniff
 
 __all__ = ["Found", "discover", "NETWORK", "CONNECTOME", "hub_weight_files"]
-
-NETWORK, CONNECTOME = "network", "connectome"
-
-#: Hugging Face's names of one model's weights, preferred first (a folder holding several is
-#: one model in several formats).
-HF_WEIGHT_NAMES = (
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
-    "tf_model.h5",
-)
-_SAMPLE_NAMES = {"x", "data", "images", "image", "inputs", "input", "features", "samples"}
-_LABEL_NAMES = {"y", "labels", "label", "targets", "target", "classes"}
-_SPLIT_WORDS = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-_REPO_FOLDER = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>[^/]+)$")
-#: Legacy (non-zip) PyTorch pickles up to this size are loaded whole to be sniffed; larger
-#: ones are taken as networks unseen.
-MAX_LEGACY_SNIFF_BYTES = 64 << 20
-#: CSV files up to this size are parsed whole to decide whether they are connectomes.
-MAX_CSV_PARSE_BYTES = 32 << 20
-_CSV_SNIFF_ROWS = 50
-#: The first value ``torch.save`` pickles in its legacy (non-zip) format.
-_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 @dataclass(frozen=True)
@@ -220,17 +195,17 @@ class _Search:
     def add_path(self, path: Path) -> None:
         if not os.path.lexists(path):
             if _could_be_hub_id(path):
-                self.repo(_hub_folder(path.as_posix(), self.notes), ())
+                self.repo(hub_folder(path.as_posix(), self.notes), ())
                 return
             raise InputError(f"{path}: no such file or directory")
-        if _REPO_FOLDER.match(path.name):
+        if REPO_FOLDER.match(path.name):
             self.repo(path, _virtual(Path(os.path.abspath(path.parent)))[0])
         else:
             self.folder(path, *_virtual(Path(os.path.abspath(path))))
 
     def repo(self, folder: Path, prefix: tuple[str, ...]) -> None:
-        match = _REPO_FOLDER.match(folder.name)
-        snapshot, reason = _repo_snapshot(folder)
+        match = REPO_FOLDER.match(folder.name)
+        snapshot, reason = repo_snapshot(folder)
         if snapshot is None:
             self.skip(folder, reason)
             return
@@ -258,7 +233,7 @@ class _Search:
             path = folder / entry.name
             if entry.name.startswith("."):
                 self.skip(path, "hidden, not searched")
-            elif _REPO_FOLDER.match(entry.name) and entry.is_dir():
+            elif REPO_FOLDER.match(entry.name) and entry.is_dir():
                 folders.append((path, True))
             elif entry.name.startswith(("datasets--", "spaces--")) and entry.is_dir():
                 self.skip(path, "a Hugging Face data set or space, not a model")
@@ -305,7 +280,7 @@ class _Search:
 
     def classify(self, path: Path) -> str | None:
         """NETWORK, CONNECTOME, or None after a note saying why the file is skipped."""
-        reason = _sniff(path, self.connectomes)
+        reason = sniff(path, self.connectomes)
         if reason in (NETWORK, CONNECTOME):
             return reason
         self.skip(path, reason)
@@ -331,7 +306,7 @@ def _virtual(path: Path) -> tuple[tuple[str, ...], int]:
     the number of parts up to that ``name`` (0 outside a Hugging Face cache)."""
     parts = list(path.parts)
     for i in range(len(parts) - 2):
-        match = _REPO_FOLDER.match(parts[i])
+        match = REPO_FOLDER.match(parts[i])
         if match and parts[i + 1] == "snapshots":
             return (*parts[:i], match["org"], match["name"], *parts[i + 3 :]), i + 2
     return tuple(parts), 0
@@ -344,7 +319,7 @@ def _could_be_hub_id(path: Path) -> bool:
     from nnequiv.loading import MODEL_SUFFIXES
 
     known = path.suffix.lower() in MODEL_SUFFIXES | CONNECTOME_SUFFIXES | {".json"}
-    return bool(_HUB_ID.match(path.as_posix())) and not known and not path.parent.is_dir()
+    return bool(HUB_ID.match(path.as_posix())) and not known and not path.parent.is_dir()
 
 
 def _not_regular(path: Path) -> str | None:
@@ -445,386 +420,6 @@ def _hf_rank(path: Path, source) -> int | None:
 
 
 # --- Sniffing one file --------------------------------------------------------------------------
-
-
-def _sniff(path: Path, connectomes: bool) -> str:
-    """NETWORK, CONNECTOME, or why the file is not one (headers only)."""
-    from nnequiv.connectomes import CONNECTOME_SUFFIXES
-    from nnequiv.loading import MODEL_SUFFIXES, TORCH_SUFFIXES
-
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return _sniff_npz(path)
-    if suffix in TORCH_SUFFIXES:
-        return _sniff_torch(path)
-    if suffix == ".safetensors":
-        return _sniff_safetensors(path)
-    if suffix in {".h5", ".hdf5"}:
-        return _sniff_hdf5(path)
-    if suffix in MODEL_SUFFIXES:
-        return NETWORK  # .onnx, .keras, .tflite, .gguf: their loaders give any error
-    if suffix == ".csv":
-        return _sniff_csv(path, connectomes)
-    if suffix in CONNECTOME_SUFFIXES:
-        return CONNECTOME
-    return f"not a network file ({suffix or 'no suffix'})"
-
-
-def _arrays_reason(names: list[str], header: Callable[[str], tuple[tuple, bool]]) -> str:
-    """NETWORK, or why named arrays are not a network; ``header(name)`` gives an array's
-    ``(shape, is_float)`` and is asked only as far as needed (the data-set names, then arrays
-    until one could be a layer)."""
-    roles = [n for n in names if _role(n) in _SAMPLE_NAMES | _LABEL_NAMES]
-    pair = _data_set_pair([(n, *header(n)) for n in roles])
-    if pair is not None:
-        (x_name, x_shape), (y_name, y_shape) = pair
-        return f"a data set ('{x_name}' {x_shape} with labels '{y_name}' {y_shape}), not a network"
-    if not names:
-        return "holds no arrays"
-    if not any(_could_be_layer(*header(name)) for name in names):
-        return "no array that could be a layer (a float array of 2 or more dimensions)"
-    return NETWORK
-
-
-def _listed_reason(arrays: list[tuple[str, tuple, bool]]) -> str:
-    """:func:`_arrays_reason` of arrays already listed as ``(name, shape, is_float)``."""
-    table = {name: (shape, is_float) for name, shape, is_float in arrays}
-    return _arrays_reason(list(table), table.__getitem__)
-
-
-def _could_be_layer(shape: tuple, is_float: bool) -> bool:
-    """A float array whose matrix, with the output axis first or last, is at least 2 x 2."""
-    if not is_float or len(shape) < 2 or 0 in shape:
-        return False
-    size = math.prod(shape)
-    return min(shape[0], size // shape[0]) >= 2 or min(shape[-1], size // shape[-1]) >= 2
-
-
-def _data_set_pair(arrays) -> tuple | None:
-    """The first (samples, labels) pair of arrays, by name and sample count."""
-    samples = [(n, s) for n, s, _ in arrays if _role(n) in _SAMPLE_NAMES and len(s) >= 1]
-    labels = [(n, s) for n, s, _ in arrays if _role(n) in _LABEL_NAMES and 1 <= len(s) <= 2]
-    for x_name, x_shape in samples:
-        for y_name, y_shape in labels:
-            if x_shape[0] == y_shape[0] >= 2:
-                return (x_name, x_shape), (y_name, y_shape)
-    return None
-
-
-def _role(name: str) -> str:
-    """An array name without its split words: ``x_train`` -> ``x``, ``train_images`` ->
-    ``images``."""
-    words = [w for w in re.split(r"[_\-./:]+", name.lower()) if w and w not in _SPLIT_WORDS]
-    return "_".join(words)
-
-
-def _sniff_npz(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {
-                i.filename[:-4]: i for i in archive.infolist() if i.filename.endswith(".npy")
-            }
-            if "chemical" in members:
-                return CONNECTOME
-            return _arrays_reason(list(members), lambda name: _npy_header(archive, members[name]))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        return NETWORK  # corrupt: the loader gives the error
-
-
-def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool]:
-    with archive.open(info) as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        if major == 1:
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    return tuple(shape), dtype.kind == "f"
-
-
-def _sniff_safetensors(path: Path) -> str:
-    from nnequiv.loading._safetensors import safetensors_header
-
-    try:
-        entries, _ = safetensors_header(path, DEFAULT_MAX_TENSOR_BYTES)
-        arrays = [
-            (entry.name, entry.shape, entry.element.name.startswith(("float", "bfloat")))
-            for entry in entries
-        ]
-    except (NNEquivError, KeyError, TypeError, ValueError, AttributeError, OSError):
-        return NETWORK
-    return _listed_reason(arrays)
-
-
-def _sniff_hdf5(path: Path) -> str:
-    try:
-        import h5py
-    except ImportError:
-        return NETWORK  # the loader names the missing package
-    arrays = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            arrays.append((name, tuple(obj.shape), obj.dtype.kind == "f"))
-
-    try:
-        with h5py.File(path, "r") as handle:
-            handle.visititems(visit)
-    except Exception:  # h5py raises many kinds on a corrupt file; the loader reports it
-        return NETWORK
-    return _listed_reason(arrays)
-
-
-def _sniff_torch(path: Path) -> str:
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return NETWORK
-        parts = [name.split("/") for name in names]
-        if any(len(p) >= 2 and p[1] == "code" for p in parts):
-            return NETWORK  # TorchScript
-        if not any(len(p) == 3 and p[1] == "data" and not p[2].startswith(".") for p in parts):
-            return "holds no tensor data (a pickled object without weights)"
-        return _torch_object_reason(path, mmap=True)
-    pickled = _legacy_torch_pickle(path)
-    if pickled is False:
-        return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
-    if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
-        return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
-    return _torch_object_reason(path, mmap=False)
-
-
-def _legacy_torch_pickle(path: Path) -> bool | None:
-    """Whether a pickle starts with the magic number of ``torch.save``'s legacy format (None:
-    not a pickle). Read with :mod:`pickletools`, which parses opcodes and runs nothing."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-        if not head.startswith(b"\x80"):
-            return None
-        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
-            if opcode.name not in {"PROTO", "FRAME"}:
-                return opcode.name == "LONG1" and argument == _TORCH_MAGIC
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _torch_object_reason(path: Path, mmap: bool) -> str:
-    try:
-        import torch
-    except ImportError:
-        return NETWORK  # the loader names the missing package
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception:  # unsafe or corrupt: found, and the loader gives its one-line error
-        return NETWORK
-    arrays, optimizer = _tensors_in(obj)
-    if optimizer and not any(_could_be_layer(shape, f) for _, shape, f in arrays):
-        return "an optimizer state (state, param_groups), not a network"
-    if not arrays:
-        return "holds no tensors"
-    return _listed_reason(arrays)
-
-
-def _tensors_in(obj, limit: int = 100_000) -> tuple[list[tuple[str, tuple, bool]], bool]:
-    """``(name, shape, is_float)`` of the tensors and arrays in a loaded checkpoint, outside
-    optimizer states, and whether it holds an optimizer state."""
-    arrays, optimizer, stack = [], False, [("", obj)]
-    while stack and len(arrays) < limit:
-        name, value = stack.pop()
-        if isinstance(value, Mapping):
-            if {"state", "param_groups"} <= set(value.keys()):
-                optimizer = True
-                continue
-            stack += [(f"{name}.{k}" if name else str(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            stack += [(f"{name}.{i}" if name else str(i), v) for i, v in enumerate(value)]
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            is_float = getattr(value.dtype, "is_floating_point", None)
-            if is_float is None:
-                is_float = np.dtype(value.dtype).kind == "f"
-            arrays.append((name, tuple(value.shape), bool(is_float)))
-    return arrays[::-1], optimizer
-
-
-def _sniff_csv(path: Path, connectomes: bool) -> str:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            head = handle.read(1 << 20)
-        rows = [r for r in csv.reader(io.StringIO(head)) if any(c.strip() for c in r)]
-    except (UnicodeDecodeError, csv.Error, OSError):
-        return "not a text table"
-    rows = rows[:_CSV_SNIFF_ROWS]
-    if not rows:
-        return "an empty table"
-    if not _connectome_like(rows):
-        return "a table with text columns (like a manifest), not a connectome"
-    if connectomes:
-        return CONNECTOME
-    return _parses_as_connectome(path)
-
-
-def _connectome_like(rows: list[list[str]]) -> bool:
-    """Every cell after the first column numeric (an adjacency matrix, names in the first row
-    and column), or an edge list ``pre, post, weight``: three columns ending in a number whose
-    first two share node names (a three-column manifest lists each file once, never a node at
-    both ends)."""
-    body = rows[1:] if len(rows) > 1 else rows
-    if all(_numeric(cell) or not cell.strip() for row in body for cell in row[1:]):
-        return True
-    if not all(len(row) == 3 and _numeric(row[2]) for row in body):
-        return False
-    pre, post = {row[0].strip() for row in body}, {row[1].strip() for row in body}
-    return bool(pre & post)
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _parses_as_connectome(path: Path) -> str:
-    from nnequiv.connectomes import load_connectome
-
-    if path.stat().st_size > MAX_CSV_PARSE_BYTES:
-        return "a numeric table too large to check as a connectome; give --connectome"
-    try:
-        load_connectome(path)
-    except NNEquivError as exc:
-        reason = str(exc).removeprefix(f"{path}: ")
-        return f"a numeric table that is not a connectome ({reason})"
-    return CONNECTOME
-
-
-# --- Hugging Face -------------------------------------------------------------------------------
-
-
-def _repo_snapshot(folder: Path) -> tuple[Path | None, str]:
-    """The snapshot a cache folder ``models--org--name`` points at, and a note (or why not)."""
-    snapshots = folder / "snapshots"
-    ref = folder / "refs" / "main"
-    if ref.is_file():
-        commit = ref.read_text(errors="replace")[:256].strip()
-        if re.fullmatch(r"[\w.-]+", commit) and commit not in {".", ".."}:
-            if (snapshots / commit).is_dir():
-                return snapshots / commit, ""
-    candidates = (
-        sorted(
-            (p for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")),
-            key=lambda p: p.stat().st_mtime,
-        )
-        if snapshots.is_dir()
-        else []
-    )
-    if not candidates:
-        return None, "a Hugging Face cache folder without a snapshot"
-    if len(candidates) == 1:
-        return candidates[0], ""
-    return candidates[-1], f"no usable refs/main; took the newest snapshot {candidates[-1].name}"
-
-
-def _hub_cache() -> Path:
-    """The Hugging Face hub cache folder (``huggingface_hub``'s, else from the environment)."""
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_HUB_CACHE)
-    except ImportError:
-        pass
-    env = os.environ
-    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(os.path.expanduser(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]))
-    home = env.get("HF_HOME") or os.path.join(
-        env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
-    )
-    return Path(os.path.expanduser(home)) / "hub"
-
-
-def _hub_offline() -> bool:
-    values = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    if any(str(v).strip().upper() in {"1", "ON", "YES", "TRUE"} for v in values if v):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _hub_folder(repo_id: str, notes: Callable[[str], None]) -> Path:
-    """The local cache folder of a hub id, downloaded first where that is allowed."""
-    org, name = repo_id.split("/")
-    cache = _hub_cache()
-    folder = cache / f"models--{org}--{name}"
-    if folder.is_dir():
-        return folder
-    where = f"no such file or folder, and not in the Hugging Face cache {cache}"
-    if _hub_offline():
-        raise InputError(f"{repo_id}: {where} (HF_HUB_OFFLINE is set, so it is not downloaded)")
-    try:
-        import huggingface_hub
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "huggingface_hub", "hub", f"{repo_id}: {where}; downloading it"
-        ) from exc
-    notes(f"{repo_id}: not a local path nor in the cache; fetching it from the Hugging Face hub")
-    try:
-        files = huggingface_hub.HfApi().list_repo_files(repo_id)
-        wanted = hub_weight_files(files, repo_id)
-        if not wanted:
-            raise InputError(f"{repo_id}: the hub repository holds no weights nnequiv reads")
-        huggingface_hub.snapshot_download(repo_id, allow_patterns=wanted, cache_dir=cache)
-    except NNEquivError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{repo_id}: {where}, and downloading it failed ({first})") from exc
-    return folder
-
-
-def hub_weight_files(files: Iterable[str], repo_id: str = "the hub repository") -> list[str]:
-    """Which files of a hub repository to download: the preferred Hugging Face weights (an
-    index with its shards, or one file), else the one weight file at its top level.
-
-    Raises
-    ------
-    InputError
-        Several candidate files and none of Hugging Face's names (e.g. GGUF files of several
-        quantisations): the user must pick one.
-    """
-    from nnequiv.loading import MODEL_SUFFIXES
-    from nnequiv.loading._shards import SHARD_NAME
-
-    files = [f for f in files if "/" not in f]
-    for name in HF_WEIGHT_NAMES:
-        if name in files:
-            if name.endswith(".index.json"):
-                stem, ext = name.split(".")[0], name.split(".")[1]
-                return [
-                    name,
-                    *(
-                        f
-                        for f in files
-                        if (m := SHARD_NAME.match(f)) and m["stem"] == stem and m["ext"] == ext
-                    ),
-                ]
-            return [name]
-    weights = [f for f in files if Path(f).suffix.lower() in MODEL_SUFFIXES]
-    if len(weights) > 1:
-        shown = ", ".join(weights[:5]) + (", ..." if len(weights) > 5 else "")
-        raise InputError(
-            f"{repo_id} holds {len(weights)} weight files ({shown}); download the one to "
-            "analyse and give its path"
-        )
-    return weights
-
-
-# --- Labels -------------------------------------------------------------------------------------
 
 
 def _labelled(candidates: list[_Candidate]) -> list[Found]:

@@ -16,8 +16,8 @@ import numpy as np
 
 from nnequiv._display import display_names
 from nnequiv.analysis import Analysis
-from nnequiv.equivalence import Classes, Verdict
 from nnequiv.errors import InputError, MissingDependencyError
+from nnequiv.results import Classes, Verdict
 
 __all__ = [
     "plot_analysis",

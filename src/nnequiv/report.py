@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.analysis import Analysis
-from nnequiv.equivalence import Classes, Identification, Verdict
 from nnequiv.errors import InputError
 from nnequiv.figures import (
     alpha_text,
@@ -27,6 +26,7 @@ from nnequiv.figures import (
     tree_order,
     x_range,
 )
+from nnequiv.results import Classes, Identification, Verdict
 
 __all__ = ["render_report", "write_report"]
 

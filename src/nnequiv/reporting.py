@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from nnequiv.analysis import Analysis
-from nnequiv.equivalence import Classes, Identification, Verdict
+from nnequiv.results import Classes, Identification, Verdict
 
 __all__ = [
     "format_analysis",

@@ -1,0 +1,288 @@
+"""What a file is, from its headers alone: a network, a connectome, or something to skip
+and why (the sniffing behind :func:`nnequiv.discovery.discover`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import pickletools
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from nnequiv.errors import NNEquivError
+from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
+
+NETWORK, CONNECTOME = "network", "connectome"
+_SAMPLE_NAMES = {"x", "data", "images", "image", "inputs", "input", "features", "samples"}
+_LABEL_NAMES = {"y", "labels", "label", "targets", "target", "classes"}
+_SPLIT_WORDS = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
+#: Legacy (non-zip) PyTorch pickles up to this size are loaded whole to be sniffed; larger
+#: ones are taken as networks unseen.
+MAX_LEGACY_SNIFF_BYTES = 64 << 20
+#: CSV files up to this size are parsed whole to decide whether they are connectomes.
+MAX_CSV_PARSE_BYTES = 32 << 20
+_CSV_SNIFF_ROWS = 50
+#: The first value ``torch.save`` pickles in its legacy (non-zip) format.
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def sniff(path: Path, connectomes: bool) -> str:
+    """NETWORK, CONNECTOME, or why the file is not one (headers only)."""
+    from nnequiv.connectomes import CONNECTOME_SUFFIXES
+    from nnequiv.loading import MODEL_SUFFIXES, TORCH_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _sniff_npz(path)
+    if suffix in TORCH_SUFFIXES:
+        return _sniff_torch(path)
+    if suffix == ".safetensors":
+        return _sniff_safetensors(path)
+    if suffix in {".h5", ".hdf5"}:
+        return _sniff_hdf5(path)
+    if suffix in MODEL_SUFFIXES:
+        return NETWORK  # .onnx, .keras, .tflite, .gguf: their loaders give any error
+    if suffix == ".csv":
+        return _sniff_csv(path, connectomes)
+    if suffix in CONNECTOME_SUFFIXES:
+        return CONNECTOME
+    return f"not a network file ({suffix or 'no suffix'})"
+
+
+def _arrays_reason(names: list[str], header: Callable[[str], tuple[tuple, bool]]) -> str:
+    """NETWORK, or why named arrays are not a network; ``header(name)`` gives an array's
+    ``(shape, is_float)`` and is asked only as far as needed (the data-set names, then arrays
+    until one could be a layer)."""
+    roles = [n for n in names if _role(n) in _SAMPLE_NAMES | _LABEL_NAMES]
+    pair = _data_set_pair([(n, *header(n)) for n in roles])
+    if pair is not None:
+        (x_name, x_shape), (y_name, y_shape) = pair
+        return f"a data set ('{x_name}' {x_shape} with labels '{y_name}' {y_shape}), not a network"
+    if not names:
+        return "holds no arrays"
+    if not any(_could_be_layer(*header(name)) for name in names):
+        return "no array that could be a layer (a float array of 2 or more dimensions)"
+    return NETWORK
+
+
+def _listed_reason(arrays: list[tuple[str, tuple, bool]]) -> str:
+    """:func:`_arrays_reason` of arrays already listed as ``(name, shape, is_float)``."""
+    table = {name: (shape, is_float) for name, shape, is_float in arrays}
+    return _arrays_reason(list(table), table.__getitem__)
+
+
+def _could_be_layer(shape: tuple, is_float: bool) -> bool:
+    """A float array whose matrix, with the output axis first or last, is at least 2 x 2."""
+    if not is_float or len(shape) < 2 or 0 in shape:
+        return False
+    size = math.prod(shape)
+    return min(shape[0], size // shape[0]) >= 2 or min(shape[-1], size // shape[-1]) >= 2
+
+
+def _data_set_pair(arrays) -> tuple | None:
+    """The first (samples, labels) pair of arrays, by name and sample count."""
+    samples = [(n, s) for n, s, _ in arrays if _role(n) in _SAMPLE_NAMES and len(s) >= 1]
+    labels = [(n, s) for n, s, _ in arrays if _role(n) in _LABEL_NAMES and 1 <= len(s) <= 2]
+    for x_name, x_shape in samples:
+        for y_name, y_shape in labels:
+            if x_shape[0] == y_shape[0] >= 2:
+                return (x_name, x_shape), (y_name, y_shape)
+    return None
+
+
+def _role(name: str) -> str:
+    """An array name without its split words: ``x_train`` -> ``x``, ``train_images`` ->
+    ``images``."""
+    words = [w for w in re.split(r"[_\-./:]+", name.lower()) if w and w not in _SPLIT_WORDS]
+    return "_".join(words)
+
+
+def _sniff_npz(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {
+                i.filename[:-4]: i for i in archive.infolist() if i.filename.endswith(".npy")
+            }
+            if "chemical" in members:
+                return CONNECTOME
+            return _arrays_reason(list(members), lambda name: _npy_header(archive, members[name]))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return NETWORK  # corrupt: the loader gives the error
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool]:
+    with archive.open(info) as handle:
+        major, _ = np.lib.format.read_magic(handle)
+        if major == 1:
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape), dtype.kind == "f"
+
+
+def _sniff_safetensors(path: Path) -> str:
+    from nnequiv.loading._safetensors import safetensors_header
+
+    try:
+        entries, _ = safetensors_header(path, DEFAULT_MAX_TENSOR_BYTES)
+        arrays = [
+            (entry.name, entry.shape, entry.element.name.startswith(("float", "bfloat")))
+            for entry in entries
+        ]
+    except (NNEquivError, KeyError, TypeError, ValueError, AttributeError, OSError):
+        return NETWORK
+    return _listed_reason(arrays)
+
+
+def _sniff_hdf5(path: Path) -> str:
+    try:
+        import h5py
+    except ImportError:
+        return NETWORK  # the loader names the missing package
+    arrays = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            arrays.append((name, tuple(obj.shape), obj.dtype.kind == "f"))
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(visit)
+    except Exception:  # h5py raises many kinds on a corrupt file; the loader reports it
+        return NETWORK
+    return _listed_reason(arrays)
+
+
+def _sniff_torch(path: Path) -> str:
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return NETWORK
+        parts = [name.split("/") for name in names]
+        if any(len(p) >= 2 and p[1] == "code" for p in parts):
+            return NETWORK  # TorchScript
+        if not any(len(p) == 3 and p[1] == "data" and not p[2].startswith(".") for p in parts):
+            return "holds no tensor data (a pickled object without weights)"
+        return _torch_object_reason(path, mmap=True)
+    pickled = _legacy_torch_pickle(path)
+    if pickled is False:
+        return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
+    if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
+        return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
+    return _torch_object_reason(path, mmap=False)
+
+
+def _legacy_torch_pickle(path: Path) -> bool | None:
+    """Whether a pickle starts with the magic number of ``torch.save``'s legacy format (None:
+    not a pickle). Read with :mod:`pickletools`, which parses opcodes and runs nothing."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+        if not head.startswith(b"\x80"):
+            return None
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
+            if opcode.name not in {"PROTO", "FRAME"}:
+                return opcode.name == "LONG1" and argument == _TORCH_MAGIC
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _torch_object_reason(path: Path, mmap: bool) -> str:
+    try:
+        import torch
+    except ImportError:
+        return NETWORK  # the loader names the missing package
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:  # unsafe or corrupt: found, and the loader gives its one-line error
+        return NETWORK
+    arrays, optimizer = _tensors_in(obj)
+    if optimizer and not any(_could_be_layer(shape, f) for _, shape, f in arrays):
+        return "an optimizer state (state, param_groups), not a network"
+    if not arrays:
+        return "holds no tensors"
+    return _listed_reason(arrays)
+
+
+def _tensors_in(obj, limit: int = 100_000) -> tuple[list[tuple[str, tuple, bool]], bool]:
+    """``(name, shape, is_float)`` of the tensors and arrays in a loaded checkpoint, outside
+    optimizer states, and whether it holds an optimizer state."""
+    arrays, optimizer, stack = [], False, [("", obj)]
+    while stack and len(arrays) < limit:
+        name, value = stack.pop()
+        if isinstance(value, Mapping):
+            if {"state", "param_groups"} <= set(value.keys()):
+                optimizer = True
+                continue
+            stack += [(f"{name}.{k}" if name else str(k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(f"{name}.{i}" if name else str(i), v) for i, v in enumerate(value)]
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            is_float = getattr(value.dtype, "is_floating_point", None)
+            if is_float is None:
+                is_float = np.dtype(value.dtype).kind == "f"
+            arrays.append((name, tuple(value.shape), bool(is_float)))
+    return arrays[::-1], optimizer
+
+
+def _sniff_csv(path: Path, connectomes: bool) -> str:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            head = handle.read(1 << 20)
+        rows = [r for r in csv.reader(io.StringIO(head)) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return "not a text table"
+    rows = rows[:_CSV_SNIFF_ROWS]
+    if not rows:
+        return "an empty table"
+    if not _connectome_like(rows):
+        return "a table with text columns (like a manifest), not a connectome"
+    if connectomes:
+        return CONNECTOME
+    return _parses_as_connectome(path)
+
+
+def _connectome_like(rows: list[list[str]]) -> bool:
+    """Every cell after the first column numeric (an adjacency matrix, names in the first row
+    and column), or an edge list ``pre, post, weight``: three columns ending in a number whose
+    first two share node names (a three-column manifest lists each file once, never a node at
+    both ends)."""
+    body = rows[1:] if len(rows) > 1 else rows
+    if all(_numeric(cell) or not cell.strip() for row in body for cell in row[1:]):
+        return True
+    if not all(len(row) == 3 and _numeric(row[2]) for row in body):
+        return False
+    pre, post = {row[0].strip() for row in body}, {row[1].strip() for row in body}
+    return bool(pre & post)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parses_as_connectome(path: Path) -> str:
+    from nnequiv.connectomes import load_connectome
+
+    if path.stat().st_size > MAX_CSV_PARSE_BYTES:
+        return "a numeric table too large to check as a connectome; give --connectome"
+    try:
+        load_connectome(path)
+    except NNEquivError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        return f"a numeric table that is not a connectome ({reason})"
+    return CONNECTOME
+
+
+# --- Hugging Face -------------------------------------------------------------------------------
