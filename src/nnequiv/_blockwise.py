@@ -56,9 +56,12 @@ BALANCE_RANGE = 1e12
 #: Refinement: the subspace holds twice the unresolved eigenvalues plus this many, and is
 #: used only while it is at most :data:`REFINE_FRACTION` of the order (else an SVD is faster).
 REFINE_EXTRA = 8
-REFINE_FRACTION = 1 / 16
-#: Inverse iterations before the refinement gives up (and an SVD is used).
+REFINE_FRACTION = 1 / 4
+#: Inverse iterations before the refinement gives up (and an SVD is used); its Ritz values
+#: have converged when they move by less than their rounding error or :data:`STAGNATION`
+#: (relative).
 REFINE_ITERATIONS = 30
+STAGNATION = 1e-12
 
 Stage = Callable[[str], None]
 
@@ -263,7 +266,8 @@ def matrix_spectrum(
         stage(f"refining the {unresolved} smallest eigenvalues")
         floor = rtol * top
         ceiling = values[unresolved] + resolved * GRAM_RELATIVE_ACCURACY
-        smallest = square.smallest_squares(unresolved, size, floor, ceiling, top)
+        rounding = (rows + columns) * np.finfo(float).eps * np.sqrt(top)
+        smallest = square.smallest_squares(unresolved, size, floor, ceiling, rounding)
         if smallest is not None:
             values = np.sort(np.concatenate([smallest, values[unresolved:]]))
             kept = values[values > floor]
@@ -310,14 +314,22 @@ class _SquareFactor:
 
         return cls(triangle, solve_triangular)
 
-    def smallest_squares(self, count: int, size: int, floor: float, ceiling: float, top: float):
-        """The ``count`` smallest squared singular values of A, ascending, each certified to
-        :data:`GRAM_RELATIVE_ACCURACY` by its residual, or certainly below ``floor`` (where it
-        is dropped anyway) by its Ritz value, and none above ``ceiling``; None where that is
-        not reached. ``top`` is the largest squared singular value."""
+    def smallest_squares(
+        self, count: int, size: int, floor: float, ceiling: float, rounding: float
+    ) -> np.ndarray | None:
+        """The ``count`` smallest squared singular values of A, ascending; None unless every
+        one is certified and none lies above ``ceiling``.
+
+        A value s is certified to :data:`GRAM_RELATIVE_ACCURACY` by its residual
+        (:func:`ritz_error`); or, once the iteration has converged, by the rounding error of
+        the backward-stable solves and products, about ``rounding`` (an absolute error on s,
+        as for an SVD); or as a numerical zero, below ``floor`` (on s^2) with its rounding,
+        since a Ritz value bounds the singular value of its rank from above (interlacing).
+        """
         a = self.matrix
-        tolerance = GRAM_RELATIVE_ACCURACY / 4  # on a singular value: 2x that on its square
+        tolerance = GRAM_RELATIVE_ACCURACY / 2  # on a singular value: 2x that on its square
         guess = np.random.default_rng(0).standard_normal((a.shape[0], size))
+        previous = np.zeros(count)
         for _ in range(REFINE_ITERATIONS):
             try:
                 with np.errstate(all="ignore"):
@@ -332,11 +344,17 @@ class _SquareFactor:
             residual = np.linalg.norm(a.T @ left - guess * values, axis=0)
             error = ritz_error(values[::-1], residual[::-1])[:count]
             small = values[::-1][:count]
-            # a Ritz value bounds the singular value of its rank from above (interlacing)
-            rounding = a.shape[0] * np.finfo(float).eps * np.sqrt(top)
-            certified = (error <= tolerance * small) | ((small + rounding) ** 2 < floor)
+            converged = np.abs(small - previous) <= np.maximum(rounding, STAGNATION * small)
+            certified = (
+                (error <= tolerance * small)
+                | (converged & (rounding <= tolerance * small))
+                | ((small + rounding) ** 2 < floor)
+            )
             if certified.all():
                 return small**2 if small[-1] ** 2 <= ceiling else None
+            if converged.all():
+                return None
+            previous = small
         return None
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from nnequiv._blockwise import (
     matrix_spectrum,
     whole_bytes,
 )
+from nnequiv._seeding import resolve_n_jobs
 from nnequiv.layers import (
     LayerMatrix,
     SkippedTensor,
@@ -298,6 +301,7 @@ def network_spectra(
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     block_bytes: int | None = None,
+    n_jobs: int | None = None,
 ) -> NetworkSpectra:
     """Spectra of every layer of a network, computed one layer at a time.
 
@@ -307,29 +311,60 @@ def network_spectra(
     weights, chosen = resolved_layout(source, layout)
     skipped: list[SkippedTensor] = []
     matrices = iter_layer_matrices(weights, include, exclude, chosen, skipped, stored=True)
-    total = None
+    total, workers = None, 1
     if isinstance(weights, StoredWeights):  # chosen from the headers: nothing read yet
         matrices = list(matrices)
         total = len(matrices)
+        workers = min(resolve_n_jobs(n_jobs), total)
     report = progress or (lambda done, total, label: None)
+    options = {"rtol": rtol, "canonical": canonical, "cache_dir": cache_dir}
     layers = []
-    for done, layer in enumerate(matrices):
-        report(done, total, layer.name)
-        spectrum = cached_layer_spectrum(
-            layer,
-            rtol,
-            canonical,
-            cache_dir,
-            block_bytes=block_bytes,
-            stage=lambda text, done=done, name=layer.name: report(done, total, f"{name}: {text}"),
-        )
+    if workers > 1:
+        task = partial(cached_layer_spectrum, **options, block_bytes=block_bytes)
+        spectra = _in_processes(task, matrices, workers)
+    else:
+        spectra = _in_turn(matrices, report, total, options, block_bytes)
+    for done, spectrum in enumerate(spectra):
         if spectrum.eigenvalues.size:
             layers.append(spectrum)
         else:
-            skipped.append(SkippedTensor(layer.name, layer.shape, ZERO_LAYER))
-        report(done + 1, total, layer.name)
+            skipped.append(SkippedTensor(spectrum.name, spectrum.shape, ZERO_LAYER))
+        report(done + 1, total, spectrum.name)
     require_layers(weights.label, layers, skipped)
     return NetworkSpectra(weights.label, chosen, layers, skipped)
+
+
+def _in_turn(matrices, report, total, options, block_bytes):
+    """The spectrum of every layer, one after the other, reporting each layer's start and the
+    stages of large ones."""
+    for done, layer in enumerate(matrices):
+        report(done, total, layer.name)
+
+        def stage(text: str, done=done, name=layer.name) -> None:
+            report(done, total, f"{name}: {text}")
+
+        yield cached_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
+
+
+def _in_processes(task, matrices, workers: int):
+    """``task`` of every layer in ``workers`` processes, in order as they finish. Workers
+    ignore Ctrl-C and use one BLAS thread each; an interrupt or error ends them all."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with context.Pool(workers, initializer=_quiet_worker) as pool:
+        yield from pool.imap(task, matrices)
+
+
+def _quiet_worker() -> None:
+    """A spectra worker: Ctrl-C is the parent's to handle; one BLAS thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - BLAS threads then follow the environment
+        return
+    threadpool_limits(1)
 
 
 def layer_spectra(
@@ -343,6 +378,7 @@ def layer_spectra(
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     block_bytes: int | None = None,
+    n_jobs: int | None = None,
 ) -> list[LayerSpectrum]:
     """Raw spectra (method item 2) of every eligible layer of a network.
 
@@ -370,6 +406,11 @@ def layer_spectra(
         Largest block of a layer matrix held at once as float64 (default
         :data:`BLOCK_BYTES`); a larger layer is read and computed in blocks. Changes memory
         and time, not the result (beyond rounding).
+    n_jobs : int or None
+        Worker processes over the layers (-1: every core), for sources that list their
+        tensors from headers (safetensors files, shards, indexes; others are computed in
+        turn). Each worker holds one layer's working memory and uses one BLAS thread; stages
+        are not reported from workers. Does not change the result.
 
     Returns
     -------
@@ -387,4 +428,5 @@ def layer_spectra(
         cache_dir=cache_dir,
         progress=progress,
         block_bytes=block_bytes,
+        n_jobs=n_jobs,
     ).layers
