@@ -20,8 +20,9 @@ so small layers are computed as they always were.
   the singular values of W: W itself when it is square and fits one block (LU factors), else
   the triangular factor R of a QR of the tall orientation, accumulated block by block (TSQR).
   Subspace inverse iteration with A^T A gives the smallest singular values by Rayleigh-Ritz,
-  each accepted only with a residual that certifies it. Where too many eigenvalues are
-  unresolved (a rank-deficient matrix) or a certificate fails, an SVD of A ("svd").
+  each accepted only where its residual bound, or, once converged, the rounding error of the
+  backward-stable solves (as for an SVD), certifies it. Where too many eigenvalues are
+  unresolved (a rank-deficient matrix) or a value is not certified, an SVD of A ("svd").
 
 Ctrl-C (``KeyboardInterrupt``) takes effect between blocks and between LAPACK calls: the
 longest wait is one call on an n x n matrix (``eigvalsh`` of the Gram matrix, an LU, QR or
@@ -167,18 +168,18 @@ def canonical_scaling(
         return Scaling("raw")
     rows, columns = matrix.shape
     squares = _Squares(matrix, block_bytes, form == "balanced", cache_bytes)
-    row_sums, reciprocal, column_sums = np.zeros(rows), np.zeros(rows), np.zeros(columns)
+    row_sums, reciprocal, weighted = np.zeros(rows), np.zeros(rows), np.zeros(columns)
     stage("row norms")
     for start, stop, a in squares:
         sums = a @ np.ones(columns)
         row_sums[start:stop] = sums
         reciprocal[start:stop] = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
-        column_sums += reciprocal[start:stop] @ a
+        weighted += reciprocal[start:stop] @ a  # a^T r: the column sums of sweep 1
     norm = np.sqrt(row_sums)
     by_rows = Scaling("rows", squares.peak, np.where(norm > 0, norm, 1.0))
     if form == "rows":
         return by_rows
-    balance = _sinkhorn(squares, reciprocal, column_sums, stage)
+    balance = _sinkhorn(squares, reciprocal, weighted, stage)
     if balance is None:
         return by_rows
     r, c = balance

@@ -250,8 +250,8 @@ def analyze(
     cache_dir : path, optional
         On-disk cache of layer spectra.
     n_jobs : int or None
-        Worker processes for the conjugate ensemble (-1: every core). Does not change the
-        result.
+        Worker processes for the layer spectra of header-listed checkpoints (safetensors) and
+        for the conjugate ensemble (-1: every core). Does not change the result.
     **options
         Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
         normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
@@ -278,6 +278,7 @@ def analyze(
         rtol=chosen.rtol,
         canonical=chosen.canonical,
         cache_dir=cache_dir,
+        n_jobs=n_jobs,
     )
     analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
     analysis.layout, analysis.skipped = spectra.layout, spectra.skipped

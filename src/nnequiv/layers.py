@@ -199,7 +199,8 @@ class StoredMatrix:
 
     def blocks(self, axis: int, step: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(start, stop, float64 block)`` of consecutive row (0) or column (1) blocks of W;
-        blocks of rows of S are one read each, blocks of its columns one read per row."""
+        blocks of rows of S are one read each, blocks of its columns are read in bands of
+        whole rows."""
         rows, columns, transposed = self._view
         along_rows = (axis == 0) != transposed
         with self.tensor.open() as handle:

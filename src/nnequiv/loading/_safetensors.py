@@ -8,9 +8,9 @@ data region whose length is exactly shape x dtype size, not overlapping another 
 
 Every tensor is first a :class:`StoredTensor`: its name, shape and dtype from the header and
 its place in the file. Nothing is read until it is asked for, whole or in blocks of rows or
-columns, with positioned reads into fresh buffers; no file stays memory-mapped,
-so memory holds only what is being computed on. Tensors come in the model's order: the order
-of the shard index where there is one, else the order of the data in each file.
+columns, with positioned reads into fresh buffers; no file stays memory-mapped, so memory
+holds only what is being computed on. Tensors come in the model's order: the order of the
+shard index where there is one, else the order of the data in each file.
 """
 
 from __future__ import annotations
