@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from nnequiv.layers import infer_layout, kernel_vote, layer_matrices, matrix_shape
+from nnequiv.layers import (
+    as_layer_matrix,
+    infer_layout,
+    kernel_vote,
+    layer_matrices,
+    matrix_shape,
+)
 
 
 def test_layer_table_and_skipped_reasons(mlp_state):
@@ -56,3 +62,22 @@ def test_matrix_is_a_view_of_the_tensor():
     kernel = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)
     layer = layer_matrices({"k": kernel}, layout="oihw").layers[0]
     assert np.shares_memory(layer.matrix, kernel)
+
+
+@pytest.mark.parametrize(
+    "shape,layout,expected",
+    [
+        ((6, 4), "hwio", lambda a: a.T),  # a dense kernel stored in x out
+        ((6, 4), "ohwi", lambda a: a),
+        ((3, 3, 4, 5), "hwio", lambda a: a.reshape(-1, 5).T),
+        ((5, 3, 3, 4), "ohwi", lambda a: a.reshape(5, -1)),
+        ((3, 3, 8, 1), "hwio", lambda a: a.reshape(9, 8).T),  # depthwise: C x (kh kw)
+        ((1, 3, 3, 8), "ohwi", lambda a: a.reshape(9, 8).T),
+        ((8, 1, 3, 3), "oihw", lambda a: a.reshape(8, 9)),
+    ],
+)
+def test_layer_matrix_in_every_layout(shape, layout, expected):
+    array = np.arange(np.prod(shape), dtype=float).reshape(shape)
+    matrix = as_layer_matrix(array, layout)
+    np.testing.assert_array_equal(matrix, expected(array))
+    assert matrix.shape == matrix_shape(shape, layout) and np.shares_memory(matrix, array)

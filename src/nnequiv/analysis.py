@@ -255,8 +255,8 @@ def analyze(
         The analysis cache: None for the default (``$NNEQUIV_CACHE_DIR``, else the user
         cache directory), a directory, or False for none.
     n_jobs : int or None
-        Worker processes for the conjugate ensemble (-1: every core). Does not change the
-        result.
+        Worker processes for the layer spectra of header-listed checkpoints (safetensors) and
+        for the conjugate ensemble (-1: every core). Does not change the result.
     **options
         Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
         normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
@@ -291,6 +291,7 @@ def _computed(source, settings: Settings, options: dict, n_jobs: int | None) -> 
     spectra = network_spectra(
         weights, load.include, load.exclude, load.layout, rtol=chosen.rtol,
         canonical=chosen.canonical,
+        n_jobs=n_jobs,
     )  # fmt: skip
     analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
     analysis.layout, analysis.skipped = spectra.layout, spectra.skipped

@@ -6,6 +6,10 @@ every other axis. Three kernel layouts are known: OIHW (PyTorch, ONNX, Paddle), 
 depthwise kernel in HWIO or OHWI, or a one-output convolution) is the C x (kh*kw) matrix of
 its per-channel filters in every layout. For bare arrays (npz, dict) the layout is inferred
 once per network by a vote of its kernels: the small equal dimensions mark the spatial axes.
+
+Where a loader knows its tensors from headers (safetensors files, shard sets and indexes),
+the name filters and the eligibility (dtype, ndim, min(N, M)) are decided before any tensor
+is read, and a layer can stay in its file as a :class:`StoredMatrix`, read in blocks.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import numpy as np
 
 from nnequiv.errors import InvalidWeightsError, NoLayersError
 from nnequiv.loading import HWIO, OHWI, OIHW, WeightSource, open_weights
+from nnequiv.loading._safetensors import StoredTensor, StoredWeights
 
 __all__ = [
     "LayerMatrix",
+    "StoredMatrix",
     "SkippedTensor",
     "LayerMatrices",
     "layer_matrices",
@@ -40,7 +46,8 @@ FILTERED = "filtered by name"
 
 @dataclass
 class LayerMatrix:
-    """One eligible tensor as a matrix: ``matrix`` is N x M, rows are output units."""
+    """One eligible tensor as a matrix: ``matrix`` is N x M, rows are output units (an array,
+    or a :class:`StoredMatrix` still in its file where that was asked for)."""
 
     name: str
     shape: tuple[int, ...]
@@ -140,19 +147,85 @@ def matrix_shape(shape: Sequence[int], layout: str) -> tuple[int, int]:
     return out, int(math.prod(shape) // out) if out else 0
 
 
+def stored_matrix_shape(shape: Sequence[int], layout: str) -> tuple[int, int, bool]:
+    """``(P, Q, transposed)``: the layer matrix of a tensor of ``shape`` in ``layout`` is its
+    row-major ``P x Q`` reshape S (``transposed`` False) or S^T (True)."""
+    rows, _ = matrix_shape(shape, layout)
+    size = math.prod(int(d) for d in shape)
+    transposed = layout == HWIO or (_per_channel(shape, layout) and layout != OIHW)
+    other = size // rows if rows else 0
+    return (other, rows, True) if transposed else (rows, other, False)
+
+
 def as_layer_matrix(array: np.ndarray, layout: str) -> np.ndarray:
     """The N x M matrix view of a weight tensor (no copy where the memory allows)."""
-    rows, _ = matrix_shape(array.shape, layout)
-    if array.ndim == 2:
-        return array.T if layout == HWIO else array
-    if _per_channel(array.shape, layout):
-        # the single output axis has size 1: only the channel axis and the spatial axes remain
-        if layout == OIHW:
-            return array.reshape(rows, -1)
-        return array.reshape(-1, rows).T
-    if layout == HWIO:
-        return array.reshape(-1, rows).T
-    return array.reshape(rows, -1)
+    rows, columns, transposed = stored_matrix_shape(array.shape, layout)
+    flat = array.reshape(rows, columns)
+    return flat.T if transposed else flat
+
+
+@dataclass(frozen=True)
+class StoredMatrix:
+    """The N x M layer matrix of a tensor still in its file: the tensor's row-major ``P x Q``
+    reshape S, or S^T. Read whole (``np.asarray``) or in blocks of rows or columns, each
+    checked for NaN and Inf."""
+
+    tensor: StoredTensor
+    label: str
+    layout: str
+
+    @property
+    def _view(self) -> tuple[int, int, bool]:
+        return stored_matrix_shape(self.tensor.shape, self.layout)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, columns, transposed = self._view
+        return (columns, rows) if transposed else (rows, columns)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tensor.dtype
+
+    def read(self) -> np.ndarray:
+        """The whole matrix, decoded."""
+        array = self.tensor.read()
+        require_finite(array, self.label, self.tensor.name)
+        return as_layer_matrix(array, self.layout)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.read()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def blocks(self, axis: int, step: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(start, stop, float64 block)`` of consecutive row (0) or column (1) blocks of W;
+        blocks of rows of S are one read each, blocks of its columns are read in bands of
+        whole rows."""
+        rows, columns, transposed = self._view
+        along_rows = (axis == 0) != transposed
+        with self.tensor.open() as handle:
+            for start in range(0, self.shape[axis], step):
+                stop = min(start + step, self.shape[axis])
+                if along_rows:
+                    flat = self.tensor.read_span(handle, start * columns, (stop - start) * columns)
+                    part = flat.reshape(stop - start, columns)
+                else:
+                    part = self.tensor.read_columns(handle, columns, start, stop)
+                require_finite(part, self.label, self.tensor.name)
+                # a fresh buffer for every block: the caller may scale it in place
+                yield start, stop, np.asarray(part.T if transposed else part, dtype=np.float64)
+
+    def raw_chunks(self, chunk_bytes: int) -> Iterator[bytes]:
+        """The tensor's stored bytes, in chunks."""
+        with self.tensor.open() as handle:
+            yield from self.tensor.raw_chunks(handle, chunk_bytes)
+
+
+def require_finite(array: np.ndarray, label: str, name: str) -> None:
+    """Raise :class:`InvalidWeightsError` when ``array`` holds NaN or Inf."""
+    if not np.all(np.isfinite(array)):
+        bad = "NaN" if np.isnan(array).any() else "Inf"
+        raise InvalidWeightsError(f"{label}: tensor '{name}' holds {bad} values")
 
 
 def _excluded(name: str, include, exclude) -> bool:
@@ -173,25 +246,40 @@ def iter_layer_matrices(
     exclude=None,
     layout: str | None = None,
     skipped: list | None = None,
+    *,
+    stored: bool = False,
 ) -> Iterator[LayerMatrix]:
     """Yield the layer matrices of ``source`` one at a time (streaming).
 
     Parameters are those of :func:`layer_matrices`; skipped tensors are appended to
-    ``skipped`` when a list is given.
+    ``skipped`` when a list is given. Where the source describes its tensors from headers
+    (safetensors files, shard sets, indexes), tensors are chosen before any is read, and with
+    ``stored=True`` each layer's ``matrix`` is a :class:`StoredMatrix` left in its file.
     """
     weights, chosen = resolved_layout(source, layout)
     include, exclude = _as_patterns(include), _as_patterns(exclude)
-    for name, array in weights.tensors():
-        reason = _skip_reason(name, array, chosen, include, exclude)
+    for name, tensor in _tensors(weights):
+        reason = _skip_reason(name, tensor, chosen, include, exclude)
         if reason:
             if skipped is not None:
-                skipped.append(SkippedTensor(name, tuple(array.shape), reason))
+                skipped.append(SkippedTensor(name, tuple(tensor.shape), reason))
             continue
-        if not np.all(np.isfinite(array)):
-            bad = "NaN" if np.isnan(array).any() else "Inf"
-            raise InvalidWeightsError(f"{weights.label}: tensor '{name}' holds {bad} values")
-        rows, cols = matrix_shape(array.shape, chosen)
-        yield LayerMatrix(name, tuple(array.shape), (rows, cols), as_layer_matrix(array, chosen))
+        if isinstance(tensor, StoredTensor):
+            in_file = StoredMatrix(tensor, weights.label, chosen)
+            matrix = in_file if stored else in_file.read()
+        else:
+            require_finite(tensor, weights.label, name)
+            matrix = as_layer_matrix(tensor, chosen)
+        shape = matrix_shape(tensor.shape, chosen)
+        yield LayerMatrix(name, tuple(tensor.shape), shape, matrix)
+
+
+def _tensors(weights: WeightSource) -> Iterator[tuple[str, object]]:
+    """``(name, tensor)``: :class:`StoredTensor` descriptions where the source has them (read
+    later, if at all), else arrays."""
+    if isinstance(weights, StoredWeights) and weights.stored is not None:
+        return ((tensor.name, tensor) for tensor in weights.stored())
+    return weights.tensors()
 
 
 def _skip_reason(name, array, layout, include, exclude) -> str | None:

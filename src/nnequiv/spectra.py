@@ -4,29 +4,51 @@ normalisation, on-disk cache.
 The canonical form balances the rows and columns of W (``canonical="balanced"``), scales its
 rows to unit norm (``"rows"``) or leaves W as stored (``"raw"``). The n = min(N, M)
 eigenvalues of the smaller Gram matrix come from ``eigvalsh`` in float64 where that is
-accurate; when the kept eigenvalues span too many decades for the Gram route to hold its
-relative accuracy, an SVD of W is used instead. Eigenvalues below ``rtol * max`` are
-numerical zeros: dropped and counted. A layer with no eigenvalue left (all zero, or all below
-float64's range once squared) is skipped.
+accurate; where the smallest kept eigenvalues lie below what the Gram route resolves, they
+are computed again by inverse iteration ("refined") or, for many of them, from an SVD.
+Eigenvalues below ``rtol * max`` are numerical zeros: dropped and counted. A layer with no
+eigenvalue left (all zero, or all below float64's range once squared) is skipped.
+
+Large layers are computed from blocks of rows or columns in bounded memory, read from the
+file where the loader allows it (see :mod:`nnequiv._blockwise`); the result is the same as
+from the matrix in memory, up to rounding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from nnequiv._blockwise import (
+    BALANCE_RANGE,
+    BALANCE_SWEEPS,
+    BALANCE_TOLERANCE,
+    BLOCK_BYTES,
+    GRAM_RELATIVE_ACCURACY,
+    ArrayBlocks,
+    Scaling,
+    canonical_scaling,
+    matrix_spectrum,
+    whole_bytes,
+)
+from nnequiv._seeding import resolve_n_jobs
 from nnequiv.layers import (
     LayerMatrix,
     SkippedTensor,
+    StoredMatrix,
     iter_layer_matrices,
     require_layers,
     resolved_layout,
 )
+from nnequiv.loading._safetensors import StoredWeights
 from nnequiv.settings import (
     CANONICAL_FORMS,
     DEFAULT_RTOL,
@@ -47,12 +69,17 @@ __all__ = [
     "canonical_form",
     "balancing_scales",
     "GRAM_RELATIVE_ACCURACY",
+    "BLOCK_BYTES",
+    "BALANCE_TOLERANCE",
+    "BALANCE_SWEEPS",
+    "BALANCE_RANGE",
 ]
 
 #: Why a layer without a spectrum is skipped.
 ZERO_LAYER = "no singular value above zero in float64 (all zero or subnormal)"
-#: Relative accuracy the Gram route must guarantee for the smallest kept eigenvalue.
-GRAM_RELATIVE_ACCURACY = 1e-6
+#: ``progress(done, total, label)``: layers done, layers in all (None where the source does
+#: not say before it is read) and the layer being computed, with its stage for large ones.
+Progress = Callable[[int, "int | None", str], None]
 
 
 @dataclass
@@ -72,7 +99,8 @@ class LayerSpectrum:
     n_dropped : int
         Numerical zeros dropped (below ``rtol * max``).
     method : str
-        ``"gram"`` or ``"svd"``.
+        ``"gram"``, ``"refined"`` (the smallest eigenvalues computed again by inverse
+        iteration) or ``"svd"`` (method item 2).
     canonical : str
         The canonical form applied (``"rows"`` where a balance was asked for but the zero
         pattern of W admits none).
@@ -121,53 +149,23 @@ def canonical_form(matrix: np.ndarray, form: str = Settings.canonical) -> tuple[
     check_choice("canonical form", form, CANONICAL_FORMS)
     if form == "raw":
         return np.asarray(matrix, dtype=np.float64), form
-    w = np.array(matrix, dtype=np.float64)
-    # divide by each row's largest entry first, so that squaring tiny rows cannot underflow
-    peak = np.abs(w).max(axis=1, initial=0.0)
-    w /= np.where(peak > 0, peak, 1.0)[:, None]
-    if form == "balanced":
-        scales = balancing_scales(w)
-        if scales is not None:
-            w *= scales[0][:, None]
-            w *= scales[1][None, :]
-            return w, form
-    norms = np.sqrt(np.einsum("ij,ij->i", w, w))
-    w /= np.where(norms > 0, norms, 1.0)[:, None]
-    return w, "rows"
-
-
-#: Sinkhorn balancing stops when every row norm is within this of 1 (relative, squared)...
-BALANCE_TOLERANCE = 1e-10
-#: ... and gives up after this many sweeps, or when its factors span more than
-#: :data:`BALANCE_RANGE` (a zero pattern that admits no balance).
-BALANCE_SWEEPS = 1000
-BALANCE_RANGE = 1e12
+    blocks = ArrayBlocks(matrix)
+    size = whole_bytes(blocks.shape)
+    scaling = canonical_scaling(blocks, form, block_bytes=size, cache_bytes=size)
+    whole = np.array(matrix, dtype=np.float64)
+    return scaling.apply(whole, 0, blocks.shape[0], 0), scaling.form
 
 
 def balancing_scales(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Positive row and column factors r, c that balance ``diag(r) W diag(c)``: every non-zero
     row of unit norm, every non-zero column of norm sqrt(N'/M') (Sinkhorn-Knopp on the squared
     entries). Zero rows and columns get the factor 0. None where no balance is reached."""
-    squares = w * w
-    live_rows, live_columns = squares.sum(axis=1) > 0, squares.sum(axis=0) > 0
-    row_scale, column_scale = np.zeros(w.shape[0]), np.zeros(w.shape[1])
-    a = squares[np.ix_(live_rows, live_columns)]
-    rows, columns = a.shape
-    if a.size == 0:
-        return row_scale, column_scale
-    c = np.ones(columns)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        for _ in range(BALANCE_SWEEPS):
-            r = 1.0 / (a @ c)
-            c = (rows / columns) / (a.T @ r)
-            if not (np.isfinite(c).all() and c.max() < BALANCE_RANGE * c.min()):
-                return None
-            if np.abs(r * (a @ c) - 1.0).max() < BALANCE_TOLERANCE:
-                break
-        else:
-            return None
-    row_scale[live_rows], column_scale[live_columns] = np.sqrt(r), np.sqrt(c)
-    return row_scale, column_scale
+    blocks = ArrayBlocks(w)
+    size = whole_bytes(blocks.shape)
+    scaling = canonical_scaling(blocks, "balanced", block_bytes=size, cache_bytes=size)
+    if scaling.form != "balanced":
+        return None
+    return scaling.rows / scaling.peak, scaling.columns
 
 
 def gram_eigenvalues(matrix: np.ndarray, rtol: float = DEFAULT_RTOL) -> tuple[np.ndarray, int, str]:
@@ -177,28 +175,26 @@ def gram_eigenvalues(matrix: np.ndarray, rtol: float = DEFAULT_RTOL) -> tuple[np
     -------
     eigenvalues, n_dropped, method
         ``method`` is ``"gram"`` when ``eigvalsh`` of the smaller Gram matrix was accurate
-        to :data:`GRAM_RELATIVE_ACCURACY` for every kept eigenvalue, else ``"svd"``.
+        to :data:`GRAM_RELATIVE_ACCURACY` for every kept eigenvalue; ``"refined"`` when the
+        smallest ones were computed again by inverse iteration to that accuracy; ``"svd"``
+        when they came from an SVD of W.
     """
-    w = np.asarray(matrix, dtype=np.float64)
-    rows, cols = w.shape
-    gram = w @ w.T if rows <= cols else w.T @ w
-    values = np.linalg.eigvalsh(gram)
-    top = values[-1] if values.size else 0.0
-    kept = values[values > rtol * top] if top > 0 else values[:0]
-    if not kept.size:
-        return np.empty(0), int(values.size), "gram"
-    # eigvalsh of the Gram matrix is accurate to about (N + M) eps * max in absolute terms
-    if kept[0] < (rows + cols) * np.finfo(float).eps * top / GRAM_RELATIVE_ACCURACY:
-        values = np.linalg.svd(w, compute_uv=False)[::-1] ** 2
-        top = values[-1]
-        kept = values[values > rtol * top]
-        return kept, int(values.size - kept.size), "svd"
-    return kept, int(values.size - kept.size), "gram"
+    blocks = ArrayBlocks(matrix)
+    return matrix_spectrum(blocks, Scaling("raw"), rtol, block_bytes=whole_bytes(blocks.shape))
 
 
-def _spectrum_of(matrix, rtol: float, canonical: str) -> tuple[np.ndarray, int, str, str]:
-    w, applied = canonical_form(matrix, canonical)
-    return (*gram_eigenvalues(w, rtol), applied)
+def _spectrum_of(
+    matrix, rtol: float, canonical: str, block_bytes: int | None = None, stage=None
+) -> tuple[np.ndarray, int, str, str]:
+    """Eigenvalues, numerical zeros, method and canonical form applied, from blocks of the
+    matrix (one block where it fits ``block_bytes``; ``stage`` hears the stages of larger
+    ones)."""
+    blocks = matrix if isinstance(matrix, StoredMatrix) else ArrayBlocks(matrix)
+    size = BLOCK_BYTES if block_bytes is None else block_bytes
+    large = whole_bytes(blocks.shape) > size
+    report = stage if stage is not None and large else (lambda text: None)
+    scaling = canonical_scaling(blocks, canonical, block_bytes=size, stage=report)
+    return (*matrix_spectrum(blocks, scaling, rtol, block_bytes=size, stage=report), scaling.form)
 
 
 def layer_spectrum(
@@ -228,6 +224,13 @@ def normalize_spectrum(eigenvalues: np.ndarray, method: str = Settings.normaliza
 
 def _content_key(layer: LayerMatrix, rtol: float, canonical: str) -> str:
     digest = hashlib.blake2b(digest_size=20)
+    if isinstance(layer.matrix, StoredMatrix):  # the stored bytes, as the file holds them
+        stored = layer.matrix
+        view = f"{stored.tensor.element.name}|{stored.tensor.shape}|{stored.layout}"
+        digest.update(f"stored|{view}|{rtol!r}|{canonical}|v3".encode())
+        for chunk in stored.raw_chunks(BLOCK_BYTES):
+            digest.update(chunk)
+        return digest.hexdigest()
     matrix = np.ascontiguousarray(layer.matrix)
     digest.update(f"{matrix.dtype.str}|{matrix.shape}|{rtol!r}|{canonical}|v3".encode())
     digest.update(memoryview(matrix).cast("B"))
@@ -267,16 +270,23 @@ def _cache_write(path: Path, values, dropped, method, applied) -> None:
 
 
 def cached_layer_spectrum(
-    layer: LayerMatrix, rtol: float, canonical: str, cache_dir
+    layer: LayerMatrix,
+    rtol: float,
+    canonical: str,
+    cache_dir,
+    *,
+    block_bytes: int | None = None,
+    stage=None,
 ) -> LayerSpectrum:
     """:func:`layer_spectrum`, read from ``cache_dir`` when this tensor was seen before."""
-    if cache_dir is None:
-        return layer_spectrum(layer, rtol, canonical)
-    path = Path(cache_dir) / f"{_content_key(layer, rtol, canonical)}.npz"
-    hit = _cache_read(path, layer) if path.exists() else None
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{_content_key(layer, rtol, canonical)}.npz"
+    hit = _cache_read(path, layer) if path is not None and path.exists() else None
     if hit is None:
-        hit = _spectrum_of(layer.matrix, rtol, canonical)
-        _cache_write(path, *hit)
+        hit = _spectrum_of(layer.matrix, rtol, canonical, block_bytes, stage)
+        if path is not None:
+            _cache_write(path, *hit)
     return LayerSpectrum(layer.name, layer.shape, layer.matrix_shape, *hit)
 
 
@@ -289,6 +299,9 @@ def network_spectra(
     rtol: float = DEFAULT_RTOL,
     canonical: str = "raw",
     cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    block_bytes: int | None = None,
+    n_jobs: int | None = None,
 ) -> NetworkSpectra:
     """Spectra of every layer of a network, computed one layer at a time.
 
@@ -297,15 +310,61 @@ def network_spectra(
     """
     weights, chosen = resolved_layout(source, layout)
     skipped: list[SkippedTensor] = []
+    matrices = iter_layer_matrices(weights, include, exclude, chosen, skipped, stored=True)
+    total, workers = None, 1
+    if isinstance(weights, StoredWeights):  # chosen from the headers: nothing read yet
+        matrices = list(matrices)
+        total = len(matrices)
+        workers = min(resolve_n_jobs(n_jobs), total)
+    report = progress or (lambda done, total, label: None)
+    options = {"rtol": rtol, "canonical": canonical, "cache_dir": cache_dir}
     layers = []
-    for layer in iter_layer_matrices(weights, include, exclude, chosen, skipped):
-        spectrum = cached_layer_spectrum(layer, rtol, canonical, cache_dir)
+    if workers > 1:
+        task = partial(cached_layer_spectrum, **options, block_bytes=block_bytes)
+        spectra = _in_processes(task, matrices, workers)
+    else:
+        spectra = _in_turn(matrices, report, total, options, block_bytes)
+    for done, spectrum in enumerate(spectra):
         if spectrum.eigenvalues.size:
             layers.append(spectrum)
         else:
-            skipped.append(SkippedTensor(layer.name, layer.shape, ZERO_LAYER))
+            skipped.append(SkippedTensor(spectrum.name, spectrum.shape, ZERO_LAYER))
+        report(done + 1, total, spectrum.name)
     require_layers(weights.label, layers, skipped)
     return NetworkSpectra(weights.label, chosen, layers, skipped)
+
+
+def _in_turn(matrices, report, total, options, block_bytes):
+    """The spectrum of every layer, one after the other, reporting each layer's start and the
+    stages of large ones."""
+    for done, layer in enumerate(matrices):
+        report(done, total, layer.name)
+
+        def stage(text: str, done=done, name=layer.name) -> None:
+            report(done, total, f"{name}: {text}")
+
+        yield cached_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
+
+
+def _in_processes(task, matrices, workers: int):
+    """``task`` of every layer in ``workers`` processes, in order as they finish. Workers
+    ignore Ctrl-C and use one BLAS thread each; an interrupt or error ends them all."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with context.Pool(workers, initializer=_quiet_worker) as pool:
+        yield from pool.imap(task, matrices)
+
+
+def _quiet_worker() -> None:
+    """A spectra worker: Ctrl-C is the parent's to handle; one BLAS thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - BLAS threads then follow the environment
+        return
+    threadpool_limits(1)
 
 
 def layer_spectra(
@@ -317,6 +376,9 @@ def layer_spectra(
     rtol: float = DEFAULT_RTOL,
     canonical: str = "raw",
     cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    block_bytes: int | None = None,
+    n_jobs: int | None = None,
 ) -> list[LayerSpectrum]:
     """Raw spectra (method item 2) of every eligible layer of a network.
 
@@ -336,12 +398,35 @@ def layer_spectra(
         ``"balanced"`` by default).
     cache_dir : path, optional
         Directory of cached spectra, keyed by a content hash of each tensor.
+    progress : callable, optional
+        ``progress(done, total, label)`` before and after every layer, and at every stage of
+        a layer computed in blocks (``label`` is then ``"name: stage"``); ``total`` is None
+        where the source does not list its layers before they are read.
+    block_bytes : int, optional
+        Largest block of a layer matrix held at once as float64 (default
+        :data:`BLOCK_BYTES`); a larger layer is read and computed in blocks. Changes memory
+        and time, not the result (beyond rounding).
+    n_jobs : int or None
+        Worker processes over the layers (-1: every core), for sources that list their
+        tensors from headers (safetensors files, shards, indexes; others are computed in
+        turn). Each worker holds one layer's working memory and uses one BLAS thread; stages
+        are not reported from workers. Does not change the result.
 
     Returns
     -------
     list of LayerSpectrum
-        In the order the tensors are stored.
+        In the model's order: the order of a shard index, else the order in which the file
+        stores the tensors.
     """
     return network_spectra(
-        source, include, exclude, layout, rtol=rtol, canonical=canonical, cache_dir=cache_dir
+        source,
+        include,
+        exclude,
+        layout,
+        rtol=rtol,
+        canonical=canonical,
+        cache_dir=cache_dir,
+        progress=progress,
+        block_bytes=block_bytes,
+        n_jobs=n_jobs,
     ).layers

@@ -28,10 +28,9 @@ from nnequiv.loading._npz import iter_npz, npz_shapes
 from nnequiv.loading._onnx import iter_onnx
 from nnequiv.loading._pytorch import TorchFile, open_torch
 from nnequiv.loading._safetensors import (
-    iter_safetensors,
+    open_safetensors,
+    open_safetensors_directory,
     safetensors_header,
-    safetensors_shapes,
-    safetensors_shards,
 )
 from nnequiv.loading._shards import ShardSet, is_index_path, open_index, open_shard_set
 from nnequiv.loading._source import (
@@ -119,13 +118,7 @@ def open_weights(
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        shards = safetensors_shards(path, limit)
-        return WeightSource(
-            str(path),
-            forced,
-            lambda: iter_safetensors(shards, limit),
-            lambda: safetensors_shapes(shards, limit),
-        )
+        return open_safetensors_directory(path, forced, limit)
     if require_regular(path).st_size == 0:
         raise FormatError(f"{path}: file is empty")
     return _open_file(path, forced, limit, trust_code)
@@ -149,12 +142,7 @@ def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> 
         )
     if suffix == ".safetensors":
         safetensors_header(path, limit)  # fail early on a bad header
-        return WeightSource(
-            label,
-            forced,
-            lambda: iter_safetensors([path], limit),
-            lambda: safetensors_shapes([path], limit),
-        )
+        return open_safetensors(label, [path], forced, limit)
     if suffix == ".onnx":
         return WeightSource(label, forced or OUT_FIRST, lambda: iter_onnx(path, limit))
     if suffix in {".h5", ".hdf5", ".keras"}:

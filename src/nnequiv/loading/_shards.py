@@ -64,6 +64,19 @@ def index_shards(index: Path) -> tuple[list[Path], dict[Path, list[str]]]:
     InputError
         A shard named by the index is missing.
     """
+    return _by_shard(index_weight_map(index))
+
+
+def _by_shard(weight_map: dict[str, Path]) -> tuple[list[Path], dict[Path, list[str]]]:
+    tensors: dict[Path, list[str]] = {}
+    for name, path in weight_map.items():
+        tensors.setdefault(path, []).append(name)
+    return list(tensors), tensors
+
+
+def index_weight_map(index: Path) -> dict[str, Path]:
+    """Every tensor an index lists, in the index's order, with the shard that holds it
+    (checked as :func:`index_shards` says)."""
     size = index.stat().st_size
     if size > MAX_INDEX_BYTES:
         raise FormatError(
@@ -78,7 +91,7 @@ def index_shards(index: Path) -> tuple[list[Path], dict[Path, list[str]]]:
         raise FormatError(f"{index}: index has no 'weight_map' of tensor names") from exc
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError(f"{index}: 'weight_map' is not a non-empty mapping of tensor names")
-    tensors: dict[Path, list[str]] = {}
+    located: dict[str, Path] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise FormatError(
@@ -87,14 +100,14 @@ def index_shards(index: Path) -> tuple[list[Path], dict[Path, list[str]]]:
         path = index.parent / shard
         if path.suffix.lower() not in SHARD_SUFFIXES:
             raise FormatError(f"{index}: shard '{shard}' is not a safetensors or PyTorch file")
-        tensors.setdefault(path, []).append(str(name))
-    suffixes = {_family(path) for path in tensors}
+        located[str(name)] = path
+    suffixes = {_family(path) for path in located.values()}
     if len(suffixes) > 1:
         raise FormatError(f"{index}: shards mix formats ({', '.join(sorted(suffixes))})")
-    missing = [path for path in tensors if not path.is_file()]
+    missing = [path for path in dict.fromkeys(located.values()) if not path.is_file()]
     if missing:
         raise InputError(f"{index}: shard missing: {missing[0]}")
-    return list(tensors), tensors
+    return located
 
 
 def _plain_file_name(name: str) -> bool:
@@ -148,9 +161,11 @@ def missing_shards(shards: ShardSet) -> list[int]:
 
 
 def open_index(index: Path, forced, max_tensor_bytes: int | None = None):
-    """The :class:`WeightSource` of an index and its shards (safetensors or PyTorch bins)."""
-    shards, tensors = index_shards(index)
-    return _open_parts(index, shards, tensors, forced, max_tensor_bytes)
+    """The :class:`WeightSource` of an index and its shards (safetensors or PyTorch bins);
+    safetensors tensors come in the index's order."""
+    weight_map = index_weight_map(index)
+    shards, tensors = _by_shard(weight_map)
+    return _open_parts(index, shards, tensors, forced, max_tensor_bytes, list(weight_map))
 
 
 def open_shard_set(shards: ShardSet, forced, max_tensor_bytes: int | None = None):
@@ -165,28 +180,19 @@ def open_shard_set(shards: ShardSet, forced, max_tensor_bytes: int | None = None
     return _open_parts(shards.label, paths, None, forced, max_tensor_bytes)
 
 
-def _open_parts(label, shards: list[Path], listed, forced, max_tensor_bytes):
+def _open_parts(label, shards: list[Path], listed, forced, max_tensor_bytes, order=()):
     from nnequiv.loading._source import OUT_FIRST, WeightSource
 
     limit = tensor_byte_limit(max_tensor_bytes)
     suffix = shards[0].suffix.lower()
     if suffix == ".safetensors":
-        from nnequiv.loading._safetensors import (
-            iter_safetensors,
-            safetensors_header,
-            safetensors_shapes,
-        )
+        from nnequiv.loading._safetensors import open_safetensors, safetensors_header
 
         for shard in shards:
             entries, _ = safetensors_header(shard, limit)
             present = {entry.name for entry in entries}
             _check_listed(label, shard, (listed or {}).get(shard, ()), present)
-        return WeightSource(
-            str(label),
-            forced,
-            lambda: iter_safetensors(shards, limit),
-            lambda: safetensors_shapes(shards, limit),
-        )
+        return open_safetensors(str(label), shards, forced, limit, order)
     if suffix == ".gguf":
         from nnequiv.loading._gguf import gguf_shapes, gguf_tensors, iter_gguf
 
