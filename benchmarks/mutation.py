@@ -4,20 +4,33 @@ an arithmetic operator, a number, a boolean, min/max, mean/median); the suite ru
 without ../shared, and the mutant is killed when a test fails (or the run times out).
 
 Run: ``python benchmarks/mutation.py [--modules csd spectra ...] [--limit N] [--jobs 2]``
-(``--list`` prints the mutants without running them). Prints the kill rate per module and
-every surviving mutant. It works on a copy of src/ and tests/, never on the checkout.
+(``--list`` prints the mutants without running them). Prints the kill rate per module, with
+and without the mutants listed in :data:`EQUIVALENT`, and every surviving mutant. It works on
+copies of src/ and tests/, never on the checkout, and never reads a user's cache.
+
+How a mutant is run. The unmutated suite runs once first, recording which lines of the
+mutated modules every test executes. A mutant then runs, fastest first, the tests that
+execute its line (for a mutated default argument: any line of its function), stopping at the
+first failure. A test that never executes the mutated line cannot see the change in this
+process, but it can through a subprocess, a worker or a value cached by an earlier test, so a
+mutant that survives its tests runs the whole suite before it is counted as a survivor
+(``--no-confirm`` skips that, for quick looks only): the survivors are those of the whole
+suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import copy
+import json
 import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,21 +38,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("csd", "spectra", "analysis", "distances", "equivalence", "explain")
-#: The test files each module is checked by first (the rest of the suite runs after them).
-FIRST_TESTS = {
-    "csd": ["test_csd.py", "test_analysis.py"],
-    "spectra": ["test_spectra.py", "test_analysis.py"],
-    "analysis": ["test_analysis.py", "test_golden.py"],
-    "distances": ["test_distances.py", "test_equivalence.py"],
-    "equivalence": ["test_equivalence.py", "test_golden.py"],
-    "explain": ["test_explain.py", "test_equivalence.py"],
-}
 SWAPS = {"min": "max", "max": "min", "mean": "median", "median": "mean", "argmin": "argmax",
          "argmax": "argmin", "any": "all", "all": "any"}  # fmt: skip
 COMPARISONS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
                ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}  # fmt: skip
 OPERATORS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
              ast.Pow: ast.Mult, ast.FloorDiv: ast.Div}  # fmt: skip
+#: Environment variable that turns this file, loaded as a pytest plugin, into a line tracer.
+TRACE_VARIABLE = "NNEQUIV_MUTATION_TRACE"
+#: The name this file has in a workspace, where pytest loads it (``-p``) as the line tracer.
+PLUGIN = "nnequiv_mutation_tracer"
+
+#: Mutants that cannot change what the code computes, each with the reason. Key: (module,
+#: function, the mutated expression as ``ast.unparse`` writes it, the mutation). They are
+#: run like the others; the report gives the kill rate with and without them.
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,23 @@ class Mutant:
     column: int
     description: str
     source: str  # the whole mutated module
+    function: str = ""  # qualified name of the enclosing function
+    snippet: str = ""  # the original expression
+    lines: tuple[int, ...] = ()  # the lines whose execution runs the mutated code
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.module, self.function, self.snippet, self.description)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.module}.py:{self.line}:{self.column} {self.function}: "
+            f"{self.snippet}  [{self.description}]"
+        )
 
 
-def _docstring_or_message(node, parents) -> bool:
-    """Strings are not mutated; neither is anything inside a raise statement's message."""
+def _inside_raise(parents) -> bool:
+    """Nothing inside a raise statement (its message) is mutated."""
     return any(isinstance(p, ast.Raise) for p in parents)
 
 
@@ -74,7 +100,7 @@ def _mutations(node):
         new = ast.Or() if isinstance(node.op, ast.And) else ast.And()
         yield f"{type(node.op).__name__} -> {type(new).__name__}", ast.BoolOp(new, node.values)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
-        yield f"drop {type(node.op).__name__}", node.operand
+        yield f"drop {type(node.op).__name__}", copy.deepcopy(node.operand)
     elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
         value = node.value
         if isinstance(value, bool):
@@ -93,31 +119,58 @@ def _mutations(node):
         yield f"{node.id} -> {SWAPS[node.id]}", ast.Name(SWAPS[node.id], node.ctx)
 
 
+def _body_lines(function: ast.FunctionDef) -> tuple[int, ...]:
+    """The lines of a function's body (what runs when it is called)."""
+    first, last = function.body[0].lineno, function.body[-1].end_lineno
+    return tuple(range(first, last + 1))
+
+
 def mutants_of(module: str) -> list[Mutant]:
     """Every single-node mutant of the functions of ``src/nnequiv/<module>.py``."""
     path = ROOT / "src" / "nnequiv" / f"{module}.py"
-    tree = ast.parse(path.read_text())
+    text = path.read_text()
     found = []
 
-    def visit(node, parents, inside_function):
+    def visit(node, parents, function, names, at_definition):
         for child in ast.iter_child_nodes(node):
-            in_function = inside_function or isinstance(child, ast.FunctionDef)
             chain = (*parents, node)
-            if in_function and not _docstring_or_message(child, chain):
+            inner, inner_names, definition = function, names, at_definition
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner_names = (*names, child.name)
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner, definition = child, False
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                child is node.args or child in node.decorator_list or child is node.returns
+            ):
+                definition = True  # defaults and decorators are evaluated at definition
+            if inner is not None and not _inside_raise(chain):
                 for description, replacement in _mutations(child):
-                    found.append((child, replacement, description))
-            visit(child, chain, in_function)
+                    lines = (
+                        _body_lines(inner)
+                        if definition
+                        else tuple(range(child.lineno, child.end_lineno + 1))
+                    )
+                    found.append((child, replacement, description, ".".join(inner_names), lines))
+            visit(child, chain, inner, inner_names, definition)
 
-    visit(tree, (), False)
+    visit(ast.parse(text), (), None, (), False)
+    unchanged = ast.unparse(ast.parse(text))
     mutants = []
-    for original, replacement, description in found:
+    for original, replacement, description, function, lines in found:
         ast.copy_location(replacement, original)
-        swapped = _Swap(original, replacement).visit(ast.parse(path.read_text()))
+        swap = _Swap(original, replacement)
+        swapped = swap.visit(ast.parse(text))
+        if not swap.done:
+            raise RuntimeError(f"{module}.py:{original.lineno}: mutant not placed")
         try:
             source = ast.unparse(ast.fix_missing_locations(swapped))
         except Exception:  # pragma: no cover - a replacement that cannot be written back
             continue
-        mutants.append(Mutant(module, original.lineno, original.col_offset, description, source))
+        if source == unchanged:
+            raise RuntimeError(f"{module}.py:{original.lineno}: the mutant changes nothing")
+        where = (original.lineno, original.col_offset)
+        snippet = ast.unparse(original)
+        mutants.append(Mutant(module, *where, description, source, function, snippet, lines))
     return mutants
 
 
@@ -139,40 +192,214 @@ class _Swap(ast.NodeTransformer):
         return super().generic_visit(node)
 
 
+# ---- the line tracer (this file loaded as a pytest plugin) ------------------------------
+
+
+class _Tracer:
+    """Lines of the mutated modules that each test executes (``sys.settrace``)."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = files  # absolute path -> module name
+        self.current = None
+        self.lines: dict[str, dict[str, set[int]]] = {}
+        self.durations: dict[str, float] = {}
+
+    def trace(self, frame, event, arg):
+        module = self.files.get(frame.f_code.co_filename)
+        if module is None or self.current is None:
+            return None
+        seen = self.lines.setdefault(self.current, {}).setdefault(module, set())
+
+        def local(frame, event, arg):
+            if event == "line":
+                seen.add(frame.f_lineno)
+            return local
+
+        seen.add(frame.f_lineno)
+        return local
+
+
+_TRACER: _Tracer | None = None
+
+
+def pytest_configure(config):
+    global _TRACER
+    if os.environ.get(TRACE_VARIABLE):
+        source = Path(os.environ["PYTHONPATH"].split(os.pathsep)[0]) / "nnequiv"
+        files = {str((source / f"{m}.py").resolve()): m for m in MODULES}
+        _TRACER = _Tracer(files)
+        sys.settrace(_TRACER.trace)
+        threading.settrace(_TRACER.trace)
+
+
+def pytest_runtest_protocol(item, nextitem):
+    if _TRACER is not None:
+        _TRACER.current = item.nodeid
+        _TRACER.durations[item.nodeid] = -time.perf_counter()
+    # returning None lets pytest run the test
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _TRACER is not None:
+        _TRACER.durations[nodeid] += time.perf_counter()
+        _TRACER.current = None
+
+
+def pytest_unconfigure(config):
+    if _TRACER is not None:
+        sys.settrace(None)
+        threading.settrace(None)
+        payload = {
+            "durations": _TRACER.durations,
+            "lines": {
+                test: {module: sorted(lines) for module, lines in modules.items()}
+                for test, modules in _TRACER.lines.items()
+            },
+        }
+        Path(os.environ[TRACE_VARIABLE]).write_text(json.dumps(payload))
+
+
+# ---- running mutants -------------------------------------------------------------------
+
+
 def _workspace() -> Path:
     """A copy of src/ and tests/ to mutate."""
     place = Path(tempfile.mkdtemp(prefix="nnequiv-mutants-"))
     shutil.copytree(ROOT / "src", place / "src")
     shutil.copytree(ROOT / "tests", place / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", place / "pyproject.toml")
+    (place / "plugin").mkdir()
+    shutil.copy(Path(__file__), place / "plugin" / f"{PLUGIN}.py")  # the line tracer
     return place
 
 
-def run_mutant(mutant: Mutant, place: Path, timeout: float) -> str:
-    """``"killed"``, ``"survived"`` or ``"timeout"`` (counted as killed)."""
-    target = place / "src" / "nnequiv" / f"{mutant.module}.py"
-    original = target.read_text()
-    target.write_text(mutant.source)
-    first = [str(place / "tests" / name) for name in FIRST_TESTS[mutant.module]]
+def _environment(place: Path, **extra) -> dict:
+    """No ../shared, a cache of the workspace's own, one BLAS thread, no CI."""
     env = dict(
         os.environ,
-        PYTHONPATH=str(place / "src"),
+        PYTHONPATH=os.pathsep.join([str(place / "src"), str(place / "plugin")]),
         NNEQUIV_SHARED=str(place / "no-shared-data"),
         NNEQUIV_CACHE_DIR=str(place / "cache"),
         PYTHONDONTWRITEBYTECODE="1",
         OPENBLAS_NUM_THREADS="1",
+        **extra,
     )
     env.pop("CI", None)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               "--deselect", "tests/test_report.py", *first, str(place / "tests")]  # fmt: skip
+    return env
+
+
+def _pytest(place: Path, tests: list[str], timeout: float, **extra) -> tuple[str, str, float]:
+    """Run pytest on ``tests`` (node ids or paths) in ``place``, stopping at the first failure:
+    ``"killed"`` (a test failed or errored, or the run timed out), ``"survived"`` or
+    ``"error: ..."`` (pytest could not run them); the test that failed; the seconds taken."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    start = time.perf_counter()
     try:
-        result = subprocess.run(command, cwd=place, env=env, capture_output=True, timeout=timeout)
-        outcome = "survived" if result.returncode == 0 else "killed"
+        result = subprocess.run(
+            command, cwd=place, env=_environment(place, **extra), capture_output=True,
+            timeout=timeout,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
-        outcome = "timeout"
+        return "killed", "(timeout)", time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    output = (result.stdout + result.stderr).decode(errors="replace").splitlines()
+    if result.returncode == 0:
+        return "survived", "", seconds
+    failed = [line.split()[1] for line in output if line.startswith(("FAILED ", "ERROR "))]
+    # 1: a test failed; 2: interrupted (a module fails to import); 4 with errors: node ids
+    # not collected because their module fails to import
+    if result.returncode in (1, 2) or (result.returncode == 4 and failed):
+        return "killed", failed[0] if failed else "(collection)", seconds
+    tail = " | ".join(line.strip() for line in output[-3:])
+    return f"error: pytest exit {result.returncode}: {tail}", "", seconds
+
+
+def coverage_map(place: Path) -> tuple[dict, dict]:
+    """Run the unmutated suite with the line tracer: ``{(module, line): [test ids]}`` and the
+    seconds each test took. Stops when the unmutated suite fails."""
+    out = place / "trace.json"
+    outcome, _, seconds = _pytest(place, ["-p", PLUGIN, "tests"], 1800.0,
+                               **{TRACE_VARIABLE: str(out)})  # fmt: skip
+    if outcome != "survived":
+        sys.exit(f"the unmutated suite does not pass in {place} ({outcome}); nothing to measure")
+    payload = json.loads(out.read_text())
+    covering: dict = {}
+    for test, modules in payload["lines"].items():
+        for module, lines in modules.items():
+            for line in lines:
+                covering.setdefault((module, line), []).append(test)
+    print(f"# unmutated suite with the line tracer: {seconds:.0f} s, "
+          f"{len(payload['durations'])} tests", flush=True)  # fmt: skip
+    return covering, payload["durations"]
+
+
+def run_mutant(mutant: Mutant, place: Path, covering: dict, durations: dict, kills: dict,
+               confirm: bool) -> tuple[str, str, str, float]:  # fmt: skip
+    """``(outcome, stage, killer, seconds)``: the outcome after the tests that execute the
+    mutated line (stage ``"covering"``; the tests that have killed most mutants so far first,
+    then the fastest) and, where it survived them, after the whole suite (``"suite"``)."""
+    target = place / "src" / "nnequiv" / f"{mutant.module}.py"
+    original = target.read_text()
+    target.write_text(mutant.source)
+    tests = sorted({t for line in mutant.lines for t in covering.get((mutant.module, line), [])},
+                   key=lambda t: (-kills.get(t, 0), durations.get(t, 0.0), t))  # fmt: skip
+    spent, killer = 0.0, ""
+    try:
+        outcome, stage = "survived", "covering"
+        if tests:
+            expected = sum(durations.get(t, 0.0) for t in tests)
+            outcome, killer, spent = _pytest(place, tests, 60.0 + 5 * expected)
+        if outcome == "survived" and confirm:
+            stage = "suite"
+            expected = sum(durations.values())
+            outcome, killer, seconds = _pytest(place, ["tests"], 120.0 + 5 * expected)
+            spent += seconds
     finally:
         target.write_text(original)
-    return outcome
+    return outcome, stage, killer, spent
+
+
+def _rate(killed: int, total: int) -> str:
+    return f"{killed / total:6.1%}" if total else "     -"
+
+
+def report(outcomes: dict, modules, seconds: float) -> None:
+    """The kill rate per module (with and without the equivalent mutants) and the survivors."""
+    print(f"\n{'module':12} {'mutants':>8} {'killed':>7} {'rate':>7} {'equiv.':>7} "
+          f"{'rate w/o equiv.':>16}")  # fmt: skip
+    rows = [(module, [m for m in outcomes if m.module == module]) for module in modules]
+    rows.append(("all", list(outcomes)))
+    for name, mine in rows:
+        if not mine:
+            continue
+        killed = sum(outcomes[m][0] == "killed" for m in mine)
+        equivalent = [m for m in mine if m.key in EQUIVALENT]
+        rest = [m for m in mine if m.key not in EQUIVALENT]
+        killed_rest = sum(outcomes[m][0] == "killed" for m in rest)
+        print(f"{name:12} {len(mine):8d} {killed:7d} {_rate(killed, len(mine)):>7} "
+              f"{len(equivalent):7d} {_rate(killed_rest, len(rest)):>16}")  # fmt: skip
+    print(f"({seconds:.0f} s)")
+    errors = [m for m in outcomes if outcomes[m][0].startswith("error")]
+    if errors:
+        print("\nmutants pytest could not run (counted as not killed):")
+        for m in errors:
+            print(f"  {m}  {outcomes[m][0]}")
+    survivors = sorted((m for m in outcomes if outcomes[m][0] == "survived"),
+                       key=lambda m: (m.module, m.line, m.column))  # fmt: skip
+    for title, chosen in [
+        ("surviving mutants", [m for m in survivors if m.key not in EQUIVALENT]),
+        ("surviving equivalent mutants", [m for m in survivors if m.key in EQUIVALENT]),
+    ]:
+        if chosen:
+            print(f"\n{title} (stage reached):")
+            for m in chosen:
+                reason = f"  -- {EQUIVALENT[m.key]}" if m.key in EQUIVALENT else ""
+                print(f"  {m}  ({outcomes[m][1]}){reason}")
+    killed_equivalent = [m for m in outcomes if m.key in EQUIVALENT and outcomes[m][0] == "killed"]
+    if killed_equivalent:
+        print("\nlisted as equivalent but killed (remove them from EQUIVALENT):")
+        for m in killed_equivalent:
+            print(f"  {m}")
 
 
 def main() -> None:
@@ -181,8 +408,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="a seeded random sample of N mutants")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
-    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="count a mutant that survives its covering tests as a survivor "
+                        "without running the whole suite (quick looks only)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write every outcome to this file")
     args = parser.parse_args()
     mutants = [m for module in args.modules for m in mutants_of(module)]
     total = len(mutants)
@@ -191,42 +421,40 @@ def main() -> None:
                          key=lambda m: (m.module, m.line))  # fmt: skip
     if args.list:
         for m in mutants:
-            print(f"{m.module}.py:{m.line}:{m.column} {m.description}")
+            print(m)
         return
-    print(f"# {len(mutants)} of {total} mutants of {', '.join(args.modules)}", flush=True)
-    places = [_workspace() for _ in range(args.jobs)]
+    print(f"# {len(mutants)} of {total} mutants of {', '.join(args.modules)}; "
+          f"{args.jobs} jobs; whole suite for survivors: {args.confirm}", flush=True)  # fmt: skip
     start = time.perf_counter()
-    outcomes: dict = {}
+    places = [_workspace() for _ in range(args.jobs)]
+    try:
+        covering, durations = coverage_map(places[0])
+        outcomes: dict = {}
+        kills: dict[str, int] = {}
+        lock = threading.Lock()
 
-    def work(indexed):
-        index, mutant = indexed
-        place = places[index % len(places)]
-        return mutant, run_mutant(mutant, place, args.timeout)
+        def work(k: int) -> None:
+            for index in range(k, len(mutants), args.jobs):
+                mutant = mutants[index]
+                result = run_mutant(mutant, places[k], covering, durations, kills, args.confirm)
+                with lock:
+                    outcomes[mutant] = result
+                    kills[result[2]] = kills.get(result[2], 0) + 1
+                    print(f"[{len(outcomes)}/{len(mutants)}] {result[0]:8} {result[1]:8} "
+                          f"{result[3]:5.0f} s  {mutant}  {result[2]}", flush=True)  # fmt: skip
 
-    # one workspace per job: mutants of job k run one after another in places[k]
-    batches = [[(i, m) for i, m in enumerate(mutants) if i % args.jobs == k]
-               for k in range(args.jobs)]  # fmt: skip
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for results in pool.map(lambda batch: [work(item) for item in batch], batches):
-            for mutant, outcome in results:
-                outcomes[mutant] = outcome
-    for place in places:
-        shutil.rmtree(place, ignore_errors=True)
-    print(f"{'module':12} {'mutants':>8} {'killed':>7} {'rate':>6}")
-    for module in args.modules:
-        mine = [o for m, o in outcomes.items() if m.module == module]
-        if mine:
-            killed = sum(o != "survived" for o in mine)
-            print(f"{module:12} {len(mine):8d} {killed:7d} {killed / len(mine):6.1%}")
-    killed = sum(o != "survived" for o in outcomes.values())
-    print(f"{'all':12} {len(outcomes):8d} {killed:7d} {killed / max(len(outcomes), 1):6.1%}"
-          f"   ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    survivors = sorted((m for m, o in outcomes.items() if o == "survived"),
-                       key=lambda m: (m.module, m.line))  # fmt: skip
-    if survivors:
-        print("\nsurviving mutants:")
-        for m in survivors:
-            print(f"  {m.module}.py:{m.line}:{m.column} {m.description}")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(work, range(args.jobs)))
+    finally:
+        for place in places:
+            shutil.rmtree(place, ignore_errors=True)
+    report(outcomes, args.modules, time.perf_counter() - start)
+    if args.json:
+        args.json.write_text(json.dumps(
+            [{"mutant": str(m), "module": m.module, "line": m.line, "function": m.function,
+              "snippet": m.snippet, "description": m.description, "outcome": o, "stage": s,
+              "killed_by": k, "seconds": round(t, 1), "equivalent": EQUIVALENT.get(m.key)}
+             for m, (o, s, k, t) in outcomes.items()], indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":
