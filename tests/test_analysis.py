@@ -293,3 +293,21 @@ def test_mean_conjugate_density_and_band_follow_the_realisations():
     # p_circ is the mean of the R conjugate densities: the CSD at e_0 of each realisation is
     # its total variation from p_net, so the mean density is within their mean of p_net
     assert np.abs(analysis.p_circ - analysis.p_net).sum() <= analysis.csd[:, 0].mean() + 1e-12
+
+
+def test_layer_total_variation_counts_eigenvalues_below_the_grid():
+    """A layer with normalised eigenvalues below e_0 = 1e-6 (counted in the first bin): its
+    total variation is its mean CSD at e_0, which includes that bin."""
+    rng = np.random.default_rng(5)
+    u, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    v, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    singular = np.concatenate([np.linspace(0.5, 2.0, 30), np.linspace(1e-5, 3e-5, 10)])
+    graded = {"graded": u @ np.diag(singular) @ v.T}  # 10 eigenvalues near 1e-10 of the median
+    analysis = analyze(graded, realizations=3, canonical="raw")
+    (spectrum,) = layer_spectra(graded)
+    own = normalize_spectrum(spectrum.eigenvalues)
+    assert (own < analysis.edges[0]).sum() == 10
+    (conjugate,) = conjugate_ensemble([40], "CUE", 3, 0, keys=[(40, 0)])
+    curves = layer_csd_curves(own, conjugate, analysis.edges)
+    record = analysis.layers[0]
+    assert record.total_variation == curves.mean(axis=0)[0] > curves.mean(axis=0)[1]

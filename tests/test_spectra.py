@@ -146,6 +146,19 @@ def test_a_single_entry_is_balanced_to_one():
     assert np.array_equal(canonical_matrix(np.zeros((3, 4)), "balanced"), np.zeros((3, 4)))
 
 
+def test_factors_more_than_1e12_apart_fall_back_to_unit_rows():
+    """Columns whose scales span 10^3 (squared factors 10^6 apart) are balanced; 10^7 (10^14
+    apart, beyond BALANCE_RANGE = 10^12) get the rows form (method item 13)."""
+    rng = np.random.default_rng(4)
+    matrix = rng.standard_t(3, (8, 12))
+    for span, expected in [(1e3, "balanced"), (1e7, "rows")]:
+        spread = matrix * np.logspace(0, np.log10(span), 12)[None, :]
+        form = canonical_form(spread, "balanced")[1]
+        assert form == expected, span
+    balanced = canonical_matrix(matrix * np.logspace(0, 3, 12)[None, :], "balanced")
+    np.testing.assert_allclose(balanced, canonical_matrix(matrix, "balanced"), rtol=1e-7)
+
+
 def test_a_zero_pattern_without_balance_falls_back_to_unit_rows():
     triangular = np.array([[2.0, 3.0, 1.0], [0.0, 4.0, 1.0], [0.0, 0.0, 5.0]])
     rows, form = canonical_form(triangular, "balanced")
@@ -209,6 +222,7 @@ def test_normalisation_divides_by_the_median_or_the_mean():
     assert normalize_spectrum(values, "mean").tolist() == [0.25, 0.5, 0.75, 2.5]
     assert normalize_spectrum(values, "none").tolist() == values.tolist()
     assert normalize_spectrum(np.array([]), "median").size == 0
+    assert normalize_spectrum(np.array([5.0]), "median").tolist() == [1.0]
 
 
 def test_layer_order_is_the_smaller_dimension():
@@ -235,6 +249,23 @@ def test_cache_entries_depend_on_rtol_and_canonical_form(tmp_path):
         assert (again.n_dropped, again.method, again.canonical) == (
             fresh.n_dropped, fresh.method, fresh.canonical,
         )  # fmt: skip
+
+
+def test_a_cached_spectrum_is_read_not_recomputed(tmp_path, monkeypatch):
+    import nnequiv.spectra
+
+    rng = np.random.default_rng(9)
+    state = {"w": rng.standard_normal((10, 3)) @ rng.standard_normal((3, 14))}
+    (first,) = layer_spectra(state, cache_dir=tmp_path)
+    assert first.n_dropped == 7
+
+    def never(*args):
+        raise AssertionError("recomputed although the cache holds the spectrum")
+
+    monkeypatch.setattr(nnequiv.spectra, "_spectrum_of", never)
+    (second,) = layer_spectra(state, cache_dir=tmp_path)
+    np.testing.assert_array_equal(second.eigenvalues, first.eigenvalues)
+    assert (second.n_dropped, second.method, second.canonical) == (7, first.method, "raw")
 
 
 def test_cache_directory_is_created_where_missing(tmp_path):
@@ -269,7 +300,7 @@ def test_damaged_cache_entries_are_recomputed_and_never_unpickled(tmp_path, dama
     (entry,) = tmp_path.glob("*.npz")
     values = {
         "wrong size": np.ones(4),
-        "not finite": np.full(9, np.nan),
+        "not finite": np.where(np.arange(9) == 4, np.nan, 1.0),
         "two-dimensional": np.ones((3, 3)),
         "pickled": np.array([_Payload()], dtype=object),
     }[damage]
