@@ -180,7 +180,7 @@ def kernel(request, monkeypatch):
     monkeypatch.setattr(
         nnequiv.distances, "BATCHED_PAIRS", 10**9 if request.param == "batched" else 0
     )
-    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 5000)  # several chunks
+    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 300)  # chunks of one network
     return request.param
 
 
