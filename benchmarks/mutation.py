@@ -49,10 +49,94 @@ TRACE_VARIABLE = "NNEQUIV_MUTATION_TRACE"
 #: The name this file has in a workspace, where pytest loads it (``-p``) as the line tracer.
 PLUGIN = "nnequiv_mutation_tracer"
 
-#: Mutants that cannot change what the code computes, each with the reason. Key: (module,
-#: function, the mutated expression as ``ast.unparse`` writes it, the mutation). They are
-#: run like the others; the report gives the kill rate with and without them.
-EQUIVALENT: dict[tuple[str, str, str, str], str] = {}
+#: Mutants that cannot change what the code computes, each with the reason. Key: module,
+#: function, the source line (without its comment), the mutated expression as
+#: ``ast.unparse`` writes it, the mutation, and which of several such on that line. They run
+#: like the others; the report gives the kill rate with and without them, and says when one
+#: is killed (then it was not equivalent) or no longer exists.
+_SAME_BITS = "changes how much is computed at once (or cached), not a single bit"
+_ROUNDING = "two computations of the same quantity; they agree to rounding (last bits)"
+EQUIVALENT: dict[tuple, str] = {
+    ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):",
+     "csd.shape[0] < 2 or not np.isfinite(fit.alpha)", "Or -> And", 0):
+        "where alpha is NaN every resample's alpha is NaN too (CSD >= 0, so a resample has no "
+        "non-zero bin the mean lacks); with one realisation replicate_interval gives NaN itself",
+    ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):", "0",
+     "0 -> 1", 0):
+        "with one realisation replicate_interval gives NaN itself: the early return saves work",
+    ("csd", "_t_quantile", "@lru_cache(maxsize=256)", "256", "256 -> 257", 0): _SAME_BITS,
+    ("spectra", "canonical_form", "w /= np.where(peak > 0, peak, 1.0)[:, None]", "1.0",
+     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
+    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "0",
+     "0 -> 1", 0):
+        "each row was divided by its largest entry, so a non-zero row has norm >= 1, and a row "
+        "of norm exactly 1 is the same divided or not",
+    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "1.0",
+     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
+    ("spectra", "balancing_scales",
+     "if not (np.isfinite(c).all() and c.max() < BALANCE_RANGE * c.min()):",
+     "np.isfinite(c).all", ".all -> .any", 0):
+        "a non-finite factor makes c.max() inf or NaN, so the range test that follows fails "
+        "the same way",
+    ("spectra", "gram_eigenvalues", "gram = w @ w.T if rows <= cols else w.T @ w",
+     "rows <= cols", "LtE -> Lt", 0): "square W: W W^T and W^T W; " + _ROUNDING,
+    ("spectra", "gram_eigenvalues", "top = values[-1] if values.size else 0.0", "0.0",
+     "0.0 -> 1.0", 0): "with no eigenvalue the kept set is empty for any top",
+    ("spectra", "gram_eigenvalues",
+     "kept = values[values > rtol * top] if top > 0 else values[:0]", "top > 0", "Gt -> GtE", 0):
+        "top = 0 is the largest eigenvalue: none is above rtol * 0, the kept set is empty "
+        "either way",
+    ("spectra", "_content_key", "digest = hashlib.blake2b(digest_size=20)", "20", "20 -> 21",
+     0): "the length of the cache file names; the key stays a hash of the same content",
+    ("spectra", "_cache_write", "Path(temporary).unlink(missing_ok=True)", "True",
+     "True -> False", 0):
+        "the temporary file exists whenever this runs (made by mkstemp, replaced last)",
+    ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
+     "0 -> 1", 0): "a placeholder: every key is written by the loop that follows",
+    ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
+     "0 -> 1", 1): "a placeholder: every key is written by the loop that follows",
+    ("distances", "summarize", "streams.reshape(-1, 2),", "1", "1 -> 2", 0):
+        "NumPy reads the negative size -2 as the unknown dimension, like -1",
+    ("distances", "_cloud_means", "if pairs > BATCHED_PAIRS:", "pairs > BATCHED_PAIRS",
+     "Gt -> GtE", 0): "at exactly 160 pairs the compiled path instead of the batched one: "
+        + _ROUNDING,
+    ("distances", "_cloud_means", "step = max(1, BATCH_ELEMENTS // (resamples * pairs))", "1",
+     "1 -> 2", 0): "chunks of at least 2 networks: " + _SAME_BITS,
+    ("distances", "_cloud_means",
+     "out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs", "1", "1 -> 2",
+     0): "NumPy reads the negative size -2 as the unknown dimension, like -1",
+    ("distances", "_compiled_euclidean", "@lru_cache(maxsize=1)", "1", "1 -> 2", 0): _SAME_BITS,
+    ("distances", "_resamples", "@lru_cache(maxsize=64)", "64", "64 -> 65", 0): _SAME_BITS,
+    ("distances", "_resamples", "resamples.setflags(write=False)", "False", "False -> True", 0):
+        "a guard against writes into the cached resamples; nothing writes them",
+    ("distances", "fingerprints",
+     "step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))", "1",
+     "1 -> 2", 0): "groups of at least 2 networks: " + _SAME_BITS,
+    ("distances", "_fingerprint_group",
+     "self_mean, self_resampled = np.zeros(len(summaries)), np.zeros(resampled.shape[:2])", "2",
+     "2 -> 3", 0): "the self terms of a pooled fingerprint are never read",
+    ("distances", "_fingerprint_group", "between = np.abs(first - second).max(axis=-1)", "-1",
+     "drop USub", 0): "the array is 2-D (networks x bins): axis 1 is axis -1",
+    ("distances", "distances_with_spread",
+     "replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)", "-1", "drop USub",
+     0): "the array is 2-D (resamples x bins): axis 1 is axis -1",
+    ("equivalence", "cluster",
+     '_, labels = connected_components(verdicts == "equivalent", directed=False)', "False",
+     "False -> True", 0):
+        "the verdict graph is symmetric: its weak components (SciPy's default for directed "
+        "graphs) are its components",
+    ("equivalence", "cluster",
+     'tree = linkage(squareform(distance, checks=False), "average") if count > 1 else '
+     "np.zeros((0, 4))", "False", "False -> True", 0):
+        "the checks (symmetric, zero diagonal) hold by construction",
+    ("equivalence", "cluster",
+     "off_diagonal = pair_eps_matrix[~np.eye(count, dtype=bool)] if count > 1 else "
+     "pair_eps_matrix", "1", "1 -> 2", 0):
+        "for two networks the median of [floor a, eps, eps, floor b] is eps, which is the "
+        "larger floor (or the given eps)",
+    ("explain", "explain", "unit[-1] = chosen.order_weight or 1.0", "1.0", "1.0 -> 2.0", 0):
+        "with order weight 0 the log n coordinate is 0 in every layer, never the one reported",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,10 +149,15 @@ class Mutant:
     function: str = ""  # qualified name of the enclosing function
     snippet: str = ""  # the original expression
     lines: tuple[int, ...] = ()  # the lines whose execution runs the mutated code
+    text: str = ""  # the source line it starts on, stripped
+    occurrence: int = 0  # among mutants of the same snippet and kind on that line
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.module, self.function, self.snippet, self.description)
+    def key(self) -> tuple:
+        """What names the mutant in :data:`EQUIVALENT`: no line number, so that edits
+        elsewhere in the module leave the list valid."""
+        return (self.module, self.function, self.text, self.snippet, self.description,
+                self.occurrence)  # fmt: skip
 
     def __str__(self) -> str:
         return (
@@ -156,7 +245,11 @@ def mutants_of(module: str) -> list[Mutant]:
     visit(ast.parse(text), (), None, (), False)
     unchanged = ast.unparse(ast.parse(text))
     mutants = []
-    for original, replacement, description, function, lines in found:
+    source_lines = text.splitlines()
+    seen: dict[tuple, int] = {}
+    for original, replacement, description, function, lines in sorted(
+        found, key=lambda item: (item[0].lineno, item[0].col_offset)
+    ):
         ast.copy_location(replacement, original)
         swap = _Swap(original, replacement)
         swapped = swap.visit(ast.parse(text))
@@ -170,7 +263,11 @@ def mutants_of(module: str) -> list[Mutant]:
             raise RuntimeError(f"{module}.py:{original.lineno}: the mutant changes nothing")
         where = (original.lineno, original.col_offset)
         snippet = ast.unparse(original)
-        mutants.append(Mutant(module, *where, description, source, function, snippet, lines))
+        line_text = source_lines[original.lineno - 1].split("  # ")[0].strip()
+        same = (original.lineno, snippet, description)
+        seen[same] = seen.get(same, -1) + 1
+        mutants.append(Mutant(module, *where, description, source, function, snippet, lines,
+                              line_text, seen[same]))  # fmt: skip
     return mutants
 
 
@@ -413,9 +510,15 @@ def main() -> None:
                         help="count a mutant that survives its covering tests as a survivor "
                         "without running the whole suite (quick looks only)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every outcome to this file")
+    parser.add_argument("--prior", type=Path, help="the --json file of an earlier run: its "
+                        "killing tests run first (the order only; no outcome changes)")  # fmt: skip
     args = parser.parse_args()
     mutants = [m for module in args.modules for m in mutants_of(module)]
     total = len(mutants)
+    present = {m.key for m in mutants}
+    for key in EQUIVALENT:
+        if key[0] in args.modules and key not in present:
+            print(f"# listed as equivalent but no longer a mutant (update EQUIVALENT): {key}")
     if args.limit and args.limit < total:
         mutants = sorted(random.Random(args.seed).sample(mutants, args.limit),
                          key=lambda m: (m.module, m.line))  # fmt: skip
@@ -431,6 +534,10 @@ def main() -> None:
         covering, durations = coverage_map(places[0])
         outcomes: dict = {}
         kills: dict[str, int] = {}
+        if args.prior:
+            for row in json.loads(args.prior.read_text()):
+                if row.get("killed_by"):
+                    kills[row["killed_by"]] = kills.get(row["killed_by"], 0) + 1
         lock = threading.Lock()
 
         def work(k: int) -> None:

@@ -345,3 +345,13 @@ def test_progress_is_reported_for_every_network_in_order(files):
     calls.clear()
     identify(paths[0], paths[1:], realizations=3, progress=lambda *args: calls.append(args))
     assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_networks_of_one_file_name_given_apart_get_their_folders(tmp_path):
+    paths = []
+    for folder, seed in (("run1", 1), ("run2", 2)):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "model.npz")
+        np.savez(paths[-1], **random_mlp([20, 16, 8], seed=seed))
+    result = cluster(paths, realizations=3)
+    assert result.models == ["run1/model.npz", "run2/model.npz"]

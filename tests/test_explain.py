@@ -42,11 +42,23 @@ def two_networks():
     return a, b
 
 
-@pytest.mark.parametrize("weight", [0.5, 2.0])
-def test_each_share_is_its_term_of_the_squared_energy_distance(two_networks, weight):
+@pytest.fixture(scope="module")
+def one_order():
+    """Two networks whose layers all have order 40: they differ in tail masses alone."""
+    rng = np.random.default_rng(6)
+    a = analyze({f"w{i}": rng.standard_t(2.5, (40, 50)) for i in range(3)}, realizations=4)
+    b = analyze({f"d{i}": rng.standard_normal((40, 40)) for i in range(2)}, realizations=4)
+    return a, b
+
+
+@pytest.mark.parametrize(
+    "networks,weight",
+    [("two_networks", 0.5), ("two_networks", 2.0), ("one_order", 2.0)],
+)
+def test_each_share_is_its_term_of_the_squared_energy_distance(request, networks, weight):
     """a_i = (mean_j |x_i - y_j| - mean_k |x_i - x_k|) / L_A (and the same for B), as a fraction
     of d^2; the coordinate, its values and the nearest layer are read as documented."""
-    a, b = two_networks
+    a, b = request.getfixturevalue(networks)
     settings = DistanceSettings(order_weight=weight)
     squared = distance(fingerprint(a, settings), fingerprint(b, settings)) ** 2
     x, y = clouds(a, weight), clouds(b, weight)
@@ -72,6 +84,8 @@ def test_each_share_is_its_term_of_the_squared_energy_distance(two_networks, wei
         )
         nearest = int(np.argmin(cdist(side[i : i + 1], other)))
         assert c.nearest == names["b" if c.network == "a" else "a"][nearest]
+    if networks == "one_order":  # equal orders: the layers differ in their tail masses
+        assert {c.coordinate for c in found} <= set(labels[:-1])
     assert explain(a, b) == explain(a, b, DistanceSettings())
 
 
