@@ -4,20 +4,33 @@ an arithmetic operator, a number, a boolean, min/max, mean/median); the suite ru
 without ../shared, and the mutant is killed when a test fails (or the run times out).
 
 Run: ``python benchmarks/mutation.py [--modules csd spectra ...] [--limit N] [--jobs 2]``
-(``--list`` prints the mutants without running them). Prints the kill rate per module and
-every surviving mutant. It works on a copy of src/ and tests/, never on the checkout.
+(``--list`` prints the mutants without running them). Prints the kill rate per module, with
+and without the mutants listed in :data:`EQUIVALENT`, and every surviving mutant. It works on
+copies of src/ and tests/, never on the checkout, and never reads a user's cache.
+
+How a mutant is run. The unmutated suite runs once first, recording which lines of the
+mutated modules every test executes. A mutant then runs, fastest first, the tests that
+execute its line (for a mutated default argument: any line of its function), stopping at the
+first failure. A test that never executes the mutated line cannot see the change in this
+process, but it can through a subprocess, a worker or a value cached by an earlier test, so a
+mutant that survives its tests runs the whole suite before it is counted as a survivor
+(``--no-confirm`` skips that, for quick looks only): the survivors are those of the whole
+suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import copy
+import json
 import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,21 +38,105 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("csd", "spectra", "analysis", "distances", "equivalence", "explain")
-#: The test files each module is checked by first (the rest of the suite runs after them).
-FIRST_TESTS = {
-    "csd": ["test_csd.py", "test_analysis.py"],
-    "spectra": ["test_spectra.py", "test_analysis.py"],
-    "analysis": ["test_analysis.py", "test_golden.py"],
-    "distances": ["test_distances.py", "test_equivalence.py"],
-    "equivalence": ["test_equivalence.py", "test_golden.py"],
-    "explain": ["test_explain.py", "test_equivalence.py"],
-}
 SWAPS = {"min": "max", "max": "min", "mean": "median", "median": "mean", "argmin": "argmax",
          "argmax": "argmin", "any": "all", "all": "any"}  # fmt: skip
 COMPARISONS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
                ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}  # fmt: skip
 OPERATORS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
              ast.Pow: ast.Mult, ast.FloorDiv: ast.Div}  # fmt: skip
+#: Environment variable that turns this file, loaded as a pytest plugin, into a line tracer.
+TRACE_VARIABLE = "NNEQUIV_MUTATION_TRACE"
+#: The name this file has in a workspace, where pytest loads it (``-p``) as the line tracer.
+PLUGIN = "nnequiv_mutation_tracer"
+
+#: Mutants that cannot change what the code computes, each with the reason. Key: module,
+#: function, the source line (without its comment), the mutated expression as
+#: ``ast.unparse`` writes it, the mutation, and which of several such on that line. They run
+#: like the others; the report gives the kill rate with and without them, and says when one
+#: is killed (then it was not equivalent) or no longer exists.
+_SAME_BITS = "changes how much is computed at once (or cached), not a single bit"
+_ROUNDING = "two computations of the same quantity; they agree to rounding (last bits)"
+EQUIVALENT: dict[tuple, str] = {
+    ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):",
+     "csd.shape[0] < 2 or not np.isfinite(fit.alpha)", "Or -> And", 0):
+        "where alpha is NaN every resample's alpha is NaN too (CSD >= 0, so a resample has no "
+        "non-zero bin the mean lacks); with one realisation replicate_interval gives NaN itself",
+    ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):", "0",
+     "0 -> 1", 0):
+        "with one realisation replicate_interval gives NaN itself: the early return saves work",
+    ("csd", "_t_quantile", "@lru_cache(maxsize=256)", "256", "256 -> 257", 0): _SAME_BITS,
+    ("spectra", "canonical_form", "w /= np.where(peak > 0, peak, 1.0)[:, None]", "1.0",
+     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
+    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "0",
+     "0 -> 1", 0):
+        "each row was divided by its largest entry, so a non-zero row has norm >= 1, and a row "
+        "of norm exactly 1 is the same divided or not",
+    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "1.0",
+     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
+    ("spectra", "balancing_scales",
+     "if not (np.isfinite(c).all() and c.max() < BALANCE_RANGE * c.min()):",
+     "np.isfinite(c).all", ".all -> .any", 0):
+        "a non-finite factor makes c.max() inf or NaN, so the range test that follows fails "
+        "the same way",
+    ("spectra", "gram_eigenvalues", "gram = w @ w.T if rows <= cols else w.T @ w",
+     "rows <= cols", "LtE -> Lt", 0): "square W: W W^T and W^T W; " + _ROUNDING,
+    ("spectra", "gram_eigenvalues", "top = values[-1] if values.size else 0.0", "0.0",
+     "0.0 -> 1.0", 0): "with no eigenvalue the kept set is empty for any top",
+    ("spectra", "gram_eigenvalues",
+     "kept = values[values > rtol * top] if top > 0 else values[:0]", "top > 0", "Gt -> GtE", 0):
+        "top = 0 is the largest eigenvalue: none is above rtol * 0, the kept set is empty "
+        "either way",
+    ("spectra", "_content_key", "digest = hashlib.blake2b(digest_size=20)", "20", "20 -> 21",
+     0): "the length of the cache file names; the key stays a hash of the same content",
+    ("spectra", "_cache_write", "Path(temporary).unlink(missing_ok=True)", "True",
+     "True -> False", 0):
+        "the temporary file exists whenever this runs (made by mkstemp, replaced last)",
+    ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
+     "0 -> 1", 0): "a placeholder: every key is written by the loop that follows",
+    ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
+     "0 -> 1", 1): "a placeholder: every key is written by the loop that follows",
+    ("distances", "summarize", "streams.reshape(-1, 2),", "1", "1 -> 2", 0):
+        "NumPy reads the negative size -2 as the unknown dimension, like -1",
+    ("distances", "_cloud_means", "if pairs > BATCHED_PAIRS:", "pairs > BATCHED_PAIRS",
+     "Gt -> GtE", 0): "at exactly 160 pairs the compiled path instead of the batched one: "
+        + _ROUNDING,
+    ("distances", "_cloud_means", "step = max(1, BATCH_ELEMENTS // (resamples * pairs))", "1",
+     "1 -> 2", 0): "chunks of at least 2 networks: " + _SAME_BITS,
+    ("distances", "_cloud_means",
+     "out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs", "1", "1 -> 2",
+     0): "NumPy reads the negative size -2 as the unknown dimension, like -1",
+    ("distances", "_compiled_euclidean", "@lru_cache(maxsize=1)", "1", "1 -> 2", 0): _SAME_BITS,
+    ("distances", "_resamples", "@lru_cache(maxsize=64)", "64", "64 -> 65", 0): _SAME_BITS,
+    ("distances", "_resamples", "resamples.setflags(write=False)", "False", "False -> True", 0):
+        "a guard against writes into the cached resamples; nothing writes them",
+    ("distances", "fingerprints",
+     "step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))", "1",
+     "1 -> 2", 0): "groups of at least 2 networks: " + _SAME_BITS,
+    ("distances", "_fingerprint_group",
+     "self_mean, self_resampled = np.zeros(len(summaries)), np.zeros(resampled.shape[:2])", "2",
+     "2 -> 3", 0): "the self terms of a pooled fingerprint are never read",
+    ("distances", "_fingerprint_group", "between = np.abs(first - second).max(axis=-1)", "-1",
+     "drop USub", 0): "the array is 2-D (networks x bins): axis 1 is axis -1",
+    ("distances", "distances_with_spread",
+     "replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)", "-1", "drop USub",
+     0): "the array is 2-D (resamples x bins): axis 1 is axis -1",
+    ("equivalence", "cluster",
+     '_, labels = connected_components(verdicts == "equivalent", directed=False)', "False",
+     "False -> True", 0):
+        "the verdict graph is symmetric: its weak components (SciPy's default for directed "
+        "graphs) are its components",
+    ("equivalence", "cluster",
+     'tree = linkage(squareform(distance, checks=False), "average") if count > 1 else '
+     "np.zeros((0, 4))", "False", "False -> True", 0):
+        "the checks (symmetric, zero diagonal) hold by construction",
+    ("equivalence", "cluster",
+     "off_diagonal = pair_eps_matrix[~np.eye(count, dtype=bool)] if count > 1 else "
+     "pair_eps_matrix", "1", "1 -> 2", 0):
+        "for two networks the median of [floor a, eps, eps, floor b] is eps, which is the "
+        "larger floor (or the given eps)",
+    ("explain", "explain", "unit[-1] = chosen.order_weight or 1.0", "1.0", "1.0 -> 2.0", 0):
+        "with order weight 0 the log n coordinate is 0 in every layer, never the one reported",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,10 +146,28 @@ class Mutant:
     column: int
     description: str
     source: str  # the whole mutated module
+    function: str = ""  # qualified name of the enclosing function
+    snippet: str = ""  # the original expression
+    lines: tuple[int, ...] = ()  # the lines whose execution runs the mutated code
+    text: str = ""  # the source line it starts on, stripped
+    occurrence: int = 0  # among mutants of the same snippet and kind on that line
+
+    @property
+    def key(self) -> tuple:
+        """What names the mutant in :data:`EQUIVALENT`: no line number, so that edits
+        elsewhere in the module leave the list valid."""
+        return (self.module, self.function, self.text, self.snippet, self.description,
+                self.occurrence)  # fmt: skip
+
+    def __str__(self) -> str:
+        return (
+            f"{self.module}.py:{self.line}:{self.column} {self.function}: "
+            f"{self.snippet}  [{self.description}]"
+        )
 
 
-def _docstring_or_message(node, parents) -> bool:
-    """Strings are not mutated; neither is anything inside a raise statement's message."""
+def _inside_raise(parents) -> bool:
+    """Nothing inside a raise statement (its message) is mutated."""
     return any(isinstance(p, ast.Raise) for p in parents)
 
 
@@ -74,7 +189,7 @@ def _mutations(node):
         new = ast.Or() if isinstance(node.op, ast.And) else ast.And()
         yield f"{type(node.op).__name__} -> {type(new).__name__}", ast.BoolOp(new, node.values)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
-        yield f"drop {type(node.op).__name__}", node.operand
+        yield f"drop {type(node.op).__name__}", copy.deepcopy(node.operand)
     elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
         value = node.value
         if isinstance(value, bool):
@@ -93,31 +208,66 @@ def _mutations(node):
         yield f"{node.id} -> {SWAPS[node.id]}", ast.Name(SWAPS[node.id], node.ctx)
 
 
+def _body_lines(function: ast.FunctionDef) -> tuple[int, ...]:
+    """The lines of a function's body (what runs when it is called)."""
+    first, last = function.body[0].lineno, function.body[-1].end_lineno
+    return tuple(range(first, last + 1))
+
+
 def mutants_of(module: str) -> list[Mutant]:
     """Every single-node mutant of the functions of ``src/nnequiv/<module>.py``."""
     path = ROOT / "src" / "nnequiv" / f"{module}.py"
-    tree = ast.parse(path.read_text())
+    text = path.read_text()
     found = []
 
-    def visit(node, parents, inside_function):
+    def visit(node, parents, function, names, at_definition):
         for child in ast.iter_child_nodes(node):
-            in_function = inside_function or isinstance(child, ast.FunctionDef)
             chain = (*parents, node)
-            if in_function and not _docstring_or_message(child, chain):
+            inner, inner_names, definition = function, names, at_definition
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner_names = (*names, child.name)
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner, definition = child, False
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                child is node.args or child in node.decorator_list or child is node.returns
+            ):
+                definition = True  # defaults and decorators are evaluated at definition
+            if inner is not None and not _inside_raise(chain):
                 for description, replacement in _mutations(child):
-                    found.append((child, replacement, description))
-            visit(child, chain, in_function)
+                    lines = (
+                        _body_lines(inner)
+                        if definition
+                        else tuple(range(child.lineno, child.end_lineno + 1))
+                    )
+                    found.append((child, replacement, description, ".".join(inner_names), lines))
+            visit(child, chain, inner, inner_names, definition)
 
-    visit(tree, (), False)
+    visit(ast.parse(text), (), None, (), False)
+    unchanged = ast.unparse(ast.parse(text))
     mutants = []
-    for original, replacement, description in found:
+    source_lines = text.splitlines()
+    seen: dict[tuple, int] = {}
+    for original, replacement, description, function, lines in sorted(
+        found, key=lambda item: (item[0].lineno, item[0].col_offset)
+    ):
         ast.copy_location(replacement, original)
-        swapped = _Swap(original, replacement).visit(ast.parse(path.read_text()))
+        swap = _Swap(original, replacement)
+        swapped = swap.visit(ast.parse(text))
+        if not swap.done:
+            raise RuntimeError(f"{module}.py:{original.lineno}: mutant not placed")
         try:
             source = ast.unparse(ast.fix_missing_locations(swapped))
         except Exception:  # pragma: no cover - a replacement that cannot be written back
             continue
-        mutants.append(Mutant(module, original.lineno, original.col_offset, description, source))
+        if source == unchanged:
+            raise RuntimeError(f"{module}.py:{original.lineno}: the mutant changes nothing")
+        where = (original.lineno, original.col_offset)
+        snippet = ast.unparse(original)
+        line_text = source_lines[original.lineno - 1].split("  # ")[0].strip()
+        same = (original.lineno, snippet, description)
+        seen[same] = seen.get(same, -1) + 1
+        mutants.append(Mutant(module, *where, description, source, function, snippet, lines,
+                              line_text, seen[same]))  # fmt: skip
     return mutants
 
 
@@ -139,40 +289,214 @@ class _Swap(ast.NodeTransformer):
         return super().generic_visit(node)
 
 
+# ---- the line tracer (this file loaded as a pytest plugin) ------------------------------
+
+
+class _Tracer:
+    """Lines of the mutated modules that each test executes (``sys.settrace``)."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = files  # absolute path -> module name
+        self.current = None
+        self.lines: dict[str, dict[str, set[int]]] = {}
+        self.durations: dict[str, float] = {}
+
+    def trace(self, frame, event, arg):
+        module = self.files.get(frame.f_code.co_filename)
+        if module is None or self.current is None:
+            return None
+        seen = self.lines.setdefault(self.current, {}).setdefault(module, set())
+
+        def local(frame, event, arg):
+            if event == "line":
+                seen.add(frame.f_lineno)
+            return local
+
+        seen.add(frame.f_lineno)
+        return local
+
+
+_TRACER: _Tracer | None = None
+
+
+def pytest_configure(config):
+    global _TRACER
+    if os.environ.get(TRACE_VARIABLE):
+        source = Path(os.environ["PYTHONPATH"].split(os.pathsep)[0]) / "nnequiv"
+        files = {str((source / f"{m}.py").resolve()): m for m in MODULES}
+        _TRACER = _Tracer(files)
+        sys.settrace(_TRACER.trace)
+        threading.settrace(_TRACER.trace)
+
+
+def pytest_runtest_protocol(item, nextitem):
+    if _TRACER is not None:
+        _TRACER.current = item.nodeid
+        _TRACER.durations[item.nodeid] = -time.perf_counter()
+    # returning None lets pytest run the test
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _TRACER is not None:
+        _TRACER.durations[nodeid] += time.perf_counter()
+        _TRACER.current = None
+
+
+def pytest_unconfigure(config):
+    if _TRACER is not None:
+        sys.settrace(None)
+        threading.settrace(None)
+        payload = {
+            "durations": _TRACER.durations,
+            "lines": {
+                test: {module: sorted(lines) for module, lines in modules.items()}
+                for test, modules in _TRACER.lines.items()
+            },
+        }
+        Path(os.environ[TRACE_VARIABLE]).write_text(json.dumps(payload))
+
+
+# ---- running mutants -------------------------------------------------------------------
+
+
 def _workspace() -> Path:
     """A copy of src/ and tests/ to mutate."""
     place = Path(tempfile.mkdtemp(prefix="nnequiv-mutants-"))
     shutil.copytree(ROOT / "src", place / "src")
     shutil.copytree(ROOT / "tests", place / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", place / "pyproject.toml")
+    (place / "plugin").mkdir()
+    shutil.copy(Path(__file__), place / "plugin" / f"{PLUGIN}.py")  # the line tracer
     return place
 
 
-def run_mutant(mutant: Mutant, place: Path, timeout: float) -> str:
-    """``"killed"``, ``"survived"`` or ``"timeout"`` (counted as killed)."""
-    target = place / "src" / "nnequiv" / f"{mutant.module}.py"
-    original = target.read_text()
-    target.write_text(mutant.source)
-    first = [str(place / "tests" / name) for name in FIRST_TESTS[mutant.module]]
+def _environment(place: Path, **extra) -> dict:
+    """No ../shared, a cache of the workspace's own, one BLAS thread, no CI."""
     env = dict(
         os.environ,
-        PYTHONPATH=str(place / "src"),
+        PYTHONPATH=os.pathsep.join([str(place / "src"), str(place / "plugin")]),
         NNEQUIV_SHARED=str(place / "no-shared-data"),
         NNEQUIV_CACHE_DIR=str(place / "cache"),
         PYTHONDONTWRITEBYTECODE="1",
         OPENBLAS_NUM_THREADS="1",
+        **extra,
     )
     env.pop("CI", None)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-               "--deselect", "tests/test_report.py", *first, str(place / "tests")]  # fmt: skip
+    return env
+
+
+def _pytest(place: Path, tests: list[str], timeout: float, **extra) -> tuple[str, str, float]:
+    """Run pytest on ``tests`` (node ids or paths) in ``place``, stopping at the first failure:
+    ``"killed"`` (a test failed or errored, or the run timed out), ``"survived"`` or
+    ``"error: ..."`` (pytest could not run them); the test that failed; the seconds taken."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    start = time.perf_counter()
     try:
-        result = subprocess.run(command, cwd=place, env=env, capture_output=True, timeout=timeout)
-        outcome = "survived" if result.returncode == 0 else "killed"
+        result = subprocess.run(
+            command, cwd=place, env=_environment(place, **extra), capture_output=True,
+            timeout=timeout,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
-        outcome = "timeout"
+        return "killed", "(timeout)", time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    output = (result.stdout + result.stderr).decode(errors="replace").splitlines()
+    if result.returncode == 0:
+        return "survived", "", seconds
+    failed = [line.split()[1] for line in output if line.startswith(("FAILED ", "ERROR "))]
+    # 1: a test failed; 2: interrupted (a module fails to import); 4 with errors: node ids
+    # not collected because their module fails to import
+    if result.returncode in (1, 2) or (result.returncode == 4 and failed):
+        return "killed", failed[0] if failed else "(collection)", seconds
+    tail = " | ".join(line.strip() for line in output[-3:])
+    return f"error: pytest exit {result.returncode}: {tail}", "", seconds
+
+
+def coverage_map(place: Path) -> tuple[dict, dict]:
+    """Run the unmutated suite with the line tracer: ``{(module, line): [test ids]}`` and the
+    seconds each test took. Stops when the unmutated suite fails."""
+    out = place / "trace.json"
+    outcome, _, seconds = _pytest(place, ["-p", PLUGIN, "tests"], 1800.0,
+                               **{TRACE_VARIABLE: str(out)})  # fmt: skip
+    if outcome != "survived":
+        sys.exit(f"the unmutated suite does not pass in {place} ({outcome}); nothing to measure")
+    payload = json.loads(out.read_text())
+    covering: dict = {}
+    for test, modules in payload["lines"].items():
+        for module, lines in modules.items():
+            for line in lines:
+                covering.setdefault((module, line), []).append(test)
+    print(f"# unmutated suite with the line tracer: {seconds:.0f} s, "
+          f"{len(payload['durations'])} tests", flush=True)  # fmt: skip
+    return covering, payload["durations"]
+
+
+def run_mutant(mutant: Mutant, place: Path, covering: dict, durations: dict, kills: dict,
+               confirm: bool) -> tuple[str, str, str, float]:  # fmt: skip
+    """``(outcome, stage, killer, seconds)``: the outcome after the tests that execute the
+    mutated line (stage ``"covering"``; the tests that have killed most mutants so far first,
+    then the fastest) and, where it survived them, after the whole suite (``"suite"``)."""
+    target = place / "src" / "nnequiv" / f"{mutant.module}.py"
+    original = target.read_text()
+    target.write_text(mutant.source)
+    tests = sorted({t for line in mutant.lines for t in covering.get((mutant.module, line), [])},
+                   key=lambda t: (-kills.get(t, 0), durations.get(t, 0.0), t))  # fmt: skip
+    spent, killer = 0.0, ""
+    try:
+        outcome, stage = "survived", "covering"
+        if tests:
+            expected = sum(durations.get(t, 0.0) for t in tests)
+            outcome, killer, spent = _pytest(place, tests, 60.0 + 5 * expected)
+        if outcome == "survived" and confirm:
+            stage = "suite"
+            expected = sum(durations.values())
+            outcome, killer, seconds = _pytest(place, ["tests"], 120.0 + 5 * expected)
+            spent += seconds
     finally:
         target.write_text(original)
-    return outcome
+    return outcome, stage, killer, spent
+
+
+def _rate(killed: int, total: int) -> str:
+    return f"{killed / total:6.1%}" if total else "     -"
+
+
+def report(outcomes: dict, modules, seconds: float) -> None:
+    """The kill rate per module (with and without the equivalent mutants) and the survivors."""
+    print(f"\n{'module':12} {'mutants':>8} {'killed':>7} {'rate':>7} {'equiv.':>7} "
+          f"{'rate w/o equiv.':>16}")  # fmt: skip
+    rows = [(module, [m for m in outcomes if m.module == module]) for module in modules]
+    rows.append(("all", list(outcomes)))
+    for name, mine in rows:
+        if not mine:
+            continue
+        killed = sum(outcomes[m][0] == "killed" for m in mine)
+        equivalent = [m for m in mine if m.key in EQUIVALENT]
+        rest = [m for m in mine if m.key not in EQUIVALENT]
+        killed_rest = sum(outcomes[m][0] == "killed" for m in rest)
+        print(f"{name:12} {len(mine):8d} {killed:7d} {_rate(killed, len(mine)):>7} "
+              f"{len(equivalent):7d} {_rate(killed_rest, len(rest)):>16}")  # fmt: skip
+    print(f"({seconds:.0f} s)")
+    errors = [m for m in outcomes if outcomes[m][0].startswith("error")]
+    if errors:
+        print("\nmutants pytest could not run (counted as not killed):")
+        for m in errors:
+            print(f"  {m}  {outcomes[m][0]}")
+    survivors = sorted((m for m in outcomes if outcomes[m][0] == "survived"),
+                       key=lambda m: (m.module, m.line, m.column))  # fmt: skip
+    for title, chosen in [
+        ("surviving mutants", [m for m in survivors if m.key not in EQUIVALENT]),
+        ("surviving equivalent mutants", [m for m in survivors if m.key in EQUIVALENT]),
+    ]:
+        if chosen:
+            print(f"\n{title} (stage reached):")
+            for m in chosen:
+                reason = f"  -- {EQUIVALENT[m.key]}" if m.key in EQUIVALENT else ""
+                print(f"  {m}  ({outcomes[m][1]}){reason}")
+    killed_equivalent = [m for m in outcomes if m.key in EQUIVALENT and outcomes[m][0] == "killed"]
+    if killed_equivalent:
+        print("\nlisted as equivalent but killed (remove them from EQUIVALENT):")
+        for m in killed_equivalent:
+            print(f"  {m}")
 
 
 def main() -> None:
@@ -181,52 +505,63 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="a seeded random sample of N mutants")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
-    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="count a mutant that survives its covering tests as a survivor "
+                        "without running the whole suite (quick looks only)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write every outcome to this file")
+    parser.add_argument("--prior", type=Path, help="the --json file of an earlier run: its "
+                        "killing tests run first (the order only; no outcome changes)")  # fmt: skip
     args = parser.parse_args()
     mutants = [m for module in args.modules for m in mutants_of(module)]
     total = len(mutants)
+    present = {m.key for m in mutants}
+    for key in EQUIVALENT:
+        if key[0] in args.modules and key not in present:
+            print(f"# listed as equivalent but no longer a mutant (update EQUIVALENT): {key}")
     if args.limit and args.limit < total:
         mutants = sorted(random.Random(args.seed).sample(mutants, args.limit),
                          key=lambda m: (m.module, m.line))  # fmt: skip
     if args.list:
         for m in mutants:
-            print(f"{m.module}.py:{m.line}:{m.column} {m.description}")
+            print(m)
         return
-    print(f"# {len(mutants)} of {total} mutants of {', '.join(args.modules)}", flush=True)
-    places = [_workspace() for _ in range(args.jobs)]
+    print(f"# {len(mutants)} of {total} mutants of {', '.join(args.modules)}; "
+          f"{args.jobs} jobs; whole suite for survivors: {args.confirm}", flush=True)  # fmt: skip
     start = time.perf_counter()
-    outcomes: dict = {}
+    places = [_workspace() for _ in range(args.jobs)]
+    try:
+        covering, durations = coverage_map(places[0])
+        outcomes: dict = {}
+        kills: dict[str, int] = {}
+        if args.prior:
+            for row in json.loads(args.prior.read_text()):
+                if row.get("killed_by"):
+                    kills[row["killed_by"]] = kills.get(row["killed_by"], 0) + 1
+        lock = threading.Lock()
 
-    def work(indexed):
-        index, mutant = indexed
-        place = places[index % len(places)]
-        return mutant, run_mutant(mutant, place, args.timeout)
+        def work(k: int) -> None:
+            for index in range(k, len(mutants), args.jobs):
+                mutant = mutants[index]
+                result = run_mutant(mutant, places[k], covering, durations, kills, args.confirm)
+                with lock:
+                    outcomes[mutant] = result
+                    kills[result[2]] = kills.get(result[2], 0) + 1
+                    print(f"[{len(outcomes)}/{len(mutants)}] {result[0]:8} {result[1]:8} "
+                          f"{result[3]:5.0f} s  {mutant}  {result[2]}", flush=True)  # fmt: skip
 
-    # one workspace per job: mutants of job k run one after another in places[k]
-    batches = [[(i, m) for i, m in enumerate(mutants) if i % args.jobs == k]
-               for k in range(args.jobs)]  # fmt: skip
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for results in pool.map(lambda batch: [work(item) for item in batch], batches):
-            for mutant, outcome in results:
-                outcomes[mutant] = outcome
-    for place in places:
-        shutil.rmtree(place, ignore_errors=True)
-    print(f"{'module':12} {'mutants':>8} {'killed':>7} {'rate':>6}")
-    for module in args.modules:
-        mine = [o for m, o in outcomes.items() if m.module == module]
-        if mine:
-            killed = sum(o != "survived" for o in mine)
-            print(f"{module:12} {len(mine):8d} {killed:7d} {killed / len(mine):6.1%}")
-    killed = sum(o != "survived" for o in outcomes.values())
-    print(f"{'all':12} {len(outcomes):8d} {killed:7d} {killed / max(len(outcomes), 1):6.1%}"
-          f"   ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    survivors = sorted((m for m, o in outcomes.items() if o == "survived"),
-                       key=lambda m: (m.module, m.line))  # fmt: skip
-    if survivors:
-        print("\nsurviving mutants:")
-        for m in survivors:
-            print(f"  {m.module}.py:{m.line}:{m.column} {m.description}")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(work, range(args.jobs)))
+    finally:
+        for place in places:
+            shutil.rmtree(place, ignore_errors=True)
+    report(outcomes, args.modules, time.perf_counter() - start)
+    if args.json:
+        args.json.write_text(json.dumps(
+            [{"mutant": str(m), "module": m.module, "line": m.line, "function": m.function,
+              "snippet": m.snippet, "description": m.description, "outcome": o, "stage": s,
+              "killed_by": k, "seconds": round(t, 1), "equivalent": EQUIVALENT.get(m.key)}
+             for m, (o, s, k, t) in outcomes.items()], indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -116,9 +116,10 @@ def test_rtol_decides_what_counts_as_zero():
 def test_realisations_and_jobs():
     assert small(realizations=6).csd.shape == (6, 240)
     serial = analyze(cnn_state(), realizations=3)
-    parallel = analyze(cnn_state(), realizations=3, n_jobs=2)
-    assert np.array_equal(serial.csd, parallel.csd)
-    assert np.array_equal(serial.layer_points, parallel.layer_points)
+    for jobs in (2, -1):  # -1: every core
+        parallel = analyze(cnn_state(), realizations=3, n_jobs=jobs, cache_dir=False)
+        assert np.array_equal(serial.csd, parallel.csd)
+        assert np.array_equal(serial.layer_points, parallel.layer_points)
 
 
 def row_scaled(state, seed=0):
@@ -237,3 +238,76 @@ def test_layers_frame_and_notebook_view():
     assert view.startswith("<table>") and "fc2.weight" in view and "alpha" in view
     hostile = analyze({"<script>x</script>": NET["fc0.weight"]}, realizations=2)
     assert "<script>" not in hostile._repr_html_()
+
+
+def test_stream_keys_break_equal_sums_by_the_sum_of_squares():
+    flat, spread = np.array([2.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0])  # both sum to 6
+    assert stream_keys([spread, flat], [3, 3]) == [(3, 1), (3, 0)]
+    assert stream_keys([flat, spread], [3, 3]) == [(3, 0), (3, 1)]
+    assert stream_keys([spread, spread, flat], [3, 4, 3]) == [(3, 1), (4, 0), (3, 0)]
+
+
+def orthogonal_network(seed=0):
+    """Signed permutation layers: every normalised eigenvalue is exactly 1."""
+    rng = np.random.default_rng(seed)
+    return {
+        f"p{n}": 3.0 * rng.choice([-1.0, 1.0], n)[:, None] * np.eye(n)[rng.permutation(n)]
+        for n in (20, 30, 40)
+    }
+
+
+def test_conjugacy_counts_the_location_at_the_99th_percentile():
+    """Every normalised eigenvalue is 1 = e_120, so the 99th percentile lies on that edge and
+    the conjugacy is the largest mean CSD from x = 1 on, that bin included."""
+    analysis = analyze(orthogonal_network(), realizations=3)
+    assert analysis.tail_start == 1.0 and analysis.edges[120] == 1.0
+    mean = analysis.csd.mean(axis=0)
+    assert analysis.conjugacy == mean[120:].max() == mean[120] > 1
+    assert analysis.p_net[120] == 1.0
+
+
+def test_conjugacy_is_zero_where_no_location_lies_beyond_the_99th_percentile():
+    net = {k: 1e7 * v for k, v in NET.items()}  # raw eigenvalues far above the grid
+    analysis = analyze(net, realizations=2, canonical="raw", normalization="none")
+    assert analysis.tail_start > analysis.edges[-2] and analysis.conjugacy == 0.0
+
+
+def test_the_notebook_view_shows_shapes_and_the_first_20_layers():
+    rng = np.random.default_rng(0)
+    many = {f"layer{i:02d}": rng.standard_normal((6, 9)) for i in range(21)}
+    view = analyze(many, realizations=2)._repr_html_()
+    assert "<td>layer00</td><td>6 x 9</td><td>6</td>" in view
+    assert "layers (first 20 of 21)" in view and "layer19" in view and "layer20" not in view
+    twenty = analyze(dict(list(many.items())[:20]), realizations=2)._repr_html_()
+    assert "first 20" not in twenty and "layer19" in twenty
+
+
+def test_mean_conjugate_density_and_band_follow_the_realisations():
+    analysis = small()
+    assert analysis.csd_band[0].tolist() == analysis.csd.min(axis=0).tolist()
+    assert analysis.csd_band[1].tolist() == analysis.csd.max(axis=0).tolist()
+    assert np.array_equal(analysis.csd_mean, analysis.csd.mean(axis=0))
+    curves = analysis.to_dict()["curves"]
+    assert curves["csd_low"] == analysis.csd_band[0].tolist()
+    assert curves["csd_mean"] == analysis.csd_mean.tolist()
+    # p_circ is the mean of the R conjugate densities: the CSD at e_0 of each realisation is
+    # its total variation from p_net, so the mean density is within their mean of p_net
+    assert np.abs(analysis.p_circ - analysis.p_net).sum() <= analysis.csd[:, 0].mean() + 1e-12
+
+
+def test_layer_total_variation_counts_eigenvalues_below_the_grid():
+    """A layer with normalised eigenvalues below e_0 = 1e-6 (counted in the first bin): its
+    total variation is its mean CSD at e_0, which includes that bin."""
+    rng = np.random.default_rng(5)
+    u, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    v, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    singular = np.concatenate([np.linspace(0.5, 2.0, 30), np.linspace(1e-5, 3e-5, 10)])
+    graded = {"graded": u @ np.diag(singular) @ v.T}  # 10 eigenvalues near 1e-10 of the median
+    analysis = analyze(graded, realizations=3, canonical="raw")
+    (spectrum,) = layer_spectra(graded)
+    own = normalize_spectrum(spectrum.eigenvalues)
+    assert (own < analysis.edges[0]).sum() == 10
+    (conjugate,) = conjugate_ensemble([40], "CUE", 3, 0, keys=[(40, 0)])
+    curves = layer_csd_curves(own, conjugate, analysis.edges)
+    record = analysis.layers[0]
+    assert record.total_variation == curves.mean(axis=0)[0] > curves.mean(axis=0)[1]

@@ -318,6 +318,17 @@ def test_hugging_face_cache_folder_read_at_refs_main(tmp_path, state):
     assert any("datasets--acme--corpus" in n and "data set or space" in n for n in notes)
 
 
+def test_networks_keep_their_discovery_labels_in_a_comparison(tmp_path, state):
+    """A hub network is named by its id, not by its weight file's name."""
+    from nnequiv import cluster
+
+    folder = hf_cache(tmp_path / "hub", state)
+    other = save_npz(tmp_path / "other.npz", random_mlp([12, 10, 8, 4], seed=6))
+    result = cluster([folder, other], realizations=3)
+    assert result.models == ["acme/tiny-mlp", "other.npz"]
+    assert os.path.isabs(result.paths[0]) and result.paths[1] == str(other.resolve())
+
+
 def test_hub_id_resolved_offline_from_the_local_cache(tmp_path, state, monkeypatch):
     hf_cache(tmp_path / "hub", state)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -180,7 +180,7 @@ def kernel(request, monkeypatch):
     monkeypatch.setattr(
         nnequiv.distances, "BATCHED_PAIRS", 10**9 if request.param == "batched" else 0
     )
-    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 5000)  # several chunks
+    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 300)  # chunks of one network
     return request.param
 
 
@@ -231,3 +231,23 @@ def test_equal_clouds_give_exact_zeros_in_every_resample(kernel):
         settings = DistanceSettings(level=level)
         first, second = (fingerprint(analyze(x, realizations=6), settings) for x in (net, shuffled))
         assert distance_with_spread(first, second) == (0.0, (0.0, 0.0))
+
+
+@pytest.mark.parametrize("realizations", [2, 3])
+def test_two_realisations_are_enough_for_a_noise_floor(realizations):
+    """Halves of one realisation each (a third is left out of the split)."""
+    a, _ = pair(realizations=realizations)
+    pooled = fingerprint(a, DistanceSettings(level="pooled")).noise_floor
+    assert pooled == pytest.approx(np.abs(a.csd[0] - a.csd[1]).max() / np.sqrt(2), rel=1e-12)
+    weight = DistanceSettings().order_weight
+    halves = [expected_cloud(a, weight, slice(k, k + 1)) for k in (0, 1)]
+    floor = fingerprint(a).noise_floor
+    assert floor == pytest.approx(scipy_energy(*halves) / np.sqrt(2), rel=1e-10) and floor > 0
+
+
+def test_a_summary_names_its_network_layers_and_realisations():
+    a, _ = pair(realizations=5)
+    summary = summarize(a)
+    assert repr(summary) == f"Summary({a.source!r}, 3 layers, 5 realisations)"
+    assert summary.streams.tolist() == [list(layer.stream) for layer in a.layers]
+    assert summarize(summary) is summary

@@ -1,5 +1,7 @@
 """Equivalence: verdicts, set-independence, classes, identification, guard rails."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import ZOO, random_mlp, require_shared
@@ -7,7 +9,7 @@ from transforms import fold_batchnorm, reversed_order, to_hwio, to_ohwi
 
 from nnequiv import analyze, cluster, compare, identify
 from nnequiv.distances import fingerprint
-from nnequiv.equivalence import decide, pair_eps
+from nnequiv.equivalence import analyze_all, decide, pair_eps
 from nnequiv.errors import InputError
 
 
@@ -280,3 +282,103 @@ def test_onnx_export_that_folds_batchnorm_is_equivalent_to_its_state_dict(tmp_pa
     assert folded.distance == pytest.approx(0.0, abs=1e-9) and folded.verdict == "equivalent"
     raw = compare(state, path, realizations=6, canonical="raw")
     assert raw.distance > 0  # the stored matrices differ: the canonical form is what matches
+
+
+def test_eps_zero_is_allowed_and_only_distance_zero_passes_it():
+    net = random_mlp([30, 24, 18], seed=2)
+    same = compare(net, {k: 4.0 * v for k, v in net.items()}, realizations=4, eps=0.0)
+    assert (same.distance, same.eps, same.eps_source, same.verdict) == (
+        0.0, 0.0, "given", "equivalent",
+    )  # fmt: skip
+    wide, _ = designs(3)
+    assert compare(net, wide, realizations=4, eps=0.0).verdict == "not equivalent"
+
+
+def test_views_show_the_numbers_of_the_result(files):
+    verdict = compare(files["a"], files["deep"], realizations=4)
+    low, high = verdict.spread
+    text = repr(verdict)
+    assert f"d={verdict.distance:.4f} [{low:.4f}, {high:.4f}], eps={verdict.eps:.4f}" in text
+    assert f"[{low:.4f}, {high:.4f}]" in verdict._repr_html_()
+    found = identify(files["a2"], [files["deep"], files["a"], files["wide"]], realizations=4)
+    assert f"nearest {files['a'].name!r}" in repr(found) and "3 matches" in repr(found)
+    view = found._repr_html_()
+    ranked = [view.index(f"<td>{rank}</td><td>{m.path}</td>") for rank, m in
+              enumerate(found.matches, 1)]  # fmt: skip
+    assert ranked == sorted(ranked)
+    classes = cluster([files["a"], files["wide"]], realizations=4)
+    html = classes._repr_html_()
+    assert "<td>a.npz</td><td>1</td>" in html and "<td>wide.npz</td><td>2</td>" in html
+
+
+def test_a_set_of_one_and_of_two(files):
+    (one, two) = (cluster([files[k] for k in names], realizations=4)
+                  for names in (["a"], ["a", "wide"]))  # fmt: skip
+    assert one.classes == [["a.npz"]] and list(one.labels_) == [0] and one.linkage.shape == (0, 4)
+    assert one.eps == one.eps_pairs[0, 0] > 0 and repr(one).startswith(
+        "Classes(1 networks, 1 class,"
+    )
+    assert two.eps == two.eps_pairs[0, 1] and two.verdicts[0, 1] == "not equivalent"
+    assert two.linkage.shape == (1, 4) and two.linkage[0, 2] == two.distance[0, 1]
+    assert "2 classes" in repr(two)
+
+
+def test_the_tree_is_the_average_linkage_of_the_distances(files):
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    result = cluster([files[k] for k in ("a", "a2", "wide", "a3", "deep")], realizations=4)
+    expected = linkage(squareform(result.distance), "average")
+    np.testing.assert_allclose(result.linkage, expected, rtol=1e-12)
+    assert not np.allclose(result.linkage, linkage(squareform(result.distance), "single"))
+
+
+def test_identify_returns_the_five_nearest_by_default(tmp_path):
+    paths = []
+    for seed in range(7):
+        paths.append(tmp_path / f"net{seed}.npz")
+        np.savez(paths[-1], **random_mlp([20 + 4 * seed, 16, 12], seed=seed))
+    found = identify(paths[0], paths, realizations=3)
+    assert len(found.matches) == 5 and found.matches[0].path == "net0.npz"
+    distances = [m.distance for m in found.matches]
+    assert distances == sorted(distances)
+    everything = identify(paths[0], paths, realizations=3, top=7)
+    assert [m.path for m in everything.matches][:5] == [m.path for m in found.matches]
+
+
+def test_relative_paths_are_resolved(files, monkeypatch):
+    monkeypatch.chdir(files["a"].parent)
+    result = cluster(["a.npz", "wide.npz"], realizations=3)
+    assert result.paths == [str(files["a"].resolve()), str(files["wide"].resolve())]
+    assert result.models == ["a.npz", "wide.npz"]
+
+
+def test_a_numeric_table_that_is_not_a_connectome_is_left_out_unless_asked(files, tmp_path):
+    folder = files["a"].parent
+    (folder / "table.csv").write_text("1,2,3,4,5\n6,7,8,9,10\n")
+    for item in (analyze_all([folder], realizations=3), cluster([folder], realizations=3)):
+        names = item.models if hasattr(item, "models") else [x.source for x in item]
+        assert sorted(names) == ["a.npz", "a2.npz", "a3.npz", "deep.npz", "wide.npz"]
+    with pytest.raises(InputError, match="table.csv"):
+        analyze_all([folder], realizations=3, connectomes=True)
+
+
+def test_progress_is_reported_for_every_network_in_order(files):
+    calls = []
+    paths = [files[k] for k in ("a", "wide", "deep")]
+    cluster(paths, realizations=3, progress=lambda *args: calls.append(args))
+    named = [(done, total, Path(label).name) for done, total, label in calls]
+    assert named == [(1, 3, "a.npz"), (2, 3, "wide.npz"), (3, 3, "deep.npz")]
+    calls.clear()
+    identify(paths[0], paths[1:], realizations=3, progress=lambda *args: calls.append(args))
+    assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_networks_of_one_file_name_given_apart_get_their_folders(tmp_path):
+    paths = []
+    for folder, seed in (("run1", 1), ("run2", 2)):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "model.npz")
+        np.savez(paths[-1], **random_mlp([20, 16, 8], seed=seed))
+    result = cluster(paths, realizations=3)
+    assert result.models == ["run1/model.npz", "run2/model.npz"]
