@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint install clean golden
+.PHONY: demo test bench lint install clean golden mutation
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(VENV)/.bench  # each script prints its tables; BENCHMARKS.md has the la
 	$(PY) benchmarks/index.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/fuzz.py
+	$(PY) benchmarks/llm.py
+
+mutation: $(STAMP)  # the kill rate of the suite (BENCHMARKS.md); about an hour on 2 cores
+	$(PY) benchmarks/mutation.py --jobs 2
 
 golden: $(STAMP)  # rewrite tests/golden/*.json on purpose (see tests/test_golden.py)
 	$(PY) tests/test_golden.py

@@ -311,3 +311,14 @@ def test_layer_total_variation_counts_eigenvalues_below_the_grid():
     curves = layer_csd_curves(own, conjugate, analysis.edges)
     record = analysis.layers[0]
     assert record.total_variation == curves.mean(axis=0)[0] > curves.mean(axis=0)[1]
+
+
+def test_progress_follows_the_layers_and_is_silent_for_a_cached_analysis(tmp_path):
+    rng = np.random.default_rng(3)
+    network = {"first": rng.standard_normal((12, 9)), "second": rng.standard_normal((9, 7))}
+    calls = []
+    analyze(network, realizations=3, cache_dir=tmp_path, progress=lambda *a: calls.append(a))
+    assert calls[-1] == (2, None, "second") and (1, None, "first") in calls
+    calls.clear()
+    analyze(network, realizations=3, cache_dir=tmp_path, progress=lambda *a: calls.append(a))
+    assert calls == []

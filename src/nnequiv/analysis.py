@@ -30,7 +30,7 @@ from nnequiv.ensembles import conjugate_ensemble
 from nnequiv.layers import SkippedTensor
 from nnequiv.settings import Settings, split_options
 from nnequiv.sources import open_source
-from nnequiv.spectra import LayerSpectrum, network_spectra, normalize_spectrum
+from nnequiv.spectra import LayerSpectrum, Progress, network_spectra, normalize_spectrum
 
 __all__ = ["Analysis", "LayerRecord", "analyze", "analysis_from_spectra", "stream_keys"]
 
@@ -236,6 +236,7 @@ def analyze(
     *,
     cache_dir: str | os.PathLike | bool | None = None,
     n_jobs: int | None = None,
+    progress: Progress | None = None,
     **options,
 ) -> Analysis:
     """Compare a network's Mixed Matrix Ensemble with its conjugate circular ensemble.
@@ -257,6 +258,9 @@ def analyze(
     n_jobs : int or None
         Worker processes for the layer spectra of header-listed checkpoints (safetensors) and
         for the conjugate ensemble (-1: every core). Does not change the result.
+    progress : callable, optional
+        ``progress(done, total, label)`` as the layer spectra are computed (not called for
+        a cached analysis); see :data:`nnequiv.spectra.Progress`.
     **options
         Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
         normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
@@ -279,19 +283,21 @@ def analyze(
     cached, entry = lookup(source, chosen, options, cache_dir)
     if cached is not None:
         return cached
-    analysis = _computed(source, chosen, options, n_jobs)
+    analysis = _computed(source, chosen, options, n_jobs, progress)
     store(entry, analysis)
     return analysis
 
 
-def _computed(source, settings: Settings, options: dict, n_jobs: int | None) -> Analysis:
+def _computed(
+    source, settings: Settings, options: dict, n_jobs: int | None, progress: Progress | None
+) -> Analysis:
     """The analysis of ``source``, computed."""
     chosen, _, load, connectome, given = split_options(options, base=settings)
     weights = open_source(source, load, connectome, given, chosen.seed)
     spectra = network_spectra(
         weights, load.include, load.exclude, load.layout, rtol=chosen.rtol,
         canonical=chosen.canonical,
-        n_jobs=n_jobs,
+        n_jobs=n_jobs, progress=progress,
     )  # fmt: skip
     analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
     analysis.layout, analysis.skipped = spectra.layout, spectra.skipped

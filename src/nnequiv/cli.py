@@ -331,7 +331,8 @@ def run(argv=None) -> int:
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
     if args.command == "analyze":
         options.pop("scheduler", None)
-        analysis = nnequiv.analyze(args.path, **options)
+        with _Progress("layers") as progress:
+            analysis = nnequiv.analyze(args.path, progress=progress, **options)
         _emit(
             args,
             analysis.to_dict(),
