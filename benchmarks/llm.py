@@ -15,7 +15,12 @@ Also, in this process: the square, ill-conditioned attention projections of the 
 an SVD (what nnequiv did before) and a bare SVD, with the largest relative deviation of the
 eigenvalues from the SVD's.
 
-Run: ``python benchmarks/llm.py [--layers 2 22] [--repeats 3] [--threads 1] [--jobs 1]``
+With ``--floor``: the time of the dense float64 kernels alone (each layer's smaller Gram
+matrix and its ``eigvalsh``, on random matrices of the layer shapes), the least any tool
+that computes full spectra this way can take.
+
+Run: ``python benchmarks/llm.py [--layers 2 22] [--repeats 3] [--threads 1] [--jobs 1]
+[--floor]``
 (``make bench`` installs WeightWatcher from requirements-bench.txt).
 """
 
@@ -141,6 +146,33 @@ def projections(folder: Path) -> None:
               f"{deviation:14.1e}", flush=True)  # fmt: skip
 
 
+def dense_floor(folder: Path) -> float:
+    """Seconds of the dense float64 kernels alone for every layer of ``folder``: the smaller
+    Gram matrix and its ``eigvalsh``, on random matrices of each layer shape (median of 3),
+    times the number of layers of that shape; no reading, canonical form or refinement."""
+    from collections import Counter
+
+    import numpy as np
+
+    from nnequiv.layers import iter_layer_matrices
+
+    shapes = Counter(layer.matrix_shape for layer in iter_layer_matrices(folder, stored=True))
+    rng, total = np.random.default_rng(0), 0.0
+    print(f"\ndense float64 kernels of {folder.name} (Gram + eigvalsh), seconds:")
+    for (rows, columns), count in sorted(shapes.items()):
+        w = rng.standard_normal((rows, columns))
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            np.linalg.eigvalsh(w.T @ w if rows >= columns else w @ w.T)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        total += count * seconds
+        print(f"  {rows:6d} x {columns:<6d} x {count:3d} layers  {seconds:6.2f} each")
+    print(f"  all layers {total:.1f}", flush=True)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 22])
@@ -150,6 +182,9 @@ def main() -> None:
     parser.add_argument("--forms", nargs="+", default=["balanced", "rows", "raw"])
     parser.add_argument("--no-weightwatcher", action="store_true")
     parser.add_argument("--no-projections", action="store_true")
+    parser.add_argument(
+        "--floor", action="store_true", help="time the dense kernels alone (the time floor)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench-output")
     args = parser.parse_args()
     print(
@@ -163,7 +198,7 @@ def main() -> None:
         ours = []
         for form in forms:
             command = [sys.executable, "-m", "nnequiv.cli", "analyze", str(folder)]
-            command += ["--canonical", form, "--jobs", str(args.jobs)]
+            command += ["--canonical", form, "--jobs", str(args.jobs), "--no-cache"]
             wall, peak, tree, runs = medians(command, args.threads, args.repeats)
             ours.append((wall, peak))
             row(
@@ -193,6 +228,9 @@ def main() -> None:
             f"{time_ratio:.1f}x",
             f"{memory_ratio:.1f}x",
         )
+    if args.floor:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before NumPy loads
+        dense_floor(model_folder(args.output, max(args.layers)))
     if not args.no_projections:
         os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before NumPy loads
         projections(model_folder(args.output, min(args.layers)))

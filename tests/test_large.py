@@ -6,6 +6,7 @@ and Ctrl-C. Small matrices with tiny blocks stand in for LLM-sized ones
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -319,6 +320,20 @@ def test_ritz_error_uses_the_gap_where_it_is_wide():
 # ---- Ctrl-C ------------------------------------------------------------------------------
 
 
+def wait_for_cpu_seconds(pid: int, seconds: float, patience: float = 120.0) -> None:
+    """Return once process ``pid`` has used ``seconds`` of CPU time (however loaded the
+    machine is), or after ``patience`` seconds of wall time."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        if (int(fields[11]) + int(fields[12])) / ticks >= seconds:  # utime + stime
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
 def test_ctrl_c_during_a_large_layer_ends_with_one_line(tmp_path):
     """A rank-one 3000 x 3000 layer (a 100 KB npz) goes to a long SVD; SIGINT ends it."""
     rng = np.random.default_rng(10)
@@ -332,7 +347,7 @@ def test_ctrl_c_during_a_large_layer_ends_with_one_line(tmp_path):
         text=True,
     )
     try:
-        time.sleep(3.0)  # inside the layer's computation by now (it takes much longer)
+        wait_for_cpu_seconds(process.pid, 3.0)  # past the imports, inside the computation
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
