@@ -2,6 +2,7 @@
 help texts, errors and exit codes."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -285,3 +286,17 @@ def test_console_entry_point_and_broken_pipe(models):
     command = f"{sys.executable} -m nnequiv.cli analyze {models[0]} --realizations 2 | head -1"
     piped = subprocess.run(command, shell=True, capture_output=True, text=True)
     assert piped.stderr == "" and piped.stdout.startswith(str(models[0]))
+
+
+@pytest.mark.parametrize(
+    "line,expected",
+    [("nnequiv clu", {"cluster"}), ("nnequiv compare a.npz b.npz --ens", {"--ensemble"})],
+)
+def test_shell_completion_names_commands_and_options(tmp_path, line, expected):
+    pytest.importorskip("argcomplete")
+    answer = tmp_path / "completions.txt"
+    env = dict(os.environ, _ARGCOMPLETE="1", COMP_LINE=line, COMP_POINT=str(len(line)))
+    env["_ARGCOMPLETE_STDOUT_FILENAME"] = str(answer)
+    result = subprocess.run([sys.executable, "-m", "nnequiv.cli"], env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert set(answer.read_text().split()) == expected

@@ -1,7 +1,8 @@
-"""The ``nnequiv`` command line: analyze, compare, cluster, identify, null.
+"""The ``nnequiv`` command line: analyze, compare, cluster, identify, report, index, null.
 
 Every method option is generated from :mod:`nnequiv.settings` (help text, choices, default),
-so the command line and the library share one set of defaults.
+so the command line and the library share one set of defaults. Shell completion comes from
+``argcomplete`` where it is installed (``eval "$(register-python-argcomplete nnequiv)"``).
 """
 
 from __future__ import annotations
@@ -311,9 +312,22 @@ def _write_report(path: str | None, analyses, **results) -> None:
         write_report(path, analyses=analyses, **results)
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request (argcomplete sets ``_ARGCOMPLETE``) and exit."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
 def run(argv=None) -> int:
     """Run one command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    _complete(parser)
+    args = parser.parse_args(argv)
     if args.command == "null":
         _null(args)
         return 0
