@@ -415,10 +415,10 @@ def coverage_map(place: Path) -> tuple[dict, dict]:
     """Run the unmutated suite with the line tracer: ``{(module, line): [test ids]}`` and the
     seconds each test took. Stops when the unmutated suite fails."""
     out = place / "trace.json"
-    outcome, _, seconds = _pytest(place, ["-p", PLUGIN, "tests"], 1800.0,
+    outcome, failed, seconds = _pytest(place, ["-p", PLUGIN, "tests"], 1800.0,
                                **{TRACE_VARIABLE: str(out)})  # fmt: skip
     if outcome != "survived":
-        sys.exit(f"the unmutated suite does not pass in {place} ({outcome}); nothing to measure")
+        sys.exit(f"the unmutated suite does not pass in {place} ({outcome}: {failed})")
     payload = json.loads(out.read_text())
     covering: dict = {}
     for test, modules in payload["lines"].items():
