@@ -341,10 +341,13 @@ def test_ctrl_c_during_a_large_layer_ends_with_one_line(tmp_path):
     path = tmp_path / "big.npz"
     np.savez_compressed(path, w=np.round(column) @ np.round(row))
     process = subprocess.Popen(
-        [sys.executable, "-m", "nnequiv.cli", "analyze", str(path)],
+        [sys.executable, "-m", "nnequiv.cli", "analyze", str(path), "--no-cache"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell that starts the suite in the background makes SIGINT ignored, and the
+        # child would inherit that: give it the default a user's terminal gives
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for_cpu_seconds(process.pid, 3.0)  # past the imports, inside the computation
