@@ -98,8 +98,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         dest="n_jobs",
         metavar="N",
-        help="worker processes: the networks of a set in parallel, or the circular ensembles "
-        "of one network; -1: every core; the numbers do not change (default: 1)",
+        help="worker processes: the networks of a set in parallel, or the layers (safetensors) "
+        "and circular ensembles of one network; -1: every core; the numbers do not change "
+        "(default: 1)",
     )
 
 
