@@ -300,3 +300,58 @@ def test_shell_completion_names_commands_and_options(tmp_path, line, expected):
     result = subprocess.run([sys.executable, "-m", "nnequiv.cli"], env=env, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert set(answer.read_text().split()) == expected
+
+
+def test_keep_going_covers_missing_paths_and_index_builds(capsys, models, tmp_path):
+    missing = tmp_path / "nosuch.pt"
+    code, out, err = run(
+        capsys, "cluster", models[0], models[1], missing, "--realizations", 3, "--keep-going"
+    )
+    assert code == 1 and "2 networks" in out
+    assert err.strip() == f"nnequiv: error: {missing}: no such file or directory"
+    code, _, err = run(capsys, "cluster", models[0], models[1], missing, "--realizations", 3)
+    assert code == 1 and "no such file" in err and err.count("\n") == 1
+    broken = tmp_path / "broken.pt"
+    broken.write_text("not a pickle")
+    library = tmp_path / "lib.sqlite"
+    code, out, err = run(
+        capsys, "index", "build", models[0], broken, "-o", library, "--realizations", 3,
+        "--keep-going",
+    )  # fmt: skip
+    assert code == 1 and "broken.pt" in err and "mlp0.npz" in out and library.exists()
+    code, _, err = run(capsys, "index", "build", models[0], broken, "-o", tmp_path / "no.sqlite")
+    assert code == 1 and "broken.pt" in err and not (tmp_path / "no.sqlite").exists()
+
+
+def test_one_network_a_folder_and_an_index_where_they_do_not_fit(capsys, models, tmp_path):
+    code, out, _ = run(capsys, "cluster", models[0], "--realizations", 3)
+    assert code == 0 and out.startswith("1 network, 1 class")
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "net.npz").write_bytes(models[1].read_bytes())
+    code, out, _ = run(capsys, "analyze", folder, "--realizations", 3)
+    assert code == 0 and "net.npz" in out and "fc0.weight" in out
+    code, _, err = run(capsys, "analyze", tmp_path, "--realizations", 3)
+    assert code == 1 and "holds 5 networks" in err and "analyze takes one" in err
+    library = tmp_path / "lib.sqlite"
+    assert run(capsys, "index", "build", *models[:2], "-o", library, "--realizations", 3)[0] == 0
+    code, _, err = run(capsys, "compare", models[0], library, "--realizations", 3)
+    assert code == 1 and "compare takes two networks" in err and "hold 3" in err
+    for argv in (
+        ["cluster", library, "--report", tmp_path / "r.html"],
+        ["report", library, "-o", tmp_path / "r.html"],
+        ["identify", models[2], "--library", library, "--report", tmp_path / "r.html"],
+    ):
+        code, out, err = run(capsys, *argv, "--realizations", 3)
+        assert code == 1 and "a report needs the network's analysis" in err, argv
+        assert out == "" and not (tmp_path / "r.html").exists()
+
+
+def test_cluster_text_marks_each_pair_by_its_verdict(capsys, models):
+    code, out, _ = run(capsys, "cluster", models[0], models[0], models[3], "--realizations", 3)
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.lstrip().startswith("[")]
+    assert rows[0].split()[0:2] == ["[1]", "[2]"]  # the header numbers the columns
+    first, last = rows[1].split(), rows[3].split()
+    assert first[2:4] == ["0.000", "0.000="]  # a copy: equivalent
+    assert not last[-2].endswith(("=", "?")) and last[-1] == "0.000"

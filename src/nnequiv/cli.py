@@ -344,10 +344,12 @@ def run(argv=None) -> int:
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
+    failed = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
+        source = _one_network(args.path, args.connectome)
         with _Progress("layers") as progress:
-            analysis = nnequiv.analyze(args.path, progress=progress, **options)
+            analysis = nnequiv.analyze(source, progress=progress, **options)
         _emit(
             args,
             analysis.to_dict(),
@@ -366,23 +368,26 @@ def run(argv=None) -> int:
         "report": lambda: args.paths,
         "identify": lambda: [args.query, *args.library],
     }[args.command]()
-    failed: list[str] = []
-
-    def skip(label: str, error: Exception) -> None:
-        failed.append(label)
-        print(f"nnequiv: error: {_one_line(error)}", file=sys.stderr)
-
     with _Progress("analysing") as progress:
         analyses = analyze_all(
             paths,
             progress=progress,
             connectomes=args.connectome,
-            notes=lambda line: print(f"nnequiv: {line}", file=sys.stderr),
-            on_error=skip if args.keep_going else None,
+            notes=_note,
+            on_error=failed if args.keep_going else None,
             **analysis_options,
         )
-    if args.command in ("compare", "identify") and len(analyses) < 2:
-        raise InputError(f"{args.command} needs two networks or more; found {len(analyses)}")
+    if args.command == "identify" and len(analyses) < 2:
+        raise InputError(f"identify needs two networks or more; found {len(analyses)}")
+    if args.command == "compare" and len(analyses) != 2:
+        raise InputError(
+            f"compare takes two networks; {args.a} and {args.b} hold {len(analyses)} "
+            "(cluster, or identify --library, takes many)"
+        )
+    if args.command == "report" or getattr(args, "report", None):
+        from nnequiv.report import require_analyses
+
+        require_analyses(analyses)
     if args.command == "compare":
         verdict = nnequiv.compare(*analyses, eps=args.eps, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
@@ -395,7 +400,8 @@ def run(argv=None) -> int:
             figures.plot_pair(*analyses, verdict, args.plot)
         _write_report(args.report, analyses, verdict=verdict)
     elif args.command in ("cluster", "report"):
-        classes = nnequiv.cluster(analyses, eps=args.eps, **options) if len(analyses) > 1 else None
+        several = len(analyses) > 1 or args.command == "cluster"
+        classes = nnequiv.cluster(analyses, eps=args.eps, **options) if several else None
         if args.command == "report":
             _write_report(args.output, analyses, classes=classes)
             print(f"wrote {args.output}: {len(analyses)} networks")
@@ -417,6 +423,34 @@ def run(argv=None) -> int:
         )
         _write_report(args.report, analyses, identification=result)
     return 1 if failed else 0
+
+
+def _note(line: str) -> None:
+    """A note on stderr (a file skipped and why)."""
+    print(f"nnequiv: {line}", file=sys.stderr)
+
+
+class _Failures(list):
+    """The labels of the networks that failed; called as ``on_error`` (``--keep-going``), it
+    records one and prints its error in one line."""
+
+    def __call__(self, label: str, error: Exception) -> None:
+        self.append(label)
+        print(f"nnequiv: error: {_one_line(error)}", file=sys.stderr)
+
+
+def _one_network(path: str, connectomes: bool) -> str:
+    """The one network at ``path`` (a file, or a folder holding one network or checkpoint)."""
+    from nnequiv.discovery import discover
+
+    found = discover(path, connectomes=connectomes, notes=_note)
+    if len(found) > 1:
+        named = ", ".join(item.label for item in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise InputError(
+            f"{path}: holds {len(found)} networks ({named}); analyze takes one "
+            "(cluster or report takes many)"
+        )
+    return path if os.path.isfile(path) else found[0].source
 
 
 def _one_line(error: Exception) -> str:
@@ -520,17 +554,19 @@ def _format_library(library) -> str:
 def _index(args) -> int:
     from nnequiv.index import add_to_index, build_index, open_index
 
+    failed = _Failures()
     if args.action == "list":
         library = open_index(args.index)
     else:
         options = _options(args, distance=False)
+        options.update(notes=_note, on_error=failed if args.keep_going else None)
         with _Progress("analysing") as progress:
             if args.action == "build":
                 library = build_index(args.paths, args.output, progress=progress, **options)
             else:
                 library = add_to_index(args.index, args.paths, progress=progress, **options)
     print(json.dumps(library.to_dict(), indent=2) if args.json else _format_library(library))
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv=None) -> None:

@@ -101,7 +101,11 @@ class _Candidate:
 
 
 def discover(
-    paths, *, connectomes: bool = False, notes: Callable[[str], None] | None = None
+    paths,
+    *,
+    connectomes: bool = False,
+    notes: Callable[[str], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> list[Found]:
     """The networks and connectomes in files, folders, Hugging Face caches and hub ids.
 
@@ -116,6 +120,9 @@ def discover(
         is a connectome only when it parses entirely as one.
     notes : callable, optional
         Called with one line for each thing skipped and why (the CLI prints them on stderr).
+    on_error : callable, optional
+        ``on_error(path, error)`` for a path that cannot be searched (missing, unresolvable),
+        which is then left out; without it the error is raised.
 
     Returns
     -------
@@ -133,8 +140,17 @@ def discover(
     single = isinstance(paths, (str, os.PathLike, Mapping)) or hasattr(paths, "state_dict")
     items = [paths] if single or not isinstance(paths, Iterable) else list(paths)
     search = _Search(connectomes, notes or (lambda _line: None))
+    failed = False
     for group in _grouped(items):
-        search.add(group)
+        try:
+            search.add(group)
+        except NNEquivError as error:
+            if on_error is None:
+                raise
+            on_error(str(group[0] if isinstance(group, list) else group), error)
+            failed = True
+    if not search.found and failed:
+        return []
     if not search.found:
         given = ", ".join(str(getattr(item, "label", item)) for item in items) or "<nothing>"
         skipped = f" ({search.skipped} skipped; see the notes)" if search.skipped else ""

@@ -135,7 +135,7 @@ def _expand_libraries(sources: Sequence, level: str) -> tuple[list, list]:
     return out, libraries
 
 
-def _discovered(sources: list, connectomes: bool, notes) -> list:
+def _discovered(sources: list, connectomes: bool, notes, on_error=None) -> list:
     """Each source as itself (a finished Analysis or Summary) or as the networks discovery
     finds in it, in order; labels made unique across all of them."""
     out = []
@@ -143,7 +143,7 @@ def _discovered(sources: list, connectomes: bool, notes) -> list:
         if isinstance(source, (Analysis, Summary)):
             out.append(source)
         else:
-            out += discover(source, connectomes=connectomes, notes=notes)
+            out += discover(source, connectomes=connectomes, notes=notes, on_error=on_error)
     found = [item for item in out if not isinstance(item, (Analysis, Summary))]
     labels = [item.label for item in found]
     if len(set(labels)) < len(labels):
@@ -179,7 +179,7 @@ def _analyse_each(
         k in {f.name for f in fields(Settings)} for k in options
     )
     sources, libraries = _expand_libraries(sources, distance_settings.level)
-    items = _discovered(sources, connectomes, notes)
+    items = _discovered(sources, connectomes, notes, on_error)
     finished = [isinstance(item, (Analysis, Summary)) for item in items]
     if chosen_explicitly or not all(finished):
         for library in libraries:

@@ -299,6 +299,8 @@ def _entries(
     scheduler,
     n_jobs,
     progress: Callable | None,
+    notes: Callable[[str], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> list[IndexEntry]:
     """Find the networks in ``sources`` (:func:`nnequiv.discovery.discover`), analyse them
     (cache, scheduler) and make their index entries, named by their discovery labels."""
@@ -306,7 +308,7 @@ def _entries(
     from nnequiv.discovery import discover
     from nnequiv.scheduler import analyse_all
 
-    found = discover(list(sources))
+    found = discover(list(sources), notes=notes, on_error=on_error)
     unique = [item.source for item in found]
     analyses = analyse_all(
         unique,
@@ -316,10 +318,14 @@ def _entries(
         scheduler=scheduler,
         n_jobs=n_jobs,
         progress=progress,
+        errors="return" if on_error is not None else "raise",
     )
     _, _, load, connectome, given = split_options(options, base=settings)
     entries = []
     for item, analysis in zip(found, analyses):
+        if isinstance(analysis, Exception):
+            on_error(item.label, analysis)
+            continue
         content, _ = content_hash(item.source, load, connectome, given, settings.seed)
         entries.append(
             IndexEntry(
@@ -350,6 +356,8 @@ def build_index(
     scheduler=None,
     n_jobs: int | None = None,
     progress: Callable | None = None,
+    notes: Callable[[str], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
     **options,
 ) -> Library:
     """Analyse ``sources`` and write their fingerprint index to ``output`` (replacing it
@@ -365,13 +373,20 @@ def build_index(
         Analysis settings and loading options, as for :func:`nnequiv.analyze`.
     cache_dir, scheduler, n_jobs, progress
         Where analyses are cached and run (:func:`nnequiv.scheduler.analyse_all`).
+    notes, on_error
+        As for :func:`nnequiv.analyze_all`: a line for each file skipped, and where given, a
+        network that cannot be found or analysed is passed to ``on_error`` and left out.
     """
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the index would be empty")
     options = _analysis_options(options)
     chosen = split_options(options, base=settings)[0]
-    entries = _entries(sources, chosen, options, cache_dir, scheduler, n_jobs, progress)
+    entries = _entries(
+        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
+    )
+    if not entries:
+        raise InputError("no network could be analysed: the index would be empty")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=".", suffix=".tmp")
@@ -413,11 +428,14 @@ def add_to_index(
     scheduler=None,
     n_jobs: int | None = None,
     progress: Callable | None = None,
+    notes: Callable[[str], None] | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
     **options,
 ) -> Library:
     """Analyse ``sources`` with the index's settings and add them to the index at ``index``
     (a network already there under the same label is replaced). Analysis settings given in
-    ``options`` must be those of the index."""
+    ``options`` must be those of the index; the other arguments are those of
+    :func:`build_index`."""
     library = open_index(index)
     options = _analysis_options(options)
     chosen = split_options(options, base=library.settings)[0]
@@ -425,7 +443,11 @@ def add_to_index(
     sources = list(sources)
     if not sources:
         raise InputError("no networks given to add")
-    entries = _entries(sources, chosen, options, cache_dir, scheduler, n_jobs, progress)
+    entries = _entries(
+        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
+    )
+    if not entries:
+        raise InputError("no network could be analysed: nothing to add")
     try:
         connection = sqlite3.connect(os.fspath(index), timeout=60)
         try:

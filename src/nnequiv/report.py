@@ -381,11 +381,23 @@ _JS = """
 """
 
 
+def require_analyses(analyses: Sequence) -> None:
+    """Refuse anything but whole analyses: a report draws each network's curves, which a
+    fingerprint index does not keep."""
+    for item in analyses:
+        if not isinstance(item, Analysis):
+            raise InputError(
+                f"{getattr(item, 'source', item)}: a report needs the network's analysis, and "
+                "a fingerprint index keeps only what distances need: give the network files"
+            )
+
+
 def _check(analyses, classes, verdict, identification) -> tuple[list[Analysis], list]:
     """The analyses as a list, and the pair of analyses the verdict compares (or [])."""
     analyses = list(analyses)
     if not analyses:
         raise InputError("a report needs at least one analysis")
+    require_analyses(analyses)
     sources = [a.source for a in analyses]
     if classes is not None and list(classes.models) != sources:
         raise InputError(

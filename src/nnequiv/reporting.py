@@ -114,10 +114,19 @@ def format_classes(classes: Classes) -> str:
     for index, members in enumerate(classes.classes, 1):
         lines.append(f"  class {index}: {', '.join(_short(m) for m in members)}")
     if len(names) <= 12:
-        lines.append("distances:")
-        lines.append(" " * (width + 1) + " ".join(f"{n[:7]:>7}" for n in names))
-        for name, row in zip(names, classes.distance):
-            lines.append(f"{name:{width}} " + " ".join(f"{v:7.3f}" for v in row))
+        marks = {"equivalent": "=", "undecided": "?", "not equivalent": " "}
+        lines.append(
+            "distances (= equivalent, ? undecided, each pair at its own eps; --json gives "
+            "eps_pairs):"
+        )
+        numbers = [f"[{i}]" for i in range(1, len(names) + 1)]
+        lines.append(" " * (width + 6) + " ".join(f"{n:>7} " for n in numbers).rstrip())
+        for i, (number, name, row) in enumerate(zip(numbers, names, classes.distance)):
+            cells = (
+                f"{v:7.3f}{' ' if i == j else marks[classes.verdicts[i][j]]}"
+                for j, v in enumerate(row)
+            )
+            lines.append(f"{number:>4} {name:{width}} " + " ".join(cells).rstrip())
     return "\n".join(lines)
 
 
