@@ -55,13 +55,13 @@ def main() -> None:
     networks = out / "networks"
     networks.mkdir(parents=True, exist_ok=True)
     paths = {p.stem: str(p) for p in train_family(networks)}
-    figures = str(out / "figures")
     # scikit-learn stores in x out matrices: the TensorFlow layout ("hwio")
     layout = ("--layout", "hwio")
     print("\n# Two seeds of one design, then two designs: is each pair equivalent, and why?")
     nnequiv("compare", paths["wide_seed0"], paths["wide_seed2"], *layout)
     nnequiv("compare", paths["deep_seed0"], paths["deep_seed1"], *layout)
-    nnequiv("compare", paths["wide_seed0"], paths["deep_seed0"], *layout)
+    figures = str(out / "figures")
+    nnequiv("compare", paths["wide_seed0"], paths["deep_seed0"], *layout, "--plot", figures)
     print(
         "\n# The calibrated eps of a pair is the larger of the two networks' noise floors: how "
         "far two analyses of one network land apart. It shrinks with more realisations, so "

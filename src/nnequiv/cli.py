@@ -60,7 +60,9 @@ def _add_settings(parser: argparse.ArgumentParser, group_class, title: str) -> N
                 kwargs["choices"] = list(meta["choices"])
                 kwargs["metavar"] = None
             kwargs["type"] = _type_of(default, f)
-        if "default:" not in text and not isinstance(default, bool):
+        if isinstance(default, bool):
+            text += " (default: off)" if not default else " (default: on)"
+        elif "default:" not in text:
             text += f" (default: {_default_text(default)})"
         group.add_argument(flag, help=text, **kwargs)
 
@@ -83,7 +85,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--connectome",
         action="store_true",
         help="read CSV files as connectomes (edge lists or adjacency matrices); without it a "
-        "CSV counts only when it parses as one, never a table such as a manifest",
+        "CSV counts only when it parses as one, never a table such as a manifest "
+        "(default: off)",
     )
     group.add_argument(
         "--keep-going",
@@ -107,7 +110,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True) -> None:
     group = parser.add_argument_group("output")
     group.add_argument(
-        "--json", action="store_true", help="print the result as JSON instead of text"
+        "--json",
+        action="store_true",
+        help="print the result as JSON instead of text (default: text)",
     )
     group.add_argument(
         "--csv", metavar="FILE", help=f"also write {table} as CSV to FILE (default: no CSV)"
@@ -471,7 +476,7 @@ def _add_cache_options(group) -> None:
     group.add_argument(
         "--no-cache",
         action="store_true",
-        help="neither read nor write the analysis cache",
+        help="neither read nor write the analysis cache (default: use it)",
     )
 
 
@@ -517,7 +522,7 @@ def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
     )
     q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
     q.add_argument("-o", "--output", required=True, metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON")
+    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
     q = actions.add_parser(
         "add",
         parents=[method, scheduler],
@@ -527,12 +532,12 @@ def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
     )
     q.add_argument("index", metavar="LIB", help="the index file")
     q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    q.add_argument("--json", action="store_true", help="print the index as JSON")
+    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
     q = actions.add_parser(
         "list", help="the networks of an index", description="The networks of an index."
     )
     q.add_argument("index", metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON")
+    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
 
 
 def _format_library(library) -> str:

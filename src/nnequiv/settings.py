@@ -225,8 +225,8 @@ class LoadOptions:
     )
     trust_code: bool = option(
         False,
-        "run the code inside TorchScript archives (torch.jit.load) instead of reading their "
-        "tensors only; only for files you trust",
+        "load with torch.jit.load / torch.load(weights_only=False), which run code stored in "
+        "the file, instead of reading its tensors only; only for files you trust",
     )
     max_tensor_bytes: int = option(
         DEFAULT_MAX_TENSOR_BYTES,
