@@ -65,27 +65,6 @@ EQUIVALENT: dict[tuple, str] = {
      "0 -> 1", 0):
         "with one realisation replicate_interval gives NaN itself: the early return saves work",
     ("csd", "_t_quantile", "@lru_cache(maxsize=256)", "256", "256 -> 257", 0): _SAME_BITS,
-    ("spectra", "canonical_form", "w /= np.where(peak > 0, peak, 1.0)[:, None]", "1.0",
-     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
-    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "0",
-     "0 -> 1", 0):
-        "each row was divided by its largest entry, so a non-zero row has norm >= 1, and a row "
-        "of norm exactly 1 is the same divided or not",
-    ("spectra", "canonical_form", "w /= np.where(norms > 0, norms, 1.0)[:, None]", "1.0",
-     "1.0 -> 2.0", 0): "only zero rows are divided by it, and they stay zero",
-    ("spectra", "balancing_scales",
-     "if not (np.isfinite(c).all() and c.max() < BALANCE_RANGE * c.min()):",
-     "np.isfinite(c).all", ".all -> .any", 0):
-        "a non-finite factor makes c.max() inf or NaN, so the range test that follows fails "
-        "the same way",
-    ("spectra", "gram_eigenvalues", "gram = w @ w.T if rows <= cols else w.T @ w",
-     "rows <= cols", "LtE -> Lt", 0): "square W: W W^T and W^T W; " + _ROUNDING,
-    ("spectra", "gram_eigenvalues", "top = values[-1] if values.size else 0.0", "0.0",
-     "0.0 -> 1.0", 0): "with no eigenvalue the kept set is empty for any top",
-    ("spectra", "gram_eigenvalues",
-     "kept = values[values > rtol * top] if top > 0 else values[:0]", "top > 0", "Gt -> GtE", 0):
-        "top = 0 is the largest eigenvalue: none is above rtol * 0, the kept set is empty "
-        "either way",
     ("spectra", "_content_key", "digest = hashlib.blake2b(digest_size=20)", "20", "20 -> 21",
      0): "the length of the cache file names; the key stays a hash of the same content",
     ("spectra", "_cache_write", "Path(temporary).unlink(missing_ok=True)", "True",

@@ -375,3 +375,30 @@ def test_worker_processes_give_the_same_spectra_in_order(tmp_path):
     for a, b in zip(serial.layers, parallel.layers):
         np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-10)
     assert calls == [(k + 1, 4, s.name) for k, s in enumerate(parallel.layers)]
+
+
+def test_stored_layers_are_never_read_whole(tmp_path, monkeypatch):
+    """Layers chosen from the headers reach their spectra as blocks read from the file."""
+    rng = np.random.default_rng(12)
+    path = write_safetensors(tmp_path / "m.safetensors", llm_like_tensors(rng))
+    expected = network_spectra(path, block_bytes=8 * 3 * 30)
+
+    def refuse(self):
+        raise AssertionError("a stored layer was read whole")
+
+    monkeypatch.setattr(StoredMatrix, "read", refuse)
+    again = network_spectra(path, block_bytes=8 * 3 * 30)
+    assert [s.name for s in again.layers] == [s.name for s in expected.layers]
+    for a, b in zip(again.layers, expected.layers):
+        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+
+
+def test_stages_are_reported_only_for_layers_larger_than_a_block():
+    w = np.random.default_rng(13).standard_normal((4, 5))
+    for block_bytes, staged in ((w.size * 8, False), (w.size * 8 - 1, True)):
+        calls = []
+        network_spectra(
+            {"w": w}, canonical="balanced", block_bytes=block_bytes,
+            progress=lambda *a: calls.append(a),
+        )  # fmt: skip
+        assert any(": " in label for _, _, label in calls) == staged, block_bytes

@@ -8,6 +8,7 @@ from conftest import ZOO, random_mlp, require_shared
 
 from nnequiv.layers import as_layer_matrix, layer_matrices
 from nnequiv.spectra import (
+    balancing_scales,
     canonical_form,
     canonical_matrix,
     gram_eigenvalues,
@@ -310,3 +311,15 @@ def test_damaged_cache_entries_are_recomputed_and_never_unpickled(tmp_path, dama
     assert not UNPICKLED
     np.testing.assert_array_equal(second.eigenvalues, first.eigenvalues)
     assert np.array_equal(np.load(entry)["eigenvalues"], first.eigenvalues)  # rewritten
+
+
+def test_balancing_scales_balance_rows_and_columns_or_give_none():
+    w = np.random.default_rng(14).standard_normal((6, 9)) * np.arange(1, 10)
+    w[2] = 0.0  # a zero row gets the factor 0
+    r, c = balancing_scales(w)
+    balanced = r[:, None] * w * c[None, :]
+    rows, columns = np.linalg.norm(balanced, axis=1), np.linalg.norm(balanced, axis=0)
+    np.testing.assert_allclose(np.delete(rows, 2), 1.0, rtol=1e-8)
+    np.testing.assert_allclose(columns, np.sqrt(5 / 9), rtol=1e-8)
+    assert r[2] == 0.0 and (np.delete(r, 2) > 0).all() and (c > 0).all()
+    assert balancing_scales(np.array([[1.0, 1.0], [0.0, 1.0]])) is None  # no total support
