@@ -109,6 +109,8 @@ def test_sentences_name_the_coordinate_and_its_values():
         "d3 (50% of d^2): tail mass beyond x = 0.316 minus its conjugate's +0.125, the other "
         "network's layers -0.050 (median); nearest there: fc1"
     )
+    nearer = LayerContribution("b", "d4", -0.48, "log n", np.log(24), np.log(24), "fc1")
+    assert nearer.sentence().startswith("d4 (-48% of d^2, brings the networks closer): ")
     layered = Explanation("layer", (order, tail))
     assert layered.lines() == [f"a: {order.sentence()}", f"b: {tail.sentence()}"]
     assert layered.to_dict() == {"level": "layer", "layers": [order.to_dict(), tail.to_dict()]}

@@ -389,3 +389,10 @@ def test_whole_pickled_model_gets_one_line_about_state_dict(tmp_path):
     message = str(info.value)
     assert "model.state_dict()" in message and "torch.nn.modules.container.Sequential" in message
     assert "\n" not in message and "\x1b" not in message
+
+
+def test_a_text_file_named_pt_is_not_a_pytorch_file(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("plain text, not weights\n")
+    with pytest.raises(FormatError, match=r"notes\.pt: not a PyTorch file \(neither a zip"):
+        open_weights(path)

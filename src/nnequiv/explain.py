@@ -63,8 +63,10 @@ class LayerContribution:
                 f"tail mass beyond x = {self.coordinate[4:-1]} minus its conjugate's "
                 f"{self.value:+.3f}, the other network's layers {self.other:+.3f}"
             )
+        # a negative share: the layer lies nearer the other network's layers than its own
+        closer = ", brings the networks closer" if self.share < 0 else ""
         return (
-            f"{self.layer} ({self.share:.0%} of d^2): {what} (median); nearest there: "
+            f"{self.layer} ({self.share:.0%} of d^2{closer}): {what} (median); nearest there: "
             f"{self.nearest}"
         )
 

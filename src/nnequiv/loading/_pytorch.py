@@ -175,7 +175,16 @@ def _legacy_file(path: Path, limit: int) -> TorchFile:
     with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         stream = _Bounded(handle, size)
-        if unpickle(stream, label, limit) != LEGACY_MAGIC:
+        try:
+            magic = unpickle(stream, label, limit)
+        except FormatError as error:
+            if type(error) is not FormatError:  # an unsafe pickle is said to be one
+                raise
+            raise FormatError(
+                f"{label}: not a PyTorch file (neither a zip archive nor a pickle as torch.save "
+                "writes them)"
+            ) from None
+        if magic != LEGACY_MAGIC:
             raise FormatError(
                 f"{label}: not a PyTorch file (neither a zip archive nor a torch pickle)"
             )
