@@ -355,3 +355,11 @@ def test_cluster_text_marks_each_pair_by_its_verdict(capsys, models):
     first, last = rows[1].split(), rows[3].split()
     assert first[2:4] == ["0.000", "0.000="]  # a copy: equivalent
     assert not last[-2].endswith(("=", "?")) and last[-1] == "0.000"
+
+
+def test_layer_names_are_shown_whole(capsys, tmp_path):
+    name = "model.layers.0.self_attn.q_proj.weight.with_a_long_suffix"
+    path = tmp_path / "long.npz"
+    np.savez(path, **{name: np.random.default_rng(0).standard_normal((12, 10))})
+    code, out, _ = run(capsys, "analyze", path, "--realizations", 3)
+    assert code == 0 and f"\n{name} " in out

@@ -38,16 +38,17 @@ def _csv(rows) -> str:
 def format_analysis(analysis: Analysis) -> str:
     """A layer table and the summary numbers of one analysis."""
     s = analysis.settings
+    width = max([36, *(len(row.name) for row in analysis.layers)])
     lines = [
         f"{analysis.source}: {_plural(len(analysis.layers), 'layer')} ({analysis.layout}), "
         f"conjugate {s.ensemble}, {_plural(s.realizations, 'realisation')}, seed {s.seed}, "
         f"{s.canonical} canonical form, {s.normalization} normalisation",
-        f"{'layer':36} {'N x M':>13} {'n':>6} {'zeros':>5} {'TV':>6} {'alpha':>6} method",
+        f"{'layer':{width}} {'N x M':>13} {'n':>6} {'zeros':>5} {'TV':>6} {'alpha':>6} method",
     ]
     for row in analysis.layers:
         shape = f"{row.matrix_shape[0]} x {row.matrix_shape[1]}"
         lines.append(
-            f"{row.name[:36]:36} {shape:>13} {row.order:6d} {row.n_dropped:5d} "
+            f"{row.name:{width}} {shape:>13} {row.order:6d} {row.n_dropped:5d} "
             f"{row.total_variation:6.3f} {row.alpha:6.2f} {row.method}"
         )
     if analysis.skipped:
