@@ -79,7 +79,7 @@ def test_an_unreachable_scheduler_is_one_line(monkeypatch, paths):
 def dask_cluster():
     distributed = pytest.importorskip("distributed", reason="needs the [dask] extra")
     with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     ) as local:
         yield local.scheduler_address
 
