@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import random_mlp
 
-from nnequiv.cli import _parser, main
+from nnequiv.cli import main
+from nnequiv.cli_parser import build_parser
 from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
 
 
@@ -252,7 +253,7 @@ def _options_of(parser):
 
 
 def test_every_option_and_argument_has_help_with_its_default():
-    parser = _parser()
+    parser = build_parser()
     commands = dict(parser._subparsers._group_actions[0].choices)
     for action, command in commands["index"]._subparsers._group_actions[0].choices.items():
         commands[f"index {action}"] = command

@@ -1,7 +1,7 @@
 """The ``nnequiv`` command line: analyze, compare, cluster, identify, report, index, null.
 
-Every method option is generated from :mod:`nnequiv.settings` (help text, choices, default),
-so the command line and the library share one set of defaults. Shell completion comes from
+The arguments and options are :mod:`nnequiv.cli_parser`'s, generated from
+:mod:`nnequiv.settings`. Shell completion comes from
 ``argcomplete`` where it is installed (``eval "$(register-python-argcomplete nnequiv)"``).
 """
 
@@ -14,244 +14,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from nnequiv._version import __version__
+from nnequiv.cli_parser import build_parser
 from nnequiv.errors import InputError, NNEquivError
-from nnequiv.loading import LAYOUTS
-from nnequiv.settings import (
-    ConnectomeOptions,
-    DistanceSettings,
-    LoadOptions,
-    Settings,
-    field_default,
-    option_fields,
-)
-
-COMMANDS = ("analyze", "compare", "cluster", "identify", "report", "index", "null")
-#: Library options that are not method settings: where caches live, where analyses run.
-RUN_OPTIONS = ("cache_dir", "n_jobs", "scheduler")
-
-
-def _default_text(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _add_settings(parser: argparse.ArgumentParser, group_class, title: str) -> None:
-    """One command-line option per settings field, with its help text and default."""
-    group = parser.add_argument_group(title)
-    for f in option_fields(group_class):
-        meta = f.metadata
-        default = field_default(f)
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        kwargs: dict = {"dest": f.name, "default": None, "metavar": meta.get("metavar")}
-        text = meta["help"]
-        if f.type in ("bool", bool) or isinstance(default, bool):
-            kwargs = {"dest": f.name, "action": "store_true", "default": None}
-        elif f.name in ("include", "exclude"):
-            kwargs["action"] = "append"
-            text += "; default: every tensor" if f.name == "include" else "; default: none"
-        elif f.name == "layout":
-            kwargs.update(type=str.lower, choices=sorted(LAYOUTS), metavar="LAYOUT")
-        else:
-            if meta.get("choices"):
-                kwargs["choices"] = list(meta["choices"])
-                kwargs["metavar"] = None
-            kwargs["type"] = _type_of(default, f)
-        if isinstance(default, bool):
-            text += " (default: off)" if not default else " (default: on)"
-        elif "default:" not in text:
-            text += f" (default: {_default_text(default)})"
-        group.add_argument(flag, help=text, **kwargs)
-
-
-def _type_of(default, f):
-    if f.name == "ensemble":
-        return str.upper
-    if isinstance(default, bool):
-        return None
-    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed"):
-        return int
-    if isinstance(default, float):
-        return float
-    return str
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("running")
-    group.add_argument(
-        "--connectome",
-        action="store_true",
-        help="read CSV files as connectomes (edge lists or adjacency matrices); without it a "
-        "CSV counts only when it parses as one, never a table such as a manifest "
-        "(default: off)",
-    )
-    group.add_argument(
-        "--keep-going",
-        action="store_true",
-        help="when a network cannot be read, print its one-line error, go on with the rest, "
-        "and exit with status 1 at the end (default: stop at the first error)",
-    )
-    _add_cache_options(group)
-    group.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        dest="n_jobs",
-        metavar="N",
-        help="worker processes: the networks of a set in parallel, or the layers (safetensors) "
-        "and circular ensembles of one network; -1: every core; the numbers do not change "
-        "(default: 1)",
-    )
-
-
-def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument(
-        "--json",
-        action="store_true",
-        help="print the result as JSON instead of text (default: text)",
-    )
-    group.add_argument(
-        "--csv", metavar="FILE", help=f"also write {table} as CSV to FILE (default: no CSV)"
-    )
-    if plot:
-        group.add_argument(
-            "--plot",
-            metavar="DIR",
-            help="also write PNG and SVG figures to DIR (default: no figures)",
-        )
-    group.add_argument(
-        "--report",
-        metavar="FILE.html",
-        help="also write a self-contained HTML report (figures, tables, settings) to "
-        "FILE.html (default: no report)",
-    )
-
-
-def _add_eps(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--eps",
-        type=float,
-        help="accuracy: pairs with d <= eps are equivalent (default: calibrated per pair "
-        "from the two networks' noise floors)",
-    )
-
-
-def _method_parser() -> argparse.ArgumentParser:
-    """The options every analysing command shares, as a parent parser."""
-    parent = argparse.ArgumentParser(add_help=False)
-    _add_settings(parent, Settings, "analysis settings (docs/method.md)")
-    _add_settings(parent, LoadOptions, "reading files")
-    _add_settings(parent, ConnectomeOptions, "connectomes")
-    _add_run_options(parent)
-    return parent
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnequiv",
-        description="Equivalence of neural networks from their weights via conjugate "
-        "circular ensembles (docs/method.md).",
-    )
-    parser.add_argument("--version", action="version", version=f"nnequiv {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    method = _method_parser()
-    distance = argparse.ArgumentParser(add_help=False)
-    _add_settings(distance, DistanceSettings, "distance")
-    _add_scheduler(distance)
-
-    p = sub.add_parser(
-        "analyze",
-        parents=[method],
-        help="CSD and decay rate of one network",
-        description="Compare one network's layer spectra with its conjugate circular "
-        "ensemble: CSD, decay rate alpha with its interval, per-layer numbers.",
-    )
-    p.add_argument("path", help="network file, shard directory or connectome")
-    _add_outputs(p, "the layer table")
-
-    p = sub.add_parser(
-        "compare",
-        parents=[method, distance],
-        help="are two networks equivalent?",
-        description="Distance between two networks, its spread, eps and the verdict.",
-    )
-    p.add_argument("a", help="first network")
-    p.add_argument("b", help="second network")
-    _add_eps(p)
-    _add_outputs(p, "the verdict")
-
-    p = sub.add_parser(
-        "cluster",
-        parents=[method, distance],
-        help="equivalence classes of many networks",
-        description="Pairwise distances and verdicts, and the classes: connected "
-        "components of the pairs judged equivalent.",
-    )
-    p.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="network files or directories, or fingerprint indexes ('nnequiv index build')",
-    )
-    _add_eps(p)
-    _add_outputs(p, "classes and distances")
-
-    p = sub.add_parser(
-        "identify",
-        parents=[method, distance],
-        help="which known design is this network?",
-        description="Rank library networks by distance to a query network.",
-    )
-    p.add_argument("query", help="the network to identify")
-    p.add_argument(
-        "--library",
-        nargs="+",
-        required=True,
-        metavar="PATH",
-        help="library network files or directories, or a fingerprint index ('nnequiv index build')",
-    )
-    p.add_argument("--top", type=int, default=5, help="matches shown (default: 5)")
-    _add_eps(p)
-    _add_outputs(p, "the matches", plot=False)
-
-    p = sub.add_parser(
-        "report",
-        parents=[method, distance],
-        help="one HTML report of many networks",
-        description="Analyse networks, sort them into classes and write one self-contained "
-        "HTML report: heatmap, dendrogram, CSD curves per class, the network table.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.html", help="output file; must end in .html"
-    )
-    _add_eps(p)
-
-    _add_index_parser(sub, method)
-
-    from nnequiv.connectomes import NULL_MODELS
-
-    p = sub.add_parser(
-        "null",
-        help="write a strength-preserving randomised connectome",
-        description="Weighted edge swaps that keep every node's in- and out-strength.",
-    )
-    p.add_argument("source", help="connectome file (npz, CSV or GraphML)")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.npz", help="output file; must end in .npz"
-    )
-    p.add_argument("--seed", type=int, default=0, help="fixes the swaps (default: 0)")
-    p.add_argument(
-        "--kind",
-        default=NULL_MODELS[0],
-        choices=NULL_MODELS,
-        help=f"null model (default: {NULL_MODELS[0]})",
-    )
-    return parser
+from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
 
 
 def _options(args, distance: bool) -> dict:
@@ -331,7 +96,7 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 def run(argv=None) -> int:
     """Run one command; returns the exit status."""
-    parser = _parser()
+    parser = build_parser()
     _complete(parser)
     args = parser.parse_args(argv)
     if args.command == "null":
@@ -465,31 +230,6 @@ def _one_line(error: Exception) -> str:
 # ---- caches, schedulers and fingerprint indexes ------------------------------------------
 
 
-def _add_cache_options(group) -> None:
-    """--cache-dir and --no-cache: the cache of whole analyses (nnequiv.cache)."""
-    group.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="cache of whole analyses, keyed by content and settings (default: "
-        "$NNEQUIV_CACHE_DIR, else the user cache directory)",
-    )
-    group.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="neither read nor write the analysis cache (default: use it)",
-    )
-
-
-def _add_scheduler(parser: argparse.ArgumentParser) -> None:
-    """--scheduler: where the analyses of a set run (nnequiv.scheduler)."""
-    parser.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="run the analyses on this Dask scheduler, e.g. tcp://host:8786; the numbers do "
-        "not change (default: $NNEQUIV_SCHEDULER, else this machine)",
-    )
-
-
 def _run_options(args) -> dict:
     """Where analyses are cached and run, from the command line (None: the default)."""
     return {
@@ -497,47 +237,6 @@ def _run_options(args) -> dict:
         "n_jobs": args.n_jobs,
         "scheduler": getattr(args, "scheduler", None),
     }
-
-
-def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
-    """nnequiv index build | add | list."""
-    p = sub.add_parser(
-        "index",
-        help="fingerprint indexes of many networks",
-        description="A fingerprint index is one SQLite file with what the distances of many "
-        "networks need; 'identify --library' and 'cluster' read it instead of analysing "
-        "the networks again.",
-    )
-    actions = p.add_subparsers(
-        dest="action", required=True, metavar="ACTION", help="build, add or list"
-    )
-    scheduler = argparse.ArgumentParser(add_help=False)
-    _add_scheduler(scheduler)
-    q = actions.add_parser(
-        "build",
-        parents=[method, scheduler],
-        help="analyse networks and write their index",
-        description="Analyse networks (cached, optionally on a Dask cluster) and write "
-        "their fingerprint index, replacing OUTPUT.",
-    )
-    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    q.add_argument("-o", "--output", required=True, metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
-    q = actions.add_parser(
-        "add",
-        parents=[method, scheduler],
-        help="add networks to an index",
-        description="Analyse networks with the index's settings and add them (a network "
-        "with the same label is replaced).",
-    )
-    q.add_argument("index", metavar="LIB", help="the index file")
-    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
-    q = actions.add_parser(
-        "list", help="the networks of an index", description="The networks of an index."
-    )
-    q.add_argument("index", metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
 
 
 def _format_library(library) -> str:
