@@ -210,7 +210,10 @@ class _Failures(list):
 
 
 def _one_network(path: str, connectomes: bool) -> str:
-    """The one network at ``path`` (a file, or a folder holding one network or checkpoint)."""
+    """The one network at ``path``: a file as it is (the loader reads it once), or what a
+    folder holds when that is one network or checkpoint."""
+    if not os.path.isdir(path):
+        return path
     from nnequiv.discovery import discover
 
     found = discover(path, connectomes=connectomes, notes=_note)
@@ -220,7 +223,7 @@ def _one_network(path: str, connectomes: bool) -> str:
             f"{path}: holds {len(found)} networks ({named}); analyze takes one "
             "(cluster or report takes many)"
         )
-    return path if os.path.isfile(path) else found[0].source
+    return found[0].source
 
 
 def _one_line(error: Exception) -> str:
