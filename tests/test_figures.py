@@ -118,7 +118,9 @@ def test_pair_figure_shows_both_curves_and_the_verdict(networks, tmp_path):
     assert len(written) == 2
     texts = _svg_texts(next(p for p in written if p.endswith(".svg")))
     assert f"deep.npz vs wide.npz: {verdict.verdict}" in texts
-    assert any(f"eps {verdict.eps:.4g} ({verdict.eps_source})" in t for t in texts)
+    assert any(f"eps_design {verdict.eps_design:.4g}" in t for t in texts)
+    assert any(f"design distance {verdict.design_distance:.4g}" in t for t in texts)
+    assert any(f"eps {verdict.eps:.4g}" in t for t in texts)
     assert any(t.startswith("deep.npz (alpha = ") for t in texts)
     assert any(t.startswith("wide.npz (alpha = ") for t in texts)
     with pytest.raises(InputError, match="verdict compares"):
@@ -133,7 +135,7 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
     assert [classes.classes[k].count(m) for m, k in zip(classes.models, labels)] == [1] * 4
     runs = class_runs(labels[order])
     assert sorted(stop - start for start, stop, _ in runs)[-1] == 2  # the pair is adjacent
-    links = link_classes(classes.linkage, labels, classes.eps)
+    links = link_classes(classes.linkage, labels, classes.eps_design)
     joined = [set(row[:2].astype(int)) for row in classes.linkage]
     assert links[joined.index({1, 2})] == labels[1]  # the merge of wide and its copy
     assert links[-1] == -1  # the root joins different classes
@@ -145,7 +147,7 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
         "dendrogram.svg",
     ]
     tree = _svg_texts(written[3])
-    assert eps_label(classes.eps, classes.eps_source) in tree
+    assert eps_label(classes.eps_design, "design") in tree
     heatmap = _svg_texts(written[1])
     names = display_names(classes.models)
     shown = [t for t in heatmap if t in names]

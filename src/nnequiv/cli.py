@@ -109,7 +109,15 @@ def run(argv=None) -> int:
     from nnequiv.equivalence import analyze_all, check_eps
 
     check_eps(getattr(args, "eps", None))
+    check_eps(getattr(args, "eps_design", None), "eps_design")
+    if args.command == "calibrate":
+        return _calibrate(args)
     options = _options(args, distance=args.command != "analyze")
+    tolerances = {
+        "eps": getattr(args, "eps", None),
+        "eps_design": getattr(args, "eps_design", None),
+        "calibration": getattr(args, "calibration", None),
+    }
     distance_names = {f.name for f in fields(DistanceSettings)}
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
@@ -159,7 +167,7 @@ def run(argv=None) -> int:
 
         require_analyses(analyses)
     if args.command == "compare":
-        verdict = nnequiv.compare(*analyses, eps=args.eps, **options)
+        verdict = nnequiv.compare(*analyses, **tolerances, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
         _emit(args, verdict.to_dict(), text, table)
         if args.plot:
@@ -171,7 +179,7 @@ def run(argv=None) -> int:
         _write_report(args.report, analyses, verdict=verdict)
     elif args.command in ("cluster", "report"):
         several = len(analyses) > 1 or args.command == "cluster"
-        classes = nnequiv.cluster(analyses, eps=args.eps, **options) if several else None
+        classes = nnequiv.cluster(analyses, **tolerances, **options) if several else None
         if args.command == "report":
             _write_report(args.output, analyses, classes=classes)
             print(f"wrote {args.output}: {len(analyses)} networks")
@@ -184,7 +192,7 @@ def run(argv=None) -> int:
             figures.plot_classes(classes, args.plot)
         _write_report(args.report, analyses, classes=classes)
     elif args.command == "identify":
-        result = nnequiv.identify(analyses[0], analyses[1:], top=args.top, eps=args.eps, **options)
+        result = nnequiv.identify(analyses[0], analyses[1:], top=args.top, **tolerances, **options)
         _emit(
             args,
             result.to_dict(),
@@ -193,6 +201,31 @@ def run(argv=None) -> int:
         )
         _write_report(args.report, analyses, identification=result)
     return 1 if failed else 0
+
+
+def _calibrate(args) -> int:
+    """nnequiv calibrate: fit the design tolerance and write it as JSON."""
+    from nnequiv import reporting
+    from nnequiv.equivalence import calibrate
+
+    _require_suffix(args.output, (".json",), "the output of 'calibrate'")
+    options = _options(args, distance=False)
+    options.pop("scheduler", None)
+    with _Progress("analysing") as progress:
+        calibration = calibrate(
+            args.paths,
+            args.families,
+            max_false_rate=args.max_false_rate,
+            progress=progress,
+            **options,
+        )
+    calibration.save(args.output)
+    print(
+        json.dumps(calibration.to_dict(), indent=2)
+        if args.json
+        else reporting.format_calibration(calibration, args.output)
+    )
+    return 0
 
 
 def _note(line: str) -> None:
