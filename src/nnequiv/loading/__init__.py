@@ -21,9 +21,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from nnequiv.errors import FormatError, InputError
+from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._hdf5 import iter_keras
-from nnequiv.loading._limits import check_limit, require_regular
+from nnequiv.loading._limits import check_limit, open_regular, require_regular
 from nnequiv.loading._npz import iter_npz, npz_shapes
 from nnequiv.loading._onnx import iter_onnx
 from nnequiv.loading._pytorch import TorchFile, open_torch
@@ -40,16 +40,21 @@ from nnequiv.loading._source import (
     MODEL_SUFFIXES,
     OHWI,
     OIHW,
+    OPTIMIZER_STATE,
     OUT_FIRST,
     OUT_LAST,
     TORCH_SUFFIXES,
+    Dropped,
     WeightSource,
     canonical_layout,
+    count_once,
     flatten,
 )
 
 __all__ = [
     "WeightSource",
+    "Dropped",
+    "OPTIMIZER_STATE",
     "open_weights",
     "LAYOUTS",
     "canonical_layout",
@@ -100,15 +105,18 @@ def open_weights(
     if isinstance(source, WeightSource):
         return source if forced is None else dataclasses.replace(source, layout=forced)
     if isinstance(source, Mapping):
-        return WeightSource("<dict>", forced, lambda: iter(flatten(source).items()))
+        return WeightSource("<dict>", forced, lambda: count_once(flatten(source).items()))
     if hasattr(source, "state_dict") and callable(source.state_dict):
         return WeightSource(
             f"<{type(source).__name__}>",
             forced or OUT_FIRST,
-            lambda: iter(source.state_dict().items()),
+            lambda: count_once(source.state_dict().items()),
         )
     if isinstance(source, ShardSet):  # shards without an index, as discovery groups them
-        return open_shard_set(source, forced, limit)
+        opened = open_shard_set(source, forced, limit)
+        if config_ties_embeddings(Path(source.paths[0]).parent):
+            opened = dataclasses.replace(opened, tied_embeddings=True)
+        return opened
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(
             f"cannot read weights from a {type(source).__name__}; give a path, a "
@@ -118,10 +126,34 @@ def open_weights(
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        return open_safetensors_directory(path, forced, limit)
-    if require_regular(path).st_size == 0:
-        raise FormatError(f"{path}: file is empty")
-    return _open_file(path, forced, limit, trust_code)
+        opened = open_safetensors_directory(path, forced, limit)
+    else:
+        if require_regular(path).st_size == 0:
+            raise FormatError(f"{path}: file is empty")
+        opened = _open_file(path, forced, limit, trust_code)
+    if config_ties_embeddings(path if path.is_dir() else path.parent):
+        opened = dataclasses.replace(opened, tied_embeddings=True)
+    return opened
+
+
+#: Largest ``config.json`` read for its ``tie_word_embeddings``.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def config_ties_embeddings(folder: Path) -> bool:
+    """Whether the Hugging Face ``config.json`` in ``folder`` declares
+    ``tie_word_embeddings: true``. A missing, oversized or unreadable config says nothing."""
+    from nnequiv.loading._safetensors import parse_json
+
+    config = folder / "config.json"
+    try:
+        if not config.is_file() or config.stat().st_size > MAX_CONFIG_BYTES:
+            return False
+        with open_regular(config) as handle:
+            content = parse_json(handle.read(MAX_CONFIG_BYTES), str(config), "config")
+    except (NNEquivError, OSError):
+        return False
+    return isinstance(content, dict) and content.get("tie_word_embeddings") is True
 
 
 def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> WeightSource:

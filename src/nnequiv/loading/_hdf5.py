@@ -1,5 +1,9 @@
 """Keras / HDF5 weights (``.h5``, ``.hdf5``, ``.keras`` zips) through h5py.
 
+The optimizer's variables a Keras model saves after training (``optimizer/vars/N`` in a
+``.keras`` archive, ``optimizer_weights/...`` in an ``.h5`` file) are left out, as optimizer
+states are in every format, and listed as skipped.
+
 Nothing outside the file is read: external links, external storage and virtual datasets are
 refused. Each dataset's declared size (shape x dtype) is checked before it is read, a dataset
 without stored data is refused (it would read as fill values of any size), and every
@@ -19,6 +23,7 @@ import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError, UnsafeFileError
 from nnequiv.loading._limits import reading, require_regular, shown, tensor_nbytes
+from nnequiv.loading._source import OPTIMIZER_STATE, Dropped
 from nnequiv.loading._zip import read_member, zip_archive
 
 #: HDF5 filters read: deflate (its output capped here), shuffle and fletcher32 (which keep the
@@ -27,6 +32,8 @@ from nnequiv.loading._zip import read_member, zip_archive
 _DEFLATE, _SHUFFLE, _FLETCHER32, _LZF = 1, 2, 3, 32000
 _FILTERS = {_DEFLATE, _SHUFFLE, _FLETCHER32, _LZF}
 _NUMERIC_KINDS = set("biufc")
+#: Top-level groups where Keras saves its optimizer's variables.
+_OPTIMIZER_GROUPS = {"optimizer", "optimizer_weights"}
 
 
 def iter_keras(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -45,9 +52,18 @@ def iter_keras(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
                 dataset = handle[name]
                 if dataset.dtype.kind not in _NUMERIC_KINDS:
                     continue
+                if is_optimizer_name(name):
+                    yield name, Dropped(tuple(int(d) for d in dataset.shape), OPTIMIZER_STATE)
+                    continue
                 _check_dataset(dataset, name, label, limit, size)
                 array = dataset[()]
             yield name, np.asarray(array)
+
+
+def is_optimizer_name(name: str) -> bool:
+    """A dataset of a Keras optimizer: ``optimizer/vars/N`` in a ``.keras`` archive (Keras 3),
+    ``optimizer_weights/...`` in an ``.h5`` file (Keras 2)."""
+    return name.split("/", 1)[0] in _OPTIMIZER_GROUPS
 
 
 def _hdf5_source(path: Path, limit: int):

@@ -22,7 +22,7 @@ import numpy as np
 from nnequiv.errors import FormatError, MissingDependencyError
 from nnequiv.loading._limits import open_regular, reading, require_within, shown
 from nnequiv.loading._restricted import StorageRef, TensorRef, unpickle
-from nnequiv.loading._source import STATE_DICT_KEYS, flatten
+from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, count_once
 from nnequiv.loading._torchscript import class_lookup, script_state_dict
 from nnequiv.loading._zip import read_exact, read_member, zip_archive
 
@@ -36,7 +36,7 @@ class TorchFile:
     """The tensors of a PyTorch file, described; :meth:`tensors` reads them."""
 
     path: Path
-    refs: dict[str, TensorRef]
+    refs: dict[str, TensorRef | Dropped]
     limit: int
     byteorder: str = "<"
     #: zip archives: the archive's folder; legacy files: storage key -> byte offset.
@@ -45,13 +45,18 @@ class TorchFile:
 
     def shapes(self) -> Iterator[tuple[str, tuple[int, ...]]]:
         for name, ref in self.refs.items():
-            yield name, ref.shape
+            if not isinstance(ref, Dropped):
+                yield name, ref.shape
 
-    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+    def tensors(self) -> Iterator[tuple[str, np.ndarray | Dropped]]:
+        """``(name, array)`` of every tensor, and ``(name, Dropped)`` for those left out."""
         label = str(self.path)
         with self._storages() as read:
             cached: tuple[str, bytes] | None = None
             for name, ref in self.refs.items():
+                if isinstance(ref, Dropped):
+                    yield name, ref
+                    continue
                 if cached is None or cached[0] != ref.storage.key:
                     cached = (ref.storage.key, read(ref.storage))
                 if len(cached[1]) < ref.storage.nbytes:
@@ -133,7 +138,8 @@ def _zip_file(path: Path, limit: int) -> TorchFile:
         is_script = any(name.startswith(prefix + "code/") for name in records)
         root = unpickle(data, label, limit, storage, script_classes=is_script)
         if is_script:
-            refs = script_state_dict(root, class_lookup(text, label), label)
+            tensors = script_state_dict(root, class_lookup(text, label), label)
+            refs = dict(count_once(tensors.items()))
         else:
             refs = find_state_dict(root, label)
     return TorchFile(path, refs, limit, "<" if byteorder == "little" else ">", prefix)
@@ -233,22 +239,55 @@ def _is_tensor(value) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "dtype")
 
 
+def _is_optimizer_state(value) -> bool:
+    """An optimizer's ``state_dict()``: ``{'state': ..., 'param_groups': ...}``."""
+    return isinstance(value, Mapping) and {"state", "param_groups"} <= set(value.keys())
+
+
+def _tensors_of(mapping: Mapping) -> dict:
+    """The tensors under ``mapping`` by dotted name, in order; those inside an optimizer state
+    as :class:`Dropped`. Iterative, each mapping entered once."""
+    found: dict = {}
+    stack = [("", iter(mapping.items()), False)]
+    seen = {id(mapping)}
+    while stack:
+        prefix, items, optimizer = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if _is_tensor(value):
+                found[name] = Dropped(tuple(value.shape), OPTIMIZER_STATE) if optimizer else value
+            elif isinstance(value, Mapping) and id(value) not in seen:
+                seen.add(id(value))
+                inner = optimizer or _is_optimizer_state(value)
+                stack.append((name + ".", iter(value.items()), inner))
+                break
+        else:
+            stack.pop()
+    return found
+
+
 def find_state_dict(obj, label: str) -> dict:
     """The tensors of a checkpoint: a state dict, or one under a usual key (``state_dict``,
-    ``model``, ...), flattened to dotted names."""
+    ``model``, ...), flattened to dotted names. Tensors of an optimizer state, and second
+    names of a tensor already listed (the same storage, offset, shape and strides), are
+    :class:`Dropped`."""
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             nested = obj.get(key)
-            if isinstance(nested, Mapping):
-                tensors = {k: v for k, v in flatten(nested).items() if _is_tensor(v)}
-                if tensors:
-                    return tensors
-        tensors = {k: v for k, v in flatten(obj).items() if _is_tensor(v)}
-        if tensors:
-            return tensors
+            if isinstance(nested, Mapping) and not _is_optimizer_state(nested):
+                tensors = _tensors_of(nested)
+                if _any_kept(tensors):
+                    return dict(count_once(tensors.items()))
+        tensors = _tensors_of(obj)
+        if _any_kept(tensors):
+            return dict(count_once(tensors.items()))
     elif _is_tensor(obj):
         return {"tensor": obj}
     raise FormatError(f"{label}: holds no state_dict of tensors")
+
+
+def _any_kept(tensors: dict) -> bool:
+    return any(not isinstance(value, Dropped) for value in tensors.values())
 
 
 def _trusted_load(path: Path, limit: int) -> dict:
