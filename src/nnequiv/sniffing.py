@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import pickletools
 import re
 import zipfile
@@ -45,6 +46,8 @@ def sniff(path: Path, connectomes: bool) -> str:
         return _sniff_safetensors(path)
     if suffix in {".h5", ".hdf5"}:
         return _sniff_hdf5(path)
+    if suffix == ".npy":
+        return _sniff_npy(path)
     if suffix in MODEL_SUFFIXES:
         return NETWORK  # .onnx, .keras, .tflite, .gguf: their loaders give any error
     if suffix == ".csv":
@@ -123,6 +126,29 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple,
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     return tuple(shape), dtype.kind == "f"
+
+
+def _sniff_npy(path: Path) -> str:
+    """A plain array is not a network; a pickled object of arrays is looked into (through
+    the restricted unpickler, which runs nothing)."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0
+            _, _, dtype = (
+                read(handle) if version == (1, 0) else np.lib.format.read_array_header_2_0(handle)
+            )
+    except (OSError, ValueError, EOFError):
+        return NETWORK  # corrupt: the loader gives the error
+    if not dtype.hasobject:
+        return "a single array (.npy), not a network"
+    from nnequiv.loading._npy import npy_names
+
+    try:
+        arrays = list(npy_names(path, DEFAULT_MAX_TENSOR_BYTES))
+    except NNEquivError:
+        return NETWORK
+    return _listed_reason(arrays)
 
 
 def _sniff_safetensors(path: Path) -> str:
@@ -283,6 +309,65 @@ def _parses_as_connectome(path: Path) -> str:
         reason = str(exc).removeprefix(f"{path}: ")
         return f"a numeric table that is not a connectome ({reason})"
     return CONNECTOME
+
+
+# --- formats by content ---------------------------------------------------------------------
+
+#: First bytes of each format that has a signature; ``content_format`` names the reader.
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_NPY_MAGIC = b"\x93NUMPY"
+#: Legacy GGML files (before GGUF): the magic as the little-endian uint32 they start with.
+GGML_MAGICS = {b"lmgg": "ggml", b"fmgg": "ggmf", b"tjgg": "ggjt", b"algg": "ggla", b"ggsn": "ggsn"}
+#: Core ML's weight blob files start with a 64-byte header, then a blob with this sentinel.
+_COREML_SENTINEL = (0xDEADBEEF).to_bytes(4, "little")
+
+
+def content_format(path: Path) -> str | None:
+    """The format of a regular file from its first bytes (and a zip archive's member names),
+    whatever its suffix: ``"torch"`` (a ``torch.save`` or TorchScript archive, a legacy torch
+    pickle), ``"npz"``, ``"keras"``, ``"gguf"``, ``"ggml"``, ``"tflite"``, ``"hdf5"``,
+    ``"npy"``, ``"safetensors"``, ``"coreml-weights"``; None where the content does not tell
+    (ONNX, which has no signature, or anything else)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_format(path)
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[:4] in GGML_MAGICS:
+        return "ggml"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if any(head[at : at + 8] == _HDF5_MAGIC for at in (0, 512, 1024, 2048)):
+        return "hdf5"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    if len(head) >= 68 and head[64:68] == _COREML_SENTINEL:
+        return "coreml-weights"
+    if head.startswith(b"\x80") and _legacy_torch_pickle(path):
+        return "torch"
+    return None
+
+
+def _zip_format(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(name.endswith("/data.pkl") and name.count("/") == 1 for name in names):
+        return "torch"
+    if any(name.endswith(".h5") for name in names):
+        return "keras"
+    if names and all(name.endswith(".npy") for name in names if not name.endswith("/")):
+        return "npz"
+    return None
 
 
 # --- Hugging Face -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._hdf5 import iter_keras
-from nnequiv.loading._limits import check_limit, open_regular, require_regular
+from nnequiv.loading._limits import check_limit, open_regular, require_regular, shown
 from nnequiv.loading._npz import iter_npz, npz_shapes
 from nnequiv.loading._onnx import iter_onnx
 from nnequiv.loading._pytorch import TorchFile, open_torch
@@ -156,35 +156,69 @@ def config_ties_embeddings(folder: Path) -> bool:
     return isinstance(content, dict) and content.get("tie_word_embeddings") is True
 
 
+#: The reader of each file suffix, where the content does not say (see
+#: :func:`nnequiv.sniffing.content_format`, which wins where it does).
+KIND_BY_SUFFIX = {
+    ".tflite": "tflite",
+    ".gguf": "gguf",
+    ".npz": "npz",
+    ".npy": "npy",
+    ".safetensors": "safetensors",
+    ".onnx": "onnx",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".keras": "keras",
+    ".index": "tensorbundle",
+    ".mlmodel": "coreml",
+    **dict.fromkeys(TORCH_SUFFIXES, "torch"),
+}
+
+
 def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> WeightSource:
+    from nnequiv.sniffing import content_format
+
     label = str(path)
     suffix = path.suffix.lower()
     if is_index_path(path):
         return open_index(path, forced, limit)
-    if suffix in {".tflite", ".gguf"}:
+    kind = content_format(path) or KIND_BY_SUFFIX.get(suffix)
+    if kind in {"tflite", "gguf", "ggml"}:
+        from nnequiv.loading._ggml import open_ggml
         from nnequiv.loading._gguf import open_gguf
         from nnequiv.loading._tflite import open_tflite
 
-        return (open_tflite if suffix == ".tflite" else open_gguf)(
-            path, forced, max_tensor_bytes=limit
-        )
-    if suffix == ".npz":
+        opener = {"tflite": open_tflite, "gguf": open_gguf, "ggml": open_ggml}[kind]
+        return opener(path, forced, max_tensor_bytes=limit)
+    if kind == "npz":
         return WeightSource(
             label, forced, lambda: iter_npz(path, limit), lambda: npz_shapes(path, limit)
         )
-    if suffix == ".safetensors":
+    if kind == "npy":
+        from nnequiv.loading._npy import open_npy
+
+        return open_npy(path, forced, limit)
+    if kind == "safetensors":
         safetensors_header(path, limit)  # fail early on a bad header
         return open_safetensors(label, [path], forced, limit)
-    if suffix == ".onnx":
+    if kind == "onnx":
         return WeightSource(label, forced or OUT_FIRST, lambda: iter_onnx(path, limit))
-    if suffix in {".h5", ".hdf5", ".keras"}:
-        return WeightSource(label, forced or OUT_LAST, lambda: iter_keras(path, limit))
-    if suffix in TORCH_SUFFIXES:
+    if kind in {"hdf5", "keras"}:
+        archive = kind == "keras"
+        return WeightSource(label, forced or OUT_LAST, lambda: iter_keras(path, limit, archive))
+    if kind == "tensorbundle":
+        from nnequiv.loading._tensorbundle import open_tensorbundle
+
+        return open_tensorbundle(path, forced, limit)
+    if kind in {"coreml", "coreml-weights"}:
+        from nnequiv.loading._coreml import open_coreml
+
+        return open_coreml(path, forced, limit)
+    if kind == "torch":
         loaded = open_torch(path, limit, trust_code)
         if isinstance(loaded, TorchFile):
             return WeightSource(label, forced or OUT_FIRST, loaded.tensors, loaded.shapes)
         return WeightSource(label, forced or OUT_FIRST, lambda: iter(loaded.items()))
     raise FormatError(
-        f"{path}: unknown weight format '{suffix or path.name}'; expected one of "
+        f"{path}: unknown weight format '{shown(suffix or path.name, 40)}'; expected one of "
         f"{', '.join(sorted(MODEL_SUFFIXES))} or a directory of safetensors"
     )

@@ -36,14 +36,19 @@ _NUMERIC_KINDS = set("biufc")
 _OPTIMIZER_GROUPS = {"optimizer", "optimizer_weights"}
 
 
-def iter_keras(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, array)`` of every numeric dataset of an HDF5 file or ``.keras`` archive."""
+def iter_keras(
+    path: Path, limit: int, archive: bool | None = None
+) -> Iterator[tuple[str, np.ndarray | Dropped]]:
+    """``(name, array)`` of every numeric dataset of an HDF5 file or ``.keras`` archive
+    (``archive``; by default, from the suffix)."""
     try:
         import h5py
     except ImportError as exc:
         raise MissingDependencyError("h5py", "keras", f"reading {path}") from exc
     label = str(path)
-    source, size = _hdf5_source(path, limit)
+    if archive is None:
+        archive = path.suffix.lower() == ".keras"
+    source, size = _hdf5_source(path, limit, archive)
     with reading(label, "not a readable HDF5 file"):
         opened = h5py.File(source, "r")
     with opened as handle:
@@ -66,10 +71,10 @@ def is_optimizer_name(name: str) -> bool:
     return name.split("/", 1)[0] in _OPTIMIZER_GROUPS
 
 
-def _hdf5_source(path: Path, limit: int):
-    """A path (``.h5``) or an in-memory copy of the weights member (``.keras``), and its
-    size in bytes."""
-    if path.suffix.lower() != ".keras":
+def _hdf5_source(path: Path, limit: int, archive: bool):
+    """A path (``.h5``) or an in-memory copy of the weights member (a ``.keras`` archive),
+    and its size in bytes."""
+    if not archive:
         return str(path), require_regular(path).st_size
     with zip_archive(path, ".keras archive") as archive:
         members = [info for info in archive.infolist() if info.filename.endswith(".h5")]

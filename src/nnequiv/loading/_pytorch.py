@@ -1,6 +1,11 @@
 """PyTorch files read without running code: ``torch.save`` zip archives, TorchScript archives
 and the legacy (pre-1.6) pickle format, through the restricted unpickler.
 
+Objects of classes the file names (a Lightning checkpoint's hyper-parameters, a whole model
+saved with ``torch.save(model)``) are inert placeholders. A pickled ``torch.nn.Module`` gives
+its parameters and persistent buffers named as its ``state_dict()`` would name them, from
+the ``_parameters``, ``_buffers`` and ``_modules`` of each module in its pickled state.
+
 The pickle is read when the file is opened (so a bad file fails early); tensors are read one
 at a time afterwards, each from its storage's bytes. With ``trust_code=True`` the file goes
 to ``torch.jit.load`` or ``torch.load(weights_only=False)`` instead, which run the file's
@@ -21,7 +26,7 @@ import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
 from nnequiv.loading._limits import open_regular, reading, require_within, shown
-from nnequiv.loading._restricted import StorageRef, TensorRef, unpickle
+from nnequiv.loading._restricted import Placeholder, StorageRef, TensorRef, unpickle
 from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, count_once
 from nnequiv.loading._torchscript import class_lookup, script_state_dict
 from nnequiv.loading._zip import read_exact, read_member, zip_archive
@@ -244,6 +249,63 @@ def _is_optimizer_state(value) -> bool:
     return isinstance(value, Mapping) and {"state", "param_groups"} <= set(value.keys())
 
 
+def _is_module(value) -> bool:
+    """A pickled ``torch.nn.Module`` (read as a :class:`Placeholder`): its state holds
+    ``_parameters`` and ``_modules`` mappings."""
+    state = value.state if isinstance(value, Placeholder) else None
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("_parameters"), Mapping)
+        and isinstance(state.get("_modules"), Mapping)
+    )
+
+
+def module_state_dict(root: Placeholder) -> dict:
+    """The parameters and buffers of a pickled module tree, named and ordered as
+    ``state_dict()`` names them (non-persistent buffers left out); a module reached twice is
+    read once."""
+    tensors: dict = {}
+    stack = [("", root)]
+    seen: set[int] = set()
+    while stack:
+        prefix, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        state = module.state
+        transient = state.get("_non_persistent_buffers_set")
+        transient = transient if isinstance(transient, (set, frozenset)) else set()
+        buffers = state.get("_buffers")
+        buffers = buffers if isinstance(buffers, Mapping) else {}
+        for name, value in state["_parameters"].items():
+            if isinstance(name, str) and isinstance(value, TensorRef):
+                tensors[prefix + name] = value
+        for name, value in buffers.items():
+            if isinstance(name, str) and isinstance(value, TensorRef) and name not in transient:
+                tensors[prefix + name] = value
+        children = [
+            (f"{prefix}{key}.", child)
+            for key, child in state["_modules"].items()
+            if isinstance(key, str) and _is_module(child)
+        ]
+        stack.extend(reversed(children))
+    return tensors
+
+
+def _contents(value) -> Mapping | None:
+    """What to look into for tensors: a mapping; a pickled module's state dict; the state
+    (or the dict items) of another placeholder."""
+    if isinstance(value, Mapping):
+        return value
+    if _is_module(value):
+        return module_state_dict(value)
+    if isinstance(value, Placeholder):
+        if isinstance(value.state, dict):
+            return value.state
+        return value.items or None
+    return None
+
+
 def _tensors_of(mapping: Mapping) -> dict:
     """The tensors under ``mapping`` by dotted name, in order; those inside an optimizer state
     as :class:`Dropped`. Iterative, each mapping entered once."""
@@ -256,10 +318,12 @@ def _tensors_of(mapping: Mapping) -> dict:
             name = f"{prefix}{key}"
             if _is_tensor(value):
                 found[name] = Dropped(tuple(value.shape), OPTIMIZER_STATE) if optimizer else value
-            elif isinstance(value, Mapping) and id(value) not in seen:
+                continue
+            inside = _contents(value) if id(value) not in seen else None
+            if inside is not None:
                 seen.add(id(value))
-                inner = optimizer or _is_optimizer_state(value)
-                stack.append((name + ".", iter(value.items()), inner))
+                inner = optimizer or _is_optimizer_state(inside)
+                stack.append((name + ".", iter(inside.items()), inner))
                 break
         else:
             stack.pop()
@@ -271,9 +335,12 @@ def find_state_dict(obj, label: str) -> dict:
     ``model``, ...), flattened to dotted names. Tensors of an optimizer state, and second
     names of a tensor already listed (the same storage, offset, shape and strides), are
     :class:`Dropped`."""
+    if _is_module(obj):  # a whole model, torch.save(model)
+        return dict(count_once(module_state_dict(obj).items()))
+    obj = _contents(obj) or obj
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
-            nested = obj.get(key)
+            nested = _contents(obj.get(key))
             if isinstance(nested, Mapping) and not _is_optimizer_state(nested):
                 tensors = _tensors_of(nested)
                 if _any_kept(tensors):

@@ -22,10 +22,10 @@ LAYOUTS = {
     **dict.fromkeys(("hwio", "out-last", "tf", "tensorflow", "keras", "tfjs"), HWIO),
     **dict.fromkeys(("ohwi", "tflite"), OHWI),
 }
-TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar"}
+TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".jit"}
 #: File endings recognised as networks when a directory is expanded.
 MODEL_SUFFIXES = TORCH_SUFFIXES | {
-    *(".npz", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"),
+    *(".npz", ".npy", ".safetensors", ".onnx", ".h5", ".hdf5", ".keras"),
     *(".tflite", ".gguf"),  # through the optional tflite and gguf packages
 }
 STATE_DICT_KEYS = (
