@@ -57,6 +57,7 @@ def write_tflite(path, tensors, operators, *, external=False):
         buffers.append(tflite.BufferEnd(b))
     built, index = [], 1
     for tensor, blob in zip(tensors, blobs):
+        sparsity = _sparsity_table(b, tensor["sparsity"]) if "sparsity" in tensor else None
         name = b.CreateString(tensor["name"])
         shape = _vector(b, tflite.TensorStartShapeVector, list(tensor["shape"]), b.PrependInt32)
         quant = None
@@ -84,6 +85,8 @@ def write_tflite(path, tensors, operators, *, external=False):
             index += 1
         if quant is not None:
             tflite.TensorAddQuantization(b, quant)
+        if sparsity is not None:
+            tflite.TensorAddSparsity(b, sparsity)
         built.append(tflite.TensorEnd(b))
     ops = []
     for code, inputs, outputs in operators:
@@ -120,6 +123,46 @@ def write_tflite(path, tensors, operators, *, external=False):
         body = _shift_offsets(body, len(body), appended)
     path.write_bytes(body + b"".join(appended))
     return path
+
+
+def _int32_vector(b, values):
+    data = _vector(b, tflite.Int32VectorStartValuesVector, list(values), b.PrependInt32)
+    tflite.Int32VectorStart(b)
+    tflite.Int32VectorAddValues(b, data)
+    return tflite.Int32VectorEnd(b)
+
+
+def _sparsity_table(b, sparsity):
+    """SparsityParameters from ``{"traversal", "block_map", "levels"}``; a level is
+    ``("dense", size)`` or ``("csr", segments, indices)``."""
+    levels = []
+    for level in sparsity["levels"]:
+        vectors = [_int32_vector(b, values) for values in level[1:]] if level[0] == "csr" else []
+        tflite.DimensionMetadataStart(b)
+        if level[0] == "dense":
+            tflite.DimensionMetadataAddFormat(b, 0)
+            tflite.DimensionMetadataAddDenseSize(b, level[1])
+        else:
+            tflite.DimensionMetadataAddFormat(b, 1)
+            tflite.DimensionMetadataAddArraySegmentsType(b, 1)
+            tflite.DimensionMetadataAddArraySegments(b, vectors[0])
+            tflite.DimensionMetadataAddArrayIndicesType(b, 1)
+            tflite.DimensionMetadataAddArrayIndices(b, vectors[1])
+        levels.append(tflite.DimensionMetadataEnd(b))
+    order = _vector(
+        b, tflite.SparsityParametersStartTraversalOrderVector, sparsity["traversal"], b.PrependInt32
+    )
+    blocks = _vector(
+        b, tflite.SparsityParametersStartBlockMapVector, sparsity["block_map"], b.PrependInt32
+    )
+    metadata = _vector(
+        b, tflite.SparsityParametersStartDimMetadataVector, levels, b.PrependUOffsetTRelative
+    )
+    tflite.SparsityParametersStart(b)
+    tflite.SparsityParametersAddTraversalOrder(b, order)
+    tflite.SparsityParametersAddBlockMap(b, blocks)
+    tflite.SparsityParametersAddDimMetadata(b, metadata)
+    return tflite.SparsityParametersEnd(b)
 
 
 def _shift_offsets(body: bytes, base: int, blobs) -> bytes:
@@ -271,6 +314,57 @@ def test_tflite_int4_unpacked_low_nibble_first(tmp_path):
     path = write_tflite(tmp_path / "int4.tflite", tensors, [])
     _, arrays = read(path)
     np.testing.assert_array_equal(arrays["w"], values * 0.25)
+
+
+def sparse_rows(dense: np.ndarray, block: int = 1):
+    """A dense out x in matrix as TFLite stores it sparse: rows dense, then the non-zero
+    blocks of ``block`` columns of each row (CSR), then (for blocks) the block's values."""
+    rows, columns = dense.shape
+    blocked = dense.reshape(rows, columns // block, block)
+    segments, indices, values = [0], [], []
+    for row in blocked:
+        for index, part in enumerate(row):
+            if np.any(part):
+                indices.append(index)
+                values.extend(part if block > 1 else part[:1])
+        segments.append(len(indices))
+    levels = [("dense", rows), ("csr", segments, indices)]
+    if block > 1:
+        levels.append(("dense", block))
+    sparsity = {
+        "traversal": list(range(len(levels))),
+        "block_map": [1] if block > 1 else [],
+        "levels": levels,
+    }
+    return np.asarray(values, dtype=dense.dtype), sparsity
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_tflite_sparse_weights_are_densified_as_the_runtime_does(tmp_path, block):
+    rng = np.random.default_rng(3)
+    dense = rng.standard_normal((6, 8)).astype(np.float32)
+    dense[rng.random((6, 8)) < 0.6] = 0  # pruned elements
+    dense[2] = 0  # an empty row
+    if block > 1:  # pruned in whole blocks of 4
+        dense[:, 4:] *= np.array([1, 0, 1, 0, 1, 0])[:, None]
+    values, sparsity = sparse_rows(dense, block)
+    tensor = {"name": "fc", "shape": [6, 8], "type": FLOAT32, "sparsity": sparsity}
+    path = write_tflite(tmp_path / "sparse.tflite", [{**tensor, "data": values.tobytes()}], [])
+    _, arrays = read(path)
+    np.testing.assert_array_equal(arrays["fc"], dense)
+    # a layout that points outside the tensor, or lists more positions than values: one line
+    bad = dict(sparsity, levels=[("dense", 6), ("csr", sparsity["levels"][1][1], [99] * 40)])
+    path = write_tflite(
+        tmp_path / "bad.tflite", [{**tensor, "sparsity": bad, "data": values.tobytes()}], []
+    )
+    with pytest.raises(FormatError, match=r"bad\.tflite: tensor 'fc' has an invalid sparse layout"):
+        read(path)
+    short = {**tensor, "data": values[:-1].tobytes()}
+    path = write_tflite(tmp_path / "short.tflite", [short], [])
+    with pytest.raises(
+        FormatError, match=r"short\.tflite: tensor 'fc' lists more sparse positions"
+    ):
+        read(path)
 
 
 def test_tflite_bad_files_refused_in_one_line(tmp_path, weights):

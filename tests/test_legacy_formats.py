@@ -1,0 +1,128 @@
+"""Formats written by hand here from their specifications (their writers, llama.cpp's old
+converters, TensorFlow and coremltools, are not installed): legacy GGML files, TensorFlow
+SavedModel variables (a TensorBundle), Core ML packages. Each is read as data, or refused
+with one line that names the format and what to do."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from nnequiv.errors import FormatError
+from nnequiv.loading import open_weights
+
+gguf = pytest.importorskip("gguf")
+
+
+def tensors(path) -> dict[str, np.ndarray]:
+    return dict(open_weights(path).tensors())
+
+
+# ---- legacy GGML ---------------------------------------------------------------------------
+
+
+def ggml_record(name: str, array: np.ndarray, ggml_type: int, position: int, align: bool):
+    """One tensor record: dims, name length, type, dims innermost first, name, data."""
+    if ggml_type == 0:
+        data = array.astype(np.float32).tobytes()
+    elif ggml_type == 1:
+        data = array.astype(np.float16).tobytes()
+    else:
+        data = gguf.quants.quantize(array, gguf.GGMLQuantizationType(ggml_type)).tobytes()
+    raw = name.encode()
+    dims = list(reversed(array.shape))
+    head = struct.pack(f"<3i{len(dims)}i", len(dims), len(raw), ggml_type, *dims) + raw
+    pad = -(position + len(head)) % 32 if align else 0
+    return head + bytes(pad) + data
+
+
+def vocabulary(words, scores: bool) -> bytes:
+    out = b""
+    for word in words:
+        out += struct.pack("<I", len(word)) + word + (struct.pack("<f", 0.5) if scores else b"")
+    return out
+
+
+def llama_file(path, magic: bytes, version, weights, ggml_type=0):
+    words = [b"<s>", b"</s>", b"hi"]
+    head = magic + (struct.pack("<I", version) if version is not None else b"")
+    head += struct.pack("<7i", len(words), 64, 256, 4, 1, 16, 1)
+    head += vocabulary(words, scores=magic != b"lmgg")
+    body = head
+    for name, array in weights.items():
+        kind = ggml_type if array.ndim == 2 else 0
+        body += ggml_record(name, array, kind, len(body), align=magic == b"tjgg")
+    path.write_bytes(body)
+    return path
+
+
+def whisper_file(path, weights, ggml_type=1):
+    words = [b"a", b"b"]
+    head = b"lmgg" + struct.pack("<11i", len(words), 1500, 64, 2, 1, 448, 64, 2, 1, 4, 1001)
+    head += struct.pack("<2i", 4, 3) + np.zeros(12, np.float32).tobytes()  # mel filters
+    head += struct.pack("<i", len(words)) + vocabulary(words, scores=False)
+    body = head
+    for name, array in weights.items():
+        body += ggml_record(name, array, ggml_type, len(body), align=False)
+    path.write_bytes(body)
+    return path
+
+
+@pytest.fixture
+def llm():
+    rng = np.random.default_rng(5)
+    return {
+        "tok_embeddings.weight": rng.standard_normal((3, 64)).astype(np.float32),
+        "layers.0.attention.wq.weight": rng.standard_normal((64, 64)).astype(np.float32),
+        "norm.weight": rng.standard_normal(64).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    "magic, version", [(b"lmgg", None), (b"fmgg", 1), (b"tjgg", 1), (b"tjgg", 2), (b"tjgg", 3)]
+)
+def test_llama_cpp_legacy_files_are_read(tmp_path, llm, magic, version):
+    path = llama_file(tmp_path / "ggml-model-f32.bin", magic, version, llm)
+    source = open_weights(path)
+    assert source.layout == "oihw"
+    got = dict(source.tensors())
+    assert list(got) == list(llm)
+    for name, array in llm.items():
+        np.testing.assert_array_equal(got[name], array)
+
+
+def test_ggjt_v3_quantised_blocks_are_dequantised_older_ones_refused(tmp_path, llm):
+    path = llama_file(tmp_path / "q8.bin", b"tjgg", 3, llm, ggml_type=8)  # Q8_0
+    got = tensors(path)
+    weight = llm["layers.0.attention.wq.weight"]
+    np.testing.assert_allclose(got["layers.0.attention.wq.weight"], weight, atol=0.05)
+    old = llama_file(tmp_path / "old.bin", b"tjgg", 2, llm, ggml_type=8)
+    with pytest.raises(FormatError, match=r"old\.bin: tensor .* older than ggjt v3.*GGUF"):
+        open_weights(old)
+
+
+def test_whisper_cpp_model_is_read(tmp_path):
+    rng = np.random.default_rng(6)
+    weights = {
+        "encoder.conv1.weight": rng.standard_normal((64, 4, 3)).astype(np.float32),
+        "encoder.blocks.0.attn.query.weight": rng.standard_normal((64, 64)).astype(np.float32),
+    }
+    path = whisper_file(tmp_path / "ggml-tiny.bin", weights)
+    got = tensors(path)
+    for name, array in weights.items():
+        np.testing.assert_array_equal(got[name], array.astype(np.float16).astype(np.float32))
+
+
+def test_other_ggml_layouts_and_versions_get_one_line(tmp_path, llm):
+    gpt2 = b"lmgg" + struct.pack("<6i", 3, 1024, 64, 4, 1, 0) + b"\x00" * 40  # ggml's gpt-2
+    (tmp_path / "gpt2.bin").write_bytes(gpt2)
+    (tmp_path / "future.bin").write_bytes(b"tjgg" + struct.pack("<I", 9) + bytes(64))
+    for name, message in [("gpt2.bin", "neither llama.cpp's nor"), ("future.bin", "version 9")]:
+        with pytest.raises(FormatError) as info:
+            open_weights(tmp_path / name)
+        text = str(info.value)
+        assert name in text and "legacy GGML" in text and message in text and "\n" not in text
+    renamed = llama_file(tmp_path / "model.gguf", b"tjgg", 3, llm)  # a GGML file named .gguf
+    assert list(tensors(renamed)) == list(llm)
