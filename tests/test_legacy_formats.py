@@ -126,3 +126,133 @@ def test_other_ggml_layouts_and_versions_get_one_line(tmp_path, llm):
         assert name in text and "legacy GGML" in text and message in text and "\n" not in text
     renamed = llama_file(tmp_path / "model.gguf", b"tjgg", 3, llm)  # a GGML file named .gguf
     assert list(tensors(renamed)) == list(llm)
+
+
+# ---- TensorFlow SavedModel variables (TensorBundle) -------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out += bytes([byte | (0x80 if value else 0)])
+        if not value:
+            return out
+
+
+def pb_varint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value)
+
+
+def pb_bytes(number: int, data: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def table_block(entries) -> bytes:
+    """A table block with a restart point at every entry (no shared key prefixes)."""
+    out, restarts = b"", []
+    for key, value in entries:
+        restarts.append(len(out))
+        out += varint(0) + varint(len(key)) + varint(len(value)) + key + value
+    restarts = restarts or [0]
+    return out + b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
+
+
+def sstable(entries) -> bytes:
+    """A sorted string table as TensorFlow's TensorBundle writer makes it (uncompressed)."""
+    data = table_block(sorted(entries))
+    file = data + bytes(5)  # type 0 (no compression) and a checksum
+    meta_offset, meta = len(file), table_block([])
+    file += meta + bytes(5)
+    index_offset, index = (
+        len(file),
+        table_block([(max(k for k, _ in entries), varint(0) + varint(len(data)))]),
+    )
+    file += index + bytes(5)
+    footer = varint(meta_offset) + varint(len(meta)) + varint(index_offset) + varint(len(index))
+    return file + footer + bytes(40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57)
+
+
+def write_bundle(prefix, variables, big_endian=False):
+    """``variables``: name -> array (float32 unless given otherwise), or a TF dtype id and
+    shape for a string."""
+    data, entries = b"", [(b"", pb_varint(1, 1) + pb_varint(2, int(big_endian)))]
+    for name, array in variables.items():
+        if isinstance(array, tuple):  # a string variable: no numeric data
+            dtype, shape, raw = array[0], array[1], b"xx"
+        else:
+            dtype = {np.dtype("float32"): 1, np.dtype("int64"): 9}[array.dtype]
+            shape, raw = (
+                array.shape,
+                array.astype(array.dtype.newbyteorder(">" if big_endian else "<")).tobytes(),
+            )
+        dims = b"".join(pb_bytes(2, pb_varint(1, d)) for d in shape)
+        proto = (
+            pb_varint(1, dtype)
+            + pb_bytes(2, dims)
+            + pb_varint(4, len(data))
+            + pb_varint(5, len(raw))
+        )
+        entries.append((name.encode(), proto))
+        data += raw
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_name(prefix.name + ".index").write_bytes(sstable(entries))
+    prefix.with_name(prefix.name + ".data-00000-of-00001").write_bytes(data)
+
+
+@pytest.fixture
+def tf_variables():
+    rng = np.random.default_rng(8)
+    value = "/.ATTRIBUTES/VARIABLE_VALUE"
+    return {
+        f"layer_with_weights-0/kernel{value}": rng.standard_normal((3, 3, 2, 4)).astype(np.float32),
+        f"layer_with_weights-0/bias{value}": rng.standard_normal(4).astype(np.float32),
+        f"layer_with_weights-1/kernel{value}": rng.standard_normal((4, 5)).astype(np.float32),
+        f"layer_with_weights-1/kernel/.OPTIMIZER_SLOT/optimizer/m{value}": rng.standard_normal(
+            (4, 5)
+        ).astype(np.float32),
+        f"optimizer/iter{value}": np.array(7, dtype=np.int64),
+        "_CHECKPOINTABLE_OBJECT_GRAPH": (7, ()),
+    }
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_savedmodel_variables_are_read_from_the_tensor_bundle(tmp_path, tf_variables, big_endian):
+    from nnequiv.layers import layer_matrices
+    from nnequiv.loading import OPTIMIZER_STATE
+
+    folder = tmp_path / "saved"
+    write_bundle(folder / "variables" / "variables", tf_variables, big_endian)
+    (folder / "saved_model.pb").write_bytes(b"\x0a\x00")
+    source = open_weights(folder)
+    assert source.layout == "hwio"
+    got = dict(source.tensors())
+    assert sorted(got) == [
+        "layer_with_weights-0/bias",
+        "layer_with_weights-0/kernel",
+        "layer_with_weights-1/kernel",
+    ]
+    value = "/.ATTRIBUTES/VARIABLE_VALUE"
+    np.testing.assert_array_equal(
+        got["layer_with_weights-0/kernel"], tf_variables[f"layer_with_weights-0/kernel{value}"]
+    )
+    skipped = {s.name: s.reason for s in layer_matrices(folder).skipped}
+    assert skipped["layer_with_weights-1/kernel/.OPTIMIZER_SLOT/optimizer/m"] == OPTIMIZER_STATE
+    # a checkpoint's .index file is the same bundle
+    assert sorted(tensors(folder / "variables" / "variables.index")) == sorted(got)
+
+
+def test_corrupt_tensor_bundles_get_one_line(tmp_path, tf_variables):
+    write_bundle(tmp_path / "ckpt", tf_variables)
+    index = tmp_path / "ckpt.index"
+    good = index.read_bytes()
+    index.write_bytes(good[:-8] + bytes(8))
+    with pytest.raises(
+        FormatError, match=r"ckpt\.index: corrupt TensorBundle index \(no table magic"
+    ):
+        open_weights(index)
+    index.write_bytes(good)
+    data = tmp_path / "ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-130])  # into the last layer
+    with pytest.raises(FormatError, match=r"ckpt\.index: variable .* ends past the end"):
+        dict(open_weights(index).tensors())

@@ -126,7 +126,7 @@ def open_weights(
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        opened = open_safetensors_directory(path, forced, limit)
+        opened = _open_folder(path, forced, limit)
     else:
         if require_regular(path).st_size == 0:
             raise FormatError(f"{path}: file is empty")
@@ -134,6 +134,19 @@ def open_weights(
     if config_ties_embeddings(path if path.is_dir() else path.parent):
         opened = dataclasses.replace(opened, tied_embeddings=True)
     return opened
+
+
+def _open_folder(path: Path, forced: str | None, limit: int) -> WeightSource:
+    """A folder: a TensorFlow SavedModel, a Core ML package, or safetensors shards."""
+    if (path / "saved_model.pb").is_file() or (path / "variables" / "variables.index").is_file():
+        from nnequiv.loading._tensorbundle import open_tensorbundle
+
+        return open_tensorbundle(path, forced, limit)
+    if path.suffix.lower() == ".mlpackage" or (path / "Manifest.json").is_file():
+        from nnequiv.loading._coreml import open_coreml
+
+        return open_coreml(path, forced, limit)
+    return open_safetensors_directory(path, forced, limit)
 
 
 #: Largest ``config.json`` read for its ``tie_word_embeddings``.
