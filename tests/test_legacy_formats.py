@@ -256,3 +256,95 @@ def test_corrupt_tensor_bundles_get_one_line(tmp_path, tf_variables):
     data.write_bytes(data.read_bytes()[:-130])  # into the last layer
     with pytest.raises(FormatError, match=r"ckpt\.index: variable .* ends past the end"):
         dict(open_weights(index).tensors())
+
+
+# ---- Core ML ML programs --------------------------------------------------------------------
+
+
+def mil_tensor_type(dtype: int, shape) -> bytes:
+    dims = b"".join(pb_bytes(3, pb_bytes(1, pb_varint(1, d))) for d in shape)
+    return pb_bytes(1, pb_varint(1, dtype) + pb_varint(2, len(shape)) + dims)
+
+
+def mil_const(name: str, dtype: int, shape, value: bytes) -> bytes:
+    """A ``const`` operation whose ``val`` is ``value`` (a Value's payload field)."""
+    val = pb_bytes(2, mil_tensor_type(dtype, shape)) + value
+    attribute = pb_bytes(1, b"val") + pb_bytes(2, val)
+    output = pb_bytes(1, name.encode()) + pb_bytes(2, mil_tensor_type(dtype, shape))
+    return pb_bytes(1, b"const") + pb_bytes(3, output) + pb_bytes(5, attribute)
+
+
+def weight_file(arrays) -> tuple[bytes, list[int]]:
+    """A Core ML blob storage file of float16 blobs, and each blob's metadata offset."""
+    out, offsets = bytearray(struct.pack("<II", len(arrays), 2) + bytes(56)), []
+    for array in arrays:
+        raw = array.astype(np.float16).tobytes()
+        offsets.append(len(out))
+        out += struct.pack("<IIQQ", 0xDEADBEEF, 1, len(raw), len(out) + 64) + bytes(40)
+        out += raw + bytes(-len(raw) % 64)
+    return bytes(out), offsets
+
+
+def write_mlpackage(folder, weights, bias):
+    blob, offsets = weight_file(list(weights.values()))
+    operations = [
+        mil_const(
+            name,
+            10,
+            array.shape,
+            pb_bytes(5, pb_bytes(1, b"@model_path/weights/weight.bin") + pb_varint(2, at)),
+        )
+        for (name, array), at in zip(weights.items(), offsets)
+    ]
+    floats = pb_bytes(1, pb_bytes(1, pb_bytes(1, bias.astype("<f4").tobytes())))
+    operations.append(mil_const("fc_bias", 11, bias.shape, pb_bytes(3, floats)))
+    operations.append(pb_bytes(1, b"linear"))
+    block = b"".join(pb_bytes(3, op) for op in operations)
+    function = pb_bytes(2, b"CoreML5") + pb_bytes(3, pb_bytes(1, b"CoreML5") + pb_bytes(2, block))
+    program = pb_varint(1, 1) + pb_bytes(2, pb_bytes(1, b"main") + pb_bytes(2, function))
+    data = folder / "Data" / "com.apple.CoreML"
+    (data / "weights").mkdir(parents=True)
+    (data / "model.mlmodel").write_bytes(pb_varint(1, 7) + pb_bytes(502, program))
+    (data / "weights" / "weight.bin").write_bytes(blob)
+    (folder / "Manifest.json").write_text("{}")
+    return folder
+
+
+def test_coreml_ml_program_weights_are_read(tmp_path):
+    rng = np.random.default_rng(9)
+    weights = {
+        "conv_weight_to_fp16": rng.standard_normal((8, 3, 3, 3)).astype(np.float16),
+        "fc_weight_to_fp16": rng.standard_normal((10, 8)).astype(np.float16),
+    }
+    bias = rng.standard_normal(10).astype(np.float32)
+    package = write_mlpackage(tmp_path / "Net.mlpackage", weights, bias)
+    source = open_weights(package)
+    assert source.layout == "oihw"
+    got = dict(source.tensors())
+    assert list(got) == [*weights, "fc_bias"]
+    for name, array in weights.items():
+        np.testing.assert_array_equal(got[name], array.astype(np.float32))
+    np.testing.assert_array_equal(got["fc_bias"], bias)
+
+
+def test_coreml_files_nnequiv_cannot_read_get_one_line_saying_what_to_do(tmp_path):
+    rng = np.random.default_rng(9)
+    package = write_mlpackage(
+        tmp_path / "Net.mlpackage", {"w": rng.standard_normal((4, 4))}, np.ones(4)
+    )
+    weight_bin = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    old = tmp_path / "old.mlmodel"
+    old.write_bytes(pb_varint(1, 4) + pb_bytes(500, pb_bytes(1, b"")))  # a neural network
+    cases = {
+        weight_bin: "give the .mlpackage folder",
+        old: "neural-network type",
+    }
+    for path, message in cases.items():
+        with pytest.raises(FormatError) as info:
+            open_weights(path)
+        text = str(info.value)
+        assert str(path) in text and message in text and "\n" not in text
+    blob = weight_bin.read_bytes()
+    weight_bin.write_bytes(blob[:64] + b"\x00" * 4 + blob[68:])  # the blob's sentinel broken
+    with pytest.raises(FormatError, match=r"Net\.mlpackage: tensor 'w' points at no blob"):
+        dict(open_weights(package).tensors())

@@ -33,6 +33,7 @@ from nnequiv.loading._limits import (
     require_within,
     shown,
 )
+from nnequiv.loading._protobuf import Corrupt, fields, signed, varint
 from nnequiv.loading._source import HWIO, OPTIMIZER_STATE, Dropped, WeightSource
 
 #: Last 8 bytes of a table file.
@@ -64,54 +65,6 @@ _DTYPES = {
 _BFLOAT16, _HALF = 14, 19
 
 
-class _Corrupt(Exception):
-    pass
-
-
-def _varint(data, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _Corrupt("a truncated varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, object]]:
-    """``(field number, wire type, value)`` of a protobuf message: ints for varints and
-    fixed fields, bytes for length-delimited ones."""
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos, end)
-        elif wire == 1:
-            if pos + 8 > end:
-                raise _Corrupt("a truncated field")
-            value, pos = int.from_bytes(data[pos : pos + 8], "little"), pos + 8
-        elif wire == 5:
-            if pos + 4 > end:
-                raise _Corrupt("a truncated field")
-            value, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
-        elif wire == 2:
-            length, pos = _varint(data, pos, end)
-            if pos + length > end:
-                raise _Corrupt("a field past the end of its message")
-            value, pos = bytes(data[pos : pos + length]), pos + length
-        else:
-            raise _Corrupt(f"protobuf wire type {wire}")
-        yield number, wire, value
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 @dataclass(frozen=True)
 class BundleEntry:
     """One variable: its dtype id, shape, shard, and the byte span of its data."""
@@ -129,35 +82,35 @@ def _entry(name: str, data: bytes) -> BundleEntry:
     dtype = shard = offset = size = 0
     shape: list[int] = []
     sliced = False
-    for number, wire, value in _fields(data):
+    for number, wire, value in fields(data):
         if number == 1 and wire == 0:
             dtype = value
         elif number == 2 and wire == 2:
-            for dim_number, dim_wire, dim in _fields(value):
+            for dim_number, dim_wire, dim in fields(value):
                 if dim_number == 2 and dim_wire == 2:
-                    size_of = [v for n, w, v in _fields(dim) if n == 1 and w == 0]
-                    shape.append(_signed(size_of[-1]) if size_of else 0)
+                    size_of = [v for n, w, v in fields(dim) if n == 1 and w == 0]
+                    shape.append(signed(size_of[-1]) if size_of else 0)
                 elif dim_number == 3 and dim_wire == 0 and dim:
-                    raise _Corrupt(f"variable '{shown(name)}' has an unknown rank")
+                    raise Corrupt(f"variable '{shown(name)}' has an unknown rank")
         elif number == 3 and wire == 0:
             shard = value
         elif number == 4 and wire == 0:
-            offset = _signed(value)
+            offset = signed(value)
         elif number == 5 and wire == 0:
-            size = _signed(value)
+            size = signed(value)
         elif number == 7:
             sliced = True
     if any(d < 0 for d in shape) or offset < 0 or size < 0:
-        raise _Corrupt(f"variable '{shown(name)}' has a negative size or offset")
+        raise Corrupt(f"variable '{shown(name)}' has a negative size or offset")
     return BundleEntry(name, dtype, tuple(shape), shard, offset, size, sliced)
 
 
 def _block(data: bytes, handle: bytes, label: str) -> bytes:
     """The contents of the block a handle (offset, size varints) points to."""
-    offset, pos = _varint(handle, 0, len(handle))
-    size, _ = _varint(handle, pos, len(handle))
+    offset, pos = varint(handle, 0, len(handle))
+    size, _ = varint(handle, pos, len(handle))
     if offset + size + 5 > len(data):
-        raise _Corrupt("a block past the end of the index")
+        raise Corrupt("a block past the end of the index")
     if data[offset + size] != 0:
         raise FormatError(
             f"{label}: compressed TensorBundle index blocks (type {data[offset + size]}) are "
@@ -169,18 +122,18 @@ def _block(data: bytes, handle: bytes, label: str) -> bytes:
 def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of a table block, keys rebuilt from their shared prefixes."""
     if len(block) < 4:
-        raise _Corrupt("a block without restarts")
+        raise Corrupt("a block without restarts")
     restarts = int.from_bytes(block[-4:], "little")
     end = len(block) - 4 - 4 * restarts
     if restarts < 1 or end < 0:
-        raise _Corrupt("a block with an invalid restart count")
+        raise Corrupt("a block with an invalid restart count")
     pos, key = 0, b""
     while pos < end:
-        shared, pos = _varint(block, pos, end)
-        own, pos = _varint(block, pos, end)
-        length, pos = _varint(block, pos, end)
+        shared, pos = varint(block, pos, end)
+        own, pos = varint(block, pos, end)
+        length, pos = varint(block, pos, end)
         if shared > len(key) or pos + own + length > end:
-            raise _Corrupt("a block entry past its block")
+            raise Corrupt("a block entry past its block")
         key = key[:shared] + block[pos : pos + own]
         pos += own
         yield key, block[pos : pos + length]
@@ -196,19 +149,19 @@ def read_index(index: Path) -> tuple[dict, list[BundleEntry]]:
         data = handle.read()
     try:
         if len(data) < _FOOTER_BYTES:
-            raise _Corrupt("shorter than a table footer")
+            raise Corrupt("shorter than a table footer")
         footer = data[-_FOOTER_BYTES:]
         if int.from_bytes(footer[-8:], "little") != TABLE_MAGIC:
-            raise _Corrupt("no table magic number")
-        _, pos = _varint(footer, 0, 40)  # metaindex offset
-        _, pos = _varint(footer, pos, 40)  # metaindex size
+            raise Corrupt("no table magic number")
+        _, pos = varint(footer, 0, 40)  # metaindex offset
+        _, pos = varint(footer, pos, 40)  # metaindex size
         index_block = _block(data, footer[pos:40], label)
         header: dict = {"num_shards": 1, "big_endian": False}
         entries: list[BundleEntry] = []
         for _, handle_bytes in _block_entries(index_block):
             for key, value in _block_entries(_block(data, handle_bytes, label)):
                 if key == b"":
-                    for number, wire, field in _fields(value):
+                    for number, wire, field in fields(value):
                         if number == 1 and wire == 0:
                             header["num_shards"] = field
                         elif number == 2 and wire == 0:
@@ -221,7 +174,7 @@ def read_index(index: Path) -> tuple[dict, list[BundleEntry]]:
                     )
                 name = key.decode("utf-8", errors="replace")
                 entries.append(_entry(name, value))
-    except _Corrupt as exc:
+    except Corrupt as exc:
         raise FormatError(f"{label}: corrupt TensorBundle index ({exc})") from None
     return header, entries
 
