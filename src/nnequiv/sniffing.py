@@ -10,7 +10,7 @@ import os
 import pickletools
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -196,13 +196,13 @@ def _sniff_torch(path: Path) -> str:
             return NETWORK  # TorchScript
         if not any(len(p) == 3 and p[1] == "data" and not p[2].startswith(".") for p in parts):
             return "holds no tensor data (a pickled object without weights)"
-        return _torch_object_reason(path, mmap=True)
+        return _torch_object_reason(path)
     pickled = _legacy_torch_pickle(path)
     if pickled is False:
         return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
     if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
         return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
-    return _torch_object_reason(path, mmap=False)
+    return _torch_object_reason(path)
 
 
 def _legacy_torch_pickle(path: Path) -> bool | None:
@@ -221,42 +221,30 @@ def _legacy_torch_pickle(path: Path) -> bool | None:
     return None
 
 
-def _torch_object_reason(path: Path, mmap: bool) -> str:
+def _torch_object_reason(path: Path) -> str:
+    """Read through nnequiv's own restricted unpickler (no code runs, no tensor data is
+    read): the tensors outside optimizer states, or why there are none."""
+    from nnequiv.errors import FormatError
+    from nnequiv.loading._pytorch import NO_TENSORS, OPTIMIZER_ONLY, open_torch
+    from nnequiv.loading._restricted import TensorRef
+
     try:
-        import torch
-    except ImportError:
-        return NETWORK  # the loader names the missing package
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception:  # unsafe or corrupt: found, and the loader gives its one-line error
+        loaded = open_torch(path, DEFAULT_MAX_TENSOR_BYTES)
+    except FormatError as exc:
+        if str(exc).endswith(OPTIMIZER_ONLY):
+            return "an optimizer state (state, param_groups), not a network"
+        if str(exc).endswith(NO_TENSORS):
+            return "holds no tensors"
+        return NETWORK  # corrupt or unsafe: found, and the loader gives its one-line error
+    except NNEquivError:
         return NETWORK
-    arrays, optimizer = _tensors_in(obj)
-    if optimizer and not any(_could_be_layer(shape, f) for _, shape, f in arrays):
-        return "an optimizer state (state, param_groups), not a network"
-    if not arrays:
-        return "holds no tensors"
+    floats = ("float", "bfloat")
+    arrays = [
+        (name, ref.shape, ref.element.name.startswith(floats))
+        for name, ref in loaded.refs.items()
+        if isinstance(ref, TensorRef)
+    ]
     return _listed_reason(arrays)
-
-
-def _tensors_in(obj, limit: int = 100_000) -> tuple[list[tuple[str, tuple, bool]], bool]:
-    """``(name, shape, is_float)`` of the tensors and arrays in a loaded checkpoint, outside
-    optimizer states, and whether it holds an optimizer state."""
-    arrays, optimizer, stack = [], False, [("", obj)]
-    while stack and len(arrays) < limit:
-        name, value = stack.pop()
-        if isinstance(value, Mapping):
-            if {"state", "param_groups"} <= set(value.keys()):
-                optimizer = True
-                continue
-            stack += [(f"{name}.{k}" if name else str(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            stack += [(f"{name}.{i}" if name else str(i), v) for i, v in enumerate(value)]
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            is_float = getattr(value.dtype, "is_floating_point", None)
-            if is_float is None:
-                is_float = np.dtype(value.dtype).kind == "f"
-            arrays.append((name, tuple(value.shape), bool(is_float)))
-    return arrays[::-1], optimizer
 
 
 def _sniff_csv(path: Path, connectomes: bool) -> str:

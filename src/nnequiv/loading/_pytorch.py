@@ -31,6 +31,9 @@ from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, c
 from nnequiv.loading._torchscript import class_lookup, script_state_dict
 from nnequiv.loading._zip import read_exact, read_member, zip_archive
 
+#: Why a file without a network's tensors is not read.
+NO_TENSORS = "holds no state_dict of tensors"
+OPTIMIZER_ONLY = "holds only an optimizer state (state, param_groups), not a network"
 #: First value of a legacy PyTorch pickle, and its protocol number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -310,7 +313,7 @@ def _tensors_of(mapping: Mapping) -> dict:
     """The tensors under ``mapping`` by dotted name, in order; those inside an optimizer state
     as :class:`Dropped`. Iterative, each mapping entered once."""
     found: dict = {}
-    stack = [("", iter(mapping.items()), False)]
+    stack = [("", iter(mapping.items()), _is_optimizer_state(mapping))]
     seen = {id(mapping)}
     while stack:
         prefix, items, optimizer = stack[-1]
@@ -348,9 +351,11 @@ def find_state_dict(obj, label: str) -> dict:
         tensors = _tensors_of(obj)
         if _any_kept(tensors):
             return dict(count_once(tensors.items()))
+        if tensors:  # every tensor is in an optimizer state
+            raise FormatError(f"{label}: {OPTIMIZER_ONLY}")
     elif _is_tensor(obj):
         return {"tensor": obj}
-    raise FormatError(f"{label}: holds no state_dict of tensors")
+    raise FormatError(f"{label}: {NO_TENSORS}")
 
 
 def _any_kept(tensors: dict) -> bool:
