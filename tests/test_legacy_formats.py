@@ -14,6 +14,14 @@ from nnequiv.errors import FormatError
 from nnequiv.loading import open_weights
 
 gguf = pytest.importorskip("gguf")
+from formats import (  # noqa: E402
+    llama_file,
+    pb_bytes,
+    pb_varint,
+    whisper_file,
+    write_bundle,
+    write_mlpackage,
+)
 
 
 def tensors(path) -> dict[str, np.ndarray]:
@@ -21,53 +29,6 @@ def tensors(path) -> dict[str, np.ndarray]:
 
 
 # ---- legacy GGML ---------------------------------------------------------------------------
-
-
-def ggml_record(name: str, array: np.ndarray, ggml_type: int, position: int, align: bool):
-    """One tensor record: dims, name length, type, dims innermost first, name, data."""
-    if ggml_type == 0:
-        data = array.astype(np.float32).tobytes()
-    elif ggml_type == 1:
-        data = array.astype(np.float16).tobytes()
-    else:
-        data = gguf.quants.quantize(array, gguf.GGMLQuantizationType(ggml_type)).tobytes()
-    raw = name.encode()
-    dims = list(reversed(array.shape))
-    head = struct.pack(f"<3i{len(dims)}i", len(dims), len(raw), ggml_type, *dims) + raw
-    pad = -(position + len(head)) % 32 if align else 0
-    return head + bytes(pad) + data
-
-
-def vocabulary(words, scores: bool) -> bytes:
-    out = b""
-    for word in words:
-        out += struct.pack("<I", len(word)) + word + (struct.pack("<f", 0.5) if scores else b"")
-    return out
-
-
-def llama_file(path, magic: bytes, version, weights, ggml_type=0):
-    words = [b"<s>", b"</s>", b"hi"]
-    head = magic + (struct.pack("<I", version) if version is not None else b"")
-    head += struct.pack("<7i", len(words), 64, 256, 4, 1, 16, 1)
-    head += vocabulary(words, scores=magic != b"lmgg")
-    body = head
-    for name, array in weights.items():
-        kind = ggml_type if array.ndim == 2 else 0
-        body += ggml_record(name, array, kind, len(body), align=magic == b"tjgg")
-    path.write_bytes(body)
-    return path
-
-
-def whisper_file(path, weights, ggml_type=1):
-    words = [b"a", b"b"]
-    head = b"lmgg" + struct.pack("<11i", len(words), 1500, 64, 2, 1, 448, 64, 2, 1, 4, 1001)
-    head += struct.pack("<2i", 4, 3) + np.zeros(12, np.float32).tobytes()  # mel filters
-    head += struct.pack("<i", len(words)) + vocabulary(words, scores=False)
-    body = head
-    for name, array in weights.items():
-        body += ggml_record(name, array, ggml_type, len(body), align=False)
-    path.write_bytes(body)
-    return path
 
 
 @pytest.fixture
@@ -131,75 +92,6 @@ def test_other_ggml_layouts_and_versions_get_one_line(tmp_path, llm):
 # ---- TensorFlow SavedModel variables (TensorBundle) -------------------------------------------
 
 
-def varint(value: int) -> bytes:
-    out = b""
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out += bytes([byte | (0x80 if value else 0)])
-        if not value:
-            return out
-
-
-def pb_varint(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def pb_bytes(number: int, data: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(data)) + data
-
-
-def table_block(entries) -> bytes:
-    """A table block with a restart point at every entry (no shared key prefixes)."""
-    out, restarts = b"", []
-    for key, value in entries:
-        restarts.append(len(out))
-        out += varint(0) + varint(len(key)) + varint(len(value)) + key + value
-    restarts = restarts or [0]
-    return out + b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
-
-
-def sstable(entries) -> bytes:
-    """A sorted string table as TensorFlow's TensorBundle writer makes it (uncompressed)."""
-    data = table_block(sorted(entries))
-    file = data + bytes(5)  # type 0 (no compression) and a checksum
-    meta_offset, meta = len(file), table_block([])
-    file += meta + bytes(5)
-    index_offset, index = (
-        len(file),
-        table_block([(max(k for k, _ in entries), varint(0) + varint(len(data)))]),
-    )
-    file += index + bytes(5)
-    footer = varint(meta_offset) + varint(len(meta)) + varint(index_offset) + varint(len(index))
-    return file + footer + bytes(40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57)
-
-
-def write_bundle(prefix, variables, big_endian=False):
-    """``variables``: name -> array (float32 unless given otherwise), or a TF dtype id and
-    shape for a string."""
-    data, entries = b"", [(b"", pb_varint(1, 1) + pb_varint(2, int(big_endian)))]
-    for name, array in variables.items():
-        if isinstance(array, tuple):  # a string variable: no numeric data
-            dtype, shape, raw = array[0], array[1], b"xx"
-        else:
-            dtype = {np.dtype("float32"): 1, np.dtype("int64"): 9}[array.dtype]
-            shape, raw = (
-                array.shape,
-                array.astype(array.dtype.newbyteorder(">" if big_endian else "<")).tobytes(),
-            )
-        dims = b"".join(pb_bytes(2, pb_varint(1, d)) for d in shape)
-        proto = (
-            pb_varint(1, dtype)
-            + pb_bytes(2, dims)
-            + pb_varint(4, len(data))
-            + pb_varint(5, len(raw))
-        )
-        entries.append((name.encode(), proto))
-        data += raw
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_name(prefix.name + ".index").write_bytes(sstable(entries))
-    prefix.with_name(prefix.name + ".data-00000-of-00001").write_bytes(data)
-
-
 @pytest.fixture
 def tf_variables():
     rng = np.random.default_rng(8)
@@ -259,55 +151,6 @@ def test_corrupt_tensor_bundles_get_one_line(tmp_path, tf_variables):
 
 
 # ---- Core ML ML programs --------------------------------------------------------------------
-
-
-def mil_tensor_type(dtype: int, shape) -> bytes:
-    dims = b"".join(pb_bytes(3, pb_bytes(1, pb_varint(1, d))) for d in shape)
-    return pb_bytes(1, pb_varint(1, dtype) + pb_varint(2, len(shape)) + dims)
-
-
-def mil_const(name: str, dtype: int, shape, value: bytes) -> bytes:
-    """A ``const`` operation whose ``val`` is ``value`` (a Value's payload field)."""
-    val = pb_bytes(2, mil_tensor_type(dtype, shape)) + value
-    attribute = pb_bytes(1, b"val") + pb_bytes(2, val)
-    output = pb_bytes(1, name.encode()) + pb_bytes(2, mil_tensor_type(dtype, shape))
-    return pb_bytes(1, b"const") + pb_bytes(3, output) + pb_bytes(5, attribute)
-
-
-def weight_file(arrays) -> tuple[bytes, list[int]]:
-    """A Core ML blob storage file of float16 blobs, and each blob's metadata offset."""
-    out, offsets = bytearray(struct.pack("<II", len(arrays), 2) + bytes(56)), []
-    for array in arrays:
-        raw = array.astype(np.float16).tobytes()
-        offsets.append(len(out))
-        out += struct.pack("<IIQQ", 0xDEADBEEF, 1, len(raw), len(out) + 64) + bytes(40)
-        out += raw + bytes(-len(raw) % 64)
-    return bytes(out), offsets
-
-
-def write_mlpackage(folder, weights, bias):
-    blob, offsets = weight_file(list(weights.values()))
-    operations = [
-        mil_const(
-            name,
-            10,
-            array.shape,
-            pb_bytes(5, pb_bytes(1, b"@model_path/weights/weight.bin") + pb_varint(2, at)),
-        )
-        for (name, array), at in zip(weights.items(), offsets)
-    ]
-    floats = pb_bytes(1, pb_bytes(1, pb_bytes(1, bias.astype("<f4").tobytes())))
-    operations.append(mil_const("fc_bias", 11, bias.shape, pb_bytes(3, floats)))
-    operations.append(pb_bytes(1, b"linear"))
-    block = b"".join(pb_bytes(3, op) for op in operations)
-    function = pb_bytes(2, b"CoreML5") + pb_bytes(3, pb_bytes(1, b"CoreML5") + pb_bytes(2, block))
-    program = pb_varint(1, 1) + pb_bytes(2, pb_bytes(1, b"main") + pb_bytes(2, function))
-    data = folder / "Data" / "com.apple.CoreML"
-    (data / "weights").mkdir(parents=True)
-    (data / "model.mlmodel").write_bytes(pb_varint(1, 7) + pb_bytes(502, program))
-    (data / "weights" / "weight.bin").write_bytes(blob)
-    (folder / "Manifest.json").write_text("{}")
-    return folder
 
 
 def test_coreml_ml_program_weights_are_read(tmp_path):
