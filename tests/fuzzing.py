@@ -39,9 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("npz", "safetensors", "pt", "torchscript", "onnx", "h5", "keras", "csv", "graphml")
+FORMATS = (
+    *("npz", "safetensors", "pt", "torchscript", "onnx", "h5", "keras", "csv", "graphml"),
+    *("npy", "tflite", "gguf", "ggml", "tensorbundle", "coreml"),
+)
 SUFFIXES = {
     "npz": ".npz",
+    "npy": ".npy",
+    "tflite": ".tflite",
+    "gguf": ".gguf",
+    "ggml": ".bin",
+    "tensorbundle": ".index",
+    "coreml": ".mlmodel",
     "safetensors": ".safetensors",
     "pt": ".pt",
     "torchscript": ".pt",
@@ -54,6 +63,9 @@ SUFFIXES = {
 OUTCOMES = ("loaded", "clean error", "unclean error", "traceback", "hang", "side effect")
 #: Files a mutant may refer to, placed beside it (ONNX external data).
 AUX_FILES = {"weights.bin": bytes(range(256)) * 16}
+#: Files that go with each mutant of a format, copied from the seed's own (a TensorBundle's
+#: data shard beside its index): the ending that replaces the seed's suffix.
+COMPANIONS = {"tensorbundle": ".data-00000-of-00001"}
 INTERESTING_INTS = [
     *(0, 1, -1, 2, 7, 8, 255, 256, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1),
     *(2**32, 2**40, 2**53, 2**62, 2**63 - 1, -(2**31), -(2**63)),
@@ -114,7 +126,111 @@ def build_seeds(directory: Path) -> dict[str, list[Path]]:
     add("csv", "adjacency.csv", lambda p: _save_adjacency(p))
     add("csv", "edges.csv", lambda p: _save_edges(p))
     add("graphml", "net.graphml", _save_graphml)
+    add("pt", "module.pt", _save_module)
+    add("pt", "lightning.ckpt", lambda p: _save_lightning(state, p))
+    add("npy", "pickled.npy", lambda p: _save_pickled_npy(state, p))
+    add("npy", "plain.npy", lambda p: np.save(p, state["fc1.weight"]))
+    add("tflite", "net.tflite", lambda p: _save_tflite(state, p))
+    add("gguf", "net.gguf", lambda p: _save_gguf(state, p))
+    add("ggml", "ggjt.bin", lambda p: _save_ggml(state, p, b"tjgg", 3))
+    add("ggml", "whisper.bin", lambda p: _save_whisper(state, p))
+    add("tensorbundle", "variables.index", lambda p: _save_bundle(state, p))
+    add("coreml", "model.mlmodel", lambda p: _save_coreml(state, p))
     return seeds
+
+
+def _save_module(path: Path) -> None:
+    import torch
+    from nets import SmallCNN
+
+    torch.manual_seed(0)
+    torch.save(SmallCNN(), path)
+
+
+def _save_lightning(state, path: Path) -> None:
+    import argparse
+
+    import torch
+
+    tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+    hparams = argparse.Namespace(lr=0.1, layers=[3, 8])
+    torch.save({"state_dict": tensors, "hyper_parameters": hparams, "epoch": 2}, path)
+
+
+def _save_pickled_npy(state, path: Path) -> None:
+    nested = {"conv": {"kernel": state["conv.weight"]}, "dense": [state["fc1.weight"]]}
+    np.save(path, nested, allow_pickle=True)
+
+
+def _save_tflite(state, path: Path) -> None:
+    from formats import write_tflite
+
+    tensors = [
+        {"name": name, "shape": list(array.shape), "type": 0, "data": array.tobytes()}
+        for name, array in state.items()
+    ]
+    dense = state["fc2.weight"].copy()
+    dense[:, ::2] = 0
+    segments, indices, values = [0], [], []
+    for row in dense:
+        nonzero = np.flatnonzero(row)
+        indices += nonzero.tolist()
+        values += row[nonzero].tolist()
+        segments.append(len(indices))
+    sparsity = {
+        "traversal": [0, 1],
+        "block_map": [],
+        "levels": [("dense", 5), ("csr", segments, indices)],
+    }
+    tensors.append(
+        {
+            "name": "sparse",
+            "shape": list(dense.shape),
+            "type": 0,
+            "data": np.asarray(values, np.float32).tobytes(),
+            "sparsity": sparsity,
+        }
+    )
+    write_tflite(path, tensors, [])
+
+
+def _save_gguf(state, path: Path) -> None:
+    import gguf
+    from formats import write_gguf
+
+    kinds = [gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16]
+    weights = {"w1": np.ones((4, 32), np.float32), "w2": np.arange(64, dtype=np.float32)}
+    write_gguf(
+        path, {name: (array, kinds[i % 2]) for i, (name, array) in enumerate(weights.items())}
+    )
+
+
+def _save_ggml(state, path: Path, magic: bytes, version) -> None:
+    from formats import llama_file
+
+    llama_file(
+        path, magic, version, {"fc1.weight": state["fc1.weight"], "fc1.bias": state["fc1.bias"]}
+    )
+
+
+def _save_whisper(state, path: Path) -> None:
+    from formats import whisper_file
+
+    whisper_file(path, {"fc1.weight": state["fc1.weight"]})
+
+
+def _save_bundle(state, path: Path) -> None:
+    from formats import write_bundle
+
+    value = "/.ATTRIBUTES/VARIABLE_VALUE"
+    variables = {f"{name.replace('.', '/')}{value}": array for name, array in state.items()}
+    write_bundle(path.with_name(path.stem), variables)
+
+
+def _save_coreml(state, path: Path) -> None:
+    from formats import write_mlprogram
+
+    write_mlprogram(path, state)
 
 
 def _save_torch(state, path: Path, legacy: bool) -> None:
@@ -376,6 +492,9 @@ def mutate(kind: str, data: bytes, rng) -> bytes:
         return mutate_bytes(data, rng)
     if kind in ("npz", "pt", "torchscript", "keras") and data[:2] == b"PK":
         return mutate_zip(data, rng)
+    if kind in ("pt", "npy") and b"\x80" in data[:256]:  # a legacy torch pickle, a .npy pickle
+        start = data.index(b"\x80") if kind == "pt" else data.index(b"\n") + 1
+        return data[:start] + mutate_pickle_ints(data[start:], rng)
     if kind == "safetensors":
         return mutate_safetensors(data, rng)
     if kind == "onnx":
@@ -462,12 +581,19 @@ def worker(seeds_file: str, kind: str, seed: int, start: int, stop: int, run_dir
     for index in range(start, stop):
         path = mutants / f"mutant-{index}{SUFFIXES[kind]}"
         path.write_bytes(mutant(kind, seeds, seed, index))
+        companion = None
+        if kind in COMPANIONS:
+            ending = COMPANIONS[kind]
+            companion = path.with_name(path.stem + ending)
+            companion.write_bytes(seeds[0].with_name(seeds[0].stem + ending).read_bytes())
         before = _state(watched)
         result, detail = outcome_of(kind, path)
         changed = _undo(before, _state(watched), mutants)
         if changed:
             result, detail = "side effect", f"created or changed: {changed[:5]}"
         path.unlink()
+        if companion is not None:
+            companion.unlink()
         print(f"{index}\t{result}\t{detail}", flush=True)
 
 
@@ -540,7 +666,8 @@ def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) 
         "OMP_NUM_THREADS": "1",
     }
     tests = str(Path(__file__).resolve().parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
+    inherited = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([tests, *inherited])  # absolute: workers run elsewhere
     start = 0
     while start < count:
         arguments = [str(seeds_file), kind, str(seed), str(start), str(count), str(run_dir)]

@@ -25,6 +25,9 @@ WRITERS = {
     "h5": "h5py",
     "keras": "h5py",
     "graphml": "networkx",
+    "tflite": "tflite",
+    "gguf": "gguf",
+    "ggml": "gguf",
 }
 
 

@@ -17,122 +17,10 @@ from nnequiv.spectra import layer_spectra
 tflite = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")
 gguf = pytest.importorskip("gguf")
+from formats import write_gguf, write_tflite  # noqa: E402
 
 CONV, DEPTHWISE, DEQUANTIZE, DENSE = 3, 4, 6, 9
 FLOAT32, FLOAT16, INT32, UINT8, INT8, INT4 = 0, 1, 2, 3, 9, 17
-
-
-def _vector(builder, start, values, prepend):
-    start(builder, len(values))
-    for value in reversed(values):
-        prepend(value)
-    return builder.EndVector()
-
-
-def write_tflite(path, tensors, operators, *, external=False):
-    """A TFLite model of one subgraph.
-
-    ``tensors``: dicts with ``name``, ``shape``, ``type`` and optionally ``data`` (bytes; no
-    data makes an activation), ``scale``, ``zero_point``, ``axis``. ``operators``: ``(builtin
-    code, inputs, outputs)``. ``external`` keeps the data after the flatbuffer (``offset`` and
-    ``size`` as in models over 2 GiB).
-    """
-    b = flatbuffers.Builder(1024)
-    codes = sorted({op[0] for op in operators})
-    blobs = [t.get("data") for t in tensors]
-    appended, tail = [bytes(16)], 16  # data after a pad, so that no offset is 0 (the default)
-    buffers = []
-    for blob in [None, *[d for d in blobs if d is not None]]:
-        data = None
-        if blob is not None and not external:
-            data = b.CreateNumpyVector(np.frombuffer(blob, dtype=np.uint8))
-        tflite.BufferStart(b)
-        if data is not None:
-            tflite.BufferAddData(b, data)
-        if blob is not None and external:
-            appended.append(blob)
-            tflite.BufferAddOffset(b, tail)  # patched below: relative to the flatbuffer's end
-            tflite.BufferAddSize(b, len(blob))
-            tail += len(blob)
-        buffers.append(tflite.BufferEnd(b))
-    built, index = [], 1
-    for tensor, blob in zip(tensors, blobs):
-        name = b.CreateString(tensor["name"])
-        shape = _vector(b, tflite.TensorStartShapeVector, list(tensor["shape"]), b.PrependInt32)
-        quant = None
-        if "scale" in tensor:
-            scale = _vector(
-                b, tflite.QuantizationParametersStartScaleVector, tensor["scale"], b.PrependFloat32
-            )
-            zero = _vector(
-                b,
-                tflite.QuantizationParametersStartZeroPointVector,
-                tensor.get("zero_point", [0] * len(tensor["scale"])),
-                b.PrependInt64,
-            )
-            tflite.QuantizationParametersStart(b)
-            tflite.QuantizationParametersAddScale(b, scale)
-            tflite.QuantizationParametersAddZeroPoint(b, zero)
-            tflite.QuantizationParametersAddQuantizedDimension(b, tensor.get("axis", 0))
-            quant = tflite.QuantizationParametersEnd(b)
-        tflite.TensorStart(b)
-        tflite.TensorAddShape(b, shape)
-        tflite.TensorAddType(b, tensor["type"])
-        tflite.TensorAddName(b, name)
-        if blob is not None:
-            tflite.TensorAddBuffer(b, index)
-            index += 1
-        if quant is not None:
-            tflite.TensorAddQuantization(b, quant)
-        built.append(tflite.TensorEnd(b))
-    ops = []
-    for code, inputs, outputs in operators:
-        ins = _vector(b, tflite.OperatorStartInputsVector, inputs, b.PrependInt32)
-        outs = _vector(b, tflite.OperatorStartOutputsVector, outputs, b.PrependInt32)
-        tflite.OperatorStart(b)
-        tflite.OperatorAddOpcodeIndex(b, codes.index(code))
-        tflite.OperatorAddInputs(b, ins)
-        tflite.OperatorAddOutputs(b, outs)
-        ops.append(tflite.OperatorEnd(b))
-    tensor_vec = _vector(b, tflite.SubGraphStartTensorsVector, built, b.PrependUOffsetTRelative)
-    op_vec = _vector(b, tflite.SubGraphStartOperatorsVector, ops, b.PrependUOffsetTRelative)
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensor_vec)
-    tflite.SubGraphAddOperators(b, op_vec)
-    graph = tflite.SubGraphEnd(b)
-    opcodes = []
-    for code in codes:
-        tflite.OperatorCodeStart(b)
-        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, code)
-        tflite.OperatorCodeAddBuiltinCode(b, code)
-        opcodes.append(tflite.OperatorCodeEnd(b))
-    graphs = _vector(b, tflite.ModelStartSubgraphsVector, [graph], b.PrependUOffsetTRelative)
-    code_vec = _vector(b, tflite.ModelStartOperatorCodesVector, opcodes, b.PrependUOffsetTRelative)
-    buffer_vec = _vector(b, tflite.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative)
-    tflite.ModelStart(b)
-    tflite.ModelAddVersion(b, 3)
-    tflite.ModelAddOperatorCodes(b, code_vec)
-    tflite.ModelAddSubgraphs(b, graphs)
-    tflite.ModelAddBuffers(b, buffer_vec)
-    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
-    body = bytes(b.Output())
-    if external:
-        body = _shift_offsets(body, len(body), appended)
-    path.write_bytes(body + b"".join(appended))
-    return path
-
-
-def _shift_offsets(body: bytes, base: int, blobs) -> bytes:
-    """Rewrite the buffers' relative offsets to absolute file offsets (base + relative)."""
-    model = tflite.Model.GetRootAs(body, 0)
-    data = bytearray(body)
-    for i in range(1, model.BuffersLength()):
-        table = model.Buffers(i)._tab
-        field = table.Offset(6)
-        position = table.Pos + field
-        (relative,) = struct.unpack_from("<Q", data, position)
-        struct.pack_into("<Q", data, position, base + relative)
-    return bytes(data)
 
 
 @pytest.fixture
@@ -273,6 +161,57 @@ def test_tflite_int4_unpacked_low_nibble_first(tmp_path):
     np.testing.assert_array_equal(arrays["w"], values * 0.25)
 
 
+def sparse_rows(dense: np.ndarray, block: int = 1):
+    """A dense out x in matrix as TFLite stores it sparse: rows dense, then the non-zero
+    blocks of ``block`` columns of each row (CSR), then (for blocks) the block's values."""
+    rows, columns = dense.shape
+    blocked = dense.reshape(rows, columns // block, block)
+    segments, indices, values = [0], [], []
+    for row in blocked:
+        for index, part in enumerate(row):
+            if np.any(part):
+                indices.append(index)
+                values.extend(part if block > 1 else part[:1])
+        segments.append(len(indices))
+    levels = [("dense", rows), ("csr", segments, indices)]
+    if block > 1:
+        levels.append(("dense", block))
+    sparsity = {
+        "traversal": list(range(len(levels))),
+        "block_map": [1] if block > 1 else [],
+        "levels": levels,
+    }
+    return np.asarray(values, dtype=dense.dtype), sparsity
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_tflite_sparse_weights_are_densified_as_the_runtime_does(tmp_path, block):
+    rng = np.random.default_rng(3)
+    dense = rng.standard_normal((6, 8)).astype(np.float32)
+    dense[rng.random((6, 8)) < 0.6] = 0  # pruned elements
+    dense[2] = 0  # an empty row
+    if block > 1:  # pruned in whole blocks of 4
+        dense[:, 4:] *= np.array([1, 0, 1, 0, 1, 0])[:, None]
+    values, sparsity = sparse_rows(dense, block)
+    tensor = {"name": "fc", "shape": [6, 8], "type": FLOAT32, "sparsity": sparsity}
+    path = write_tflite(tmp_path / "sparse.tflite", [{**tensor, "data": values.tobytes()}], [])
+    _, arrays = read(path)
+    np.testing.assert_array_equal(arrays["fc"], dense)
+    # a layout that points outside the tensor, or lists more positions than values: one line
+    bad = dict(sparsity, levels=[("dense", 6), ("csr", sparsity["levels"][1][1], [99] * 40)])
+    path = write_tflite(
+        tmp_path / "bad.tflite", [{**tensor, "sparsity": bad, "data": values.tobytes()}], []
+    )
+    with pytest.raises(FormatError, match=r"bad\.tflite: tensor 'fc' has an invalid sparse layout"):
+        read(path)
+    short = {**tensor, "data": values[:-1].tobytes()}
+    path = write_tflite(tmp_path / "short.tflite", [short], [])
+    with pytest.raises(
+        FormatError, match=r"short\.tflite: tensor 'fc' lists more sparse positions"
+    ):
+        read(path)
+
+
 def test_tflite_bad_files_refused_in_one_line(tmp_path, weights):
     good = float_model(tmp_path / "net.tflite", weights).read_bytes()
     cases = {
@@ -303,25 +242,6 @@ def test_tflite_buffer_past_the_end_and_over_the_limit_refused(tmp_path, weights
 
 
 # --- GGUF ---------------------------------------------------------------------------------------
-
-
-def write_gguf(path, tensors):
-    """``tensors``: name -> (array, GGML type); quantised types are quantised here."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
-    writer.add_token_list(["<s>", "</s>", "hello"])
-    for name, (array, qtype) in tensors.items():
-        if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
-            writer.add_tensor(name, array.astype(dtype))
-        else:
-            packed = gguf.quants.quantize(array, qtype)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 @pytest.fixture

@@ -10,10 +10,23 @@ once per network by a vote of its kernels: the small equal dimensions mark the s
 Where a loader knows its tensors from headers (safetensors files, shard sets and indexes),
 the name filters and the eligibility (dtype, ndim, min(N, M)) are decided before any tensor
 is read, and a layer can stay in its file as a :class:`StoredMatrix`, read in blocks.
+
+Each stored function is counted once (every omission is listed as skipped, with its reason):
+
+* the loaders leave out optimizer states and second names of one stored tensor (the same
+  storage, offset, shape and strides: GPT-2's ``lm_head.weight`` saved with its ``wte``);
+* two tensors with identical dtype, shape and bytes are one layer only when the model ties
+  them: both names are in :data:`TIED_NAMES`, or the model's ``config.json`` says
+  ``tie_word_embeddings: true`` and the names are those of embeddings, heads or outputs.
+  Identical bytes alone never merge layers (two zero-initialised layers are two layers);
+* a layer followed by its BatchNorm (a sibling module ``P`` with ``P.weight`` and
+  ``P.running_var``) whose scale is all zero is zero once the norm is folded into it, as
+  ONNX exporters fold it: it is skipped as the all-zero layer of the exported file is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +35,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from nnequiv.errors import InvalidWeightsError, NoLayersError
-from nnequiv.loading import HWIO, OHWI, OIHW, WeightSource, open_weights
+from nnequiv.loading import HWIO, OHWI, OIHW, Dropped, WeightSource, open_weights
 from nnequiv.loading._safetensors import StoredTensor, StoredWeights
 
 __all__ = [
@@ -44,6 +57,25 @@ __all__ = [
 MAX_KERNEL = 15
 #: Why a tensor left out by the include/exclude patterns is skipped.
 FILTERED = "filtered by name"
+#: Names of the matrices models tie (an input embedding that is also the output layer, an
+#: embedding shared by encoder and decoder): identical copies under two of them count once.
+TIED_NAMES = (
+    "*lm_head.weight",
+    "*wte.weight",
+    "*embed_tokens.weight",
+    "*word_embeddings.weight",
+    "*tok_embeddings.weight",
+    "*embed_in.weight",
+    "*embed_out.weight",
+    "shared.weight",
+    "*.shared.weight",
+    "*lm_head.decoder.weight",
+    "*predictions.decoder.weight",
+    "token_embd.weight",
+    "output.weight",
+)
+#: Words of the names compared when ``config.json`` ties the word embeddings.
+_TIE_WORDS = ("embed", "head", "output", "shared", "wte")
 
 
 @dataclass
@@ -285,14 +317,28 @@ def iter_layer_matrices(
     ``skipped`` when a list is given. Where the source describes its tensors from headers
     (safetensors files, shard sets, indexes), tensors are chosen before any is read, and with
     ``stored=True`` each layer's ``matrix`` is a :class:`StoredMatrix` left in its file.
+    A layer is held back until the tensors after it show whether a zeroed BatchNorm follows
+    it (at most one layer more in memory).
     """
     weights, chosen = resolved_layout(source, layout)
     include, exclude = _as_patterns(include), _as_patterns(exclude)
+    skipped = [] if skipped is None else skipped
+    ties = _Ties(weights.tied_embeddings)
+    pending: _Pending | None = None
     for name, tensor in _tensors(weights):
+        if isinstance(tensor, Dropped):
+            skipped.append(SkippedTensor(name, tensor.shape, tensor.reason))
+            continue
+        if pending is not None and pending.sees(name, tensor):
+            if pending.zeroed:
+                skipped.append(pending.skipped())
+            else:
+                yield pending.layer
+            pending = None
         reason = _skip_reason(name, tensor, chosen, include, exclude)
+        reason = reason or ties.duplicate(name, tensor)
         if reason:
-            if skipped is not None:
-                skipped.append(SkippedTensor(name, tuple(tensor.shape), reason))
+            skipped.append(SkippedTensor(name, tuple(tensor.shape), reason))
             continue
         if isinstance(tensor, StoredTensor):
             in_file = StoredMatrix(tensor, weights.label, chosen)
@@ -301,15 +347,107 @@ def iter_layer_matrices(
             require_finite(tensor, weights.label, name)
             matrix = as_layer_matrix(tensor, chosen)
         shape = matrix_shape(tensor.shape, chosen)
-        yield LayerMatrix(name, tuple(tensor.shape), shape, matrix)
+        layer = LayerMatrix(name, tuple(tensor.shape), shape, matrix)
+        if pending is not None:
+            yield pending.layer
+        pending = _Pending(layer, _channels(tensor.shape, chosen)[0])
+    if pending is not None:
+        if pending.zeroed:
+            skipped.append(pending.skipped())
+        else:
+            yield pending.layer
+
+
+def _module_of(name: str) -> tuple[str, str]:
+    """``(module path, its parent)`` of a parameter name: ``a.b.conv.weight`` ->
+    ``("a.b.conv", "a.b")``."""
+    module = name.rpartition(".")[0]
+    return module, module.rpartition(".")[0]
+
+
+class _Pending:
+    """A layer held until the tensors after it show whether a BatchNorm with an all-zero
+    scale follows it (a sibling module ``P``: ``P.weight`` of the layer's output size, then
+    ``P.running_var``)."""
+
+    def __init__(self, layer: LayerMatrix, outputs: int):
+        self.layer, self.outputs = layer, outputs
+        self.module, self.parent = _module_of(layer.name)
+        self.scales: dict[str, bool] = {}  # norm module -> its scale is all zero
+        self.zeroed_by: str | None = None
+
+    @property
+    def zeroed(self) -> bool:
+        return self.zeroed_by is not None
+
+    def sees(self, name: str, tensor) -> bool:
+        """Take in the next tensor; True when the layer can be released."""
+        module, parent = _module_of(name)
+        if len(tensor.shape) >= 2 or parent != self.parent or module == self.module:
+            return len(tensor.shape) >= 2
+        leaf = name.rpartition(".")[2]
+        if leaf == "weight" and tuple(tensor.shape) == (self.outputs,):
+            values = np.asarray(tensor)
+            self.scales[module] = bool(values.size) and not np.any(values)
+        elif leaf == "running_var" and module in self.scales:
+            if self.scales[module]:
+                self.zeroed_by = module
+            return True
+        return False
+
+    def skipped(self) -> SkippedTensor:
+        reason = (
+            f"zero once BatchNorm '{self.zeroed_by}' (all-zero scale) is folded into it, "
+            "as exporters fold it"
+        )
+        return SkippedTensor(self.layer.name, self.layer.shape, reason)
+
+
+class _Ties:
+    """Which layers are identical copies of a tied matrix seen before (see the module)."""
+
+    def __init__(self, config_ties: bool):
+        self.config_ties = config_ties
+        self.first: dict[tuple, str] = {}
+
+    def _candidate(self, name: str) -> str | None:
+        if any(fnmatchcase(name, pattern) for pattern in TIED_NAMES):
+            return "a documented tie"
+        if self.config_ties and any(word in name.lower() for word in _TIE_WORDS):
+            return "tie_word_embeddings in config.json"
+        return None
+
+    def duplicate(self, name: str, tensor) -> str | None:
+        """Why ``tensor`` is not counted again, or None (it is recorded if it may be tied)."""
+        why = self._candidate(name)
+        if why is None:
+            return None
+        key = (tuple(tensor.shape), str(tensor.dtype), _digest(tensor))
+        if key in self.first:
+            return f"identical to '{self.first[key]}', tied ({why}): counted once"
+        self.first[key] = name
+        return None
+
+
+def _digest(tensor) -> bytes:
+    """A hash of a tensor's stored bytes (read in chunks for a tensor still in its file)."""
+    digest = hashlib.blake2b(digest_size=32)
+    if isinstance(tensor, StoredTensor):
+        with tensor.open() as handle:
+            for chunk in tensor.raw_chunks(handle, 16 << 20):
+                digest.update(chunk)
+    else:
+        digest.update(np.ascontiguousarray(tensor).tobytes())
+    return digest.digest()
 
 
 def _tensors(weights: WeightSource) -> Iterator[tuple[str, object]]:
     """``(name, tensor)``: :class:`StoredTensor` descriptions where the source has them (read
-    later, if at all), else arrays."""
+    later, if at all), else arrays; :class:`~nnequiv.loading.Dropped` for tensors the loader
+    leaves out."""
     if isinstance(weights, StoredWeights) and weights.stored is not None:
         return ((tensor.name, tensor) for tensor in weights.stored())
-    return weights.tensors()
+    return weights.items()
 
 
 def _skip_reason(name, array, layout, include, exclude) -> str | None:

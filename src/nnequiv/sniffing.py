@@ -6,10 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import pickletools
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,8 @@ def sniff(path: Path, connectomes: bool) -> str:
         return _sniff_safetensors(path)
     if suffix in {".h5", ".hdf5"}:
         return _sniff_hdf5(path)
+    if suffix == ".npy":
+        return _sniff_npy(path)
     if suffix in MODEL_SUFFIXES:
         return NETWORK  # .onnx, .keras, .tflite, .gguf: their loaders give any error
     if suffix == ".csv":
@@ -125,6 +128,29 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple,
     return tuple(shape), dtype.kind == "f"
 
 
+def _sniff_npy(path: Path) -> str:
+    """A plain array is not a network; a pickled object of arrays is looked into (through
+    the restricted unpickler, which runs nothing)."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0
+            _, _, dtype = (
+                read(handle) if version == (1, 0) else np.lib.format.read_array_header_2_0(handle)
+            )
+    except (OSError, ValueError, EOFError):
+        return NETWORK  # corrupt: the loader gives the error
+    if not dtype.hasobject:
+        return "a single array (.npy), not a network"
+    from nnequiv.loading._npy import npy_names
+
+    try:
+        arrays = list(npy_names(path, DEFAULT_MAX_TENSOR_BYTES))
+    except NNEquivError:
+        return NETWORK
+    return _listed_reason(arrays)
+
+
 def _sniff_safetensors(path: Path) -> str:
     from nnequiv.loading._safetensors import safetensors_header
 
@@ -170,13 +196,13 @@ def _sniff_torch(path: Path) -> str:
             return NETWORK  # TorchScript
         if not any(len(p) == 3 and p[1] == "data" and not p[2].startswith(".") for p in parts):
             return "holds no tensor data (a pickled object without weights)"
-        return _torch_object_reason(path, mmap=True)
+        return _torch_object_reason(path)
     pickled = _legacy_torch_pickle(path)
     if pickled is False:
         return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
     if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
         return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
-    return _torch_object_reason(path, mmap=False)
+    return _torch_object_reason(path)
 
 
 def _legacy_torch_pickle(path: Path) -> bool | None:
@@ -195,42 +221,30 @@ def _legacy_torch_pickle(path: Path) -> bool | None:
     return None
 
 
-def _torch_object_reason(path: Path, mmap: bool) -> str:
+def _torch_object_reason(path: Path) -> str:
+    """Read through nnequiv's own restricted unpickler (no code runs, no tensor data is
+    read): the tensors outside optimizer states, or why there are none."""
+    from nnequiv.errors import FormatError
+    from nnequiv.loading._pytorch import NO_TENSORS, OPTIMIZER_ONLY, open_torch
+    from nnequiv.loading._restricted import TensorRef
+
     try:
-        import torch
-    except ImportError:
-        return NETWORK  # the loader names the missing package
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception:  # unsafe or corrupt: found, and the loader gives its one-line error
+        loaded = open_torch(path, DEFAULT_MAX_TENSOR_BYTES)
+    except FormatError as exc:
+        if str(exc).endswith(OPTIMIZER_ONLY):
+            return "an optimizer state (state, param_groups), not a network"
+        if str(exc).endswith(NO_TENSORS):
+            return "holds no tensors"
+        return NETWORK  # corrupt or unsafe: found, and the loader gives its one-line error
+    except NNEquivError:
         return NETWORK
-    arrays, optimizer = _tensors_in(obj)
-    if optimizer and not any(_could_be_layer(shape, f) for _, shape, f in arrays):
-        return "an optimizer state (state, param_groups), not a network"
-    if not arrays:
-        return "holds no tensors"
+    floats = ("float", "bfloat")
+    arrays = [
+        (name, ref.shape, ref.element.name.startswith(floats))
+        for name, ref in loaded.refs.items()
+        if isinstance(ref, TensorRef)
+    ]
     return _listed_reason(arrays)
-
-
-def _tensors_in(obj, limit: int = 100_000) -> tuple[list[tuple[str, tuple, bool]], bool]:
-    """``(name, shape, is_float)`` of the tensors and arrays in a loaded checkpoint, outside
-    optimizer states, and whether it holds an optimizer state."""
-    arrays, optimizer, stack = [], False, [("", obj)]
-    while stack and len(arrays) < limit:
-        name, value = stack.pop()
-        if isinstance(value, Mapping):
-            if {"state", "param_groups"} <= set(value.keys()):
-                optimizer = True
-                continue
-            stack += [(f"{name}.{k}" if name else str(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            stack += [(f"{name}.{i}" if name else str(i), v) for i, v in enumerate(value)]
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            is_float = getattr(value.dtype, "is_floating_point", None)
-            if is_float is None:
-                is_float = np.dtype(value.dtype).kind == "f"
-            arrays.append((name, tuple(value.shape), bool(is_float)))
-    return arrays[::-1], optimizer
 
 
 def _sniff_csv(path: Path, connectomes: bool) -> str:
@@ -283,6 +297,65 @@ def _parses_as_connectome(path: Path) -> str:
         reason = str(exc).removeprefix(f"{path}: ")
         return f"a numeric table that is not a connectome ({reason})"
     return CONNECTOME
+
+
+# --- formats by content ---------------------------------------------------------------------
+
+#: First bytes of each format that has a signature; ``content_format`` names the reader.
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_NPY_MAGIC = b"\x93NUMPY"
+#: Legacy GGML files (before GGUF): the magic as the little-endian uint32 they start with.
+GGML_MAGICS = {b"lmgg": "ggml", b"fmgg": "ggmf", b"tjgg": "ggjt", b"algg": "ggla", b"ggsn": "ggsn"}
+#: Core ML's weight blob files start with a 64-byte header, then a blob with this sentinel.
+_COREML_SENTINEL = (0xDEADBEEF).to_bytes(4, "little")
+
+
+def content_format(path: Path) -> str | None:
+    """The format of a regular file from its first bytes (and a zip archive's member names),
+    whatever its suffix: ``"torch"`` (a ``torch.save`` or TorchScript archive, a legacy torch
+    pickle), ``"npz"``, ``"keras"``, ``"gguf"``, ``"ggml"``, ``"tflite"``, ``"hdf5"``,
+    ``"npy"``, ``"safetensors"``, ``"coreml-weights"``; None where the content does not tell
+    (ONNX, which has no signature, or anything else)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_format(path)
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[:4] in GGML_MAGICS:
+        return "ggml"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if any(head[at : at + 8] == _HDF5_MAGIC for at in (0, 512, 1024, 2048)):
+        return "hdf5"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    if len(head) >= 68 and head[64:68] == _COREML_SENTINEL:
+        return "coreml-weights"
+    if head.startswith(b"\x80") and _legacy_torch_pickle(path):
+        return "torch"
+    return None
+
+
+def _zip_format(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(name.endswith("/data.pkl") and name.count("/") == 1 for name in names):
+        return "torch"
+    if any(name.endswith(".h5") for name in names):
+        return "keras"
+    if names and all(name.endswith(".npy") for name in names if not name.endswith("/")):
+        return "npz"
+    return None
 
 
 # --- Hugging Face -------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from nnequiv.errors import FormatError, InputError
+from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._hdf5 import iter_keras
-from nnequiv.loading._limits import check_limit, require_regular
+from nnequiv.loading._limits import check_limit, open_regular, require_regular, shown
 from nnequiv.loading._npz import iter_npz, npz_shapes
 from nnequiv.loading._onnx import iter_onnx
 from nnequiv.loading._pytorch import TorchFile, open_torch
@@ -40,16 +40,21 @@ from nnequiv.loading._source import (
     MODEL_SUFFIXES,
     OHWI,
     OIHW,
+    OPTIMIZER_STATE,
     OUT_FIRST,
     OUT_LAST,
     TORCH_SUFFIXES,
+    Dropped,
     WeightSource,
     canonical_layout,
+    count_once,
     flatten,
 )
 
 __all__ = [
     "WeightSource",
+    "Dropped",
+    "OPTIMIZER_STATE",
     "open_weights",
     "LAYOUTS",
     "canonical_layout",
@@ -100,15 +105,18 @@ def open_weights(
     if isinstance(source, WeightSource):
         return source if forced is None else dataclasses.replace(source, layout=forced)
     if isinstance(source, Mapping):
-        return WeightSource("<dict>", forced, lambda: iter(flatten(source).items()))
+        return WeightSource("<dict>", forced, lambda: count_once(flatten(source).items()))
     if hasattr(source, "state_dict") and callable(source.state_dict):
         return WeightSource(
             f"<{type(source).__name__}>",
             forced or OUT_FIRST,
-            lambda: iter(source.state_dict().items()),
+            lambda: count_once(source.state_dict().items()),
         )
     if isinstance(source, ShardSet):  # shards without an index, as discovery groups them
-        return open_shard_set(source, forced, limit)
+        opened = open_shard_set(source, forced, limit)
+        if config_ties_embeddings(Path(source.paths[0]).parent):
+            opened = dataclasses.replace(opened, tied_embeddings=True)
+        return opened
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(
             f"cannot read weights from a {type(source).__name__}; give a path, a "
@@ -118,41 +126,112 @@ def open_weights(
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        return open_safetensors_directory(path, forced, limit)
-    if require_regular(path).st_size == 0:
-        raise FormatError(f"{path}: file is empty")
-    return _open_file(path, forced, limit, trust_code)
+        opened = _open_folder(path, forced, limit)
+    else:
+        if require_regular(path).st_size == 0:
+            raise FormatError(f"{path}: file is empty")
+        opened = _open_file(path, forced, limit, trust_code)
+    if config_ties_embeddings(path if path.is_dir() else path.parent):
+        opened = dataclasses.replace(opened, tied_embeddings=True)
+    return opened
+
+
+def _open_folder(path: Path, forced: str | None, limit: int) -> WeightSource:
+    """A folder: a TensorFlow SavedModel, a Core ML package, or safetensors shards."""
+    if (path / "saved_model.pb").is_file() or (path / "variables" / "variables.index").is_file():
+        from nnequiv.loading._tensorbundle import open_tensorbundle
+
+        return open_tensorbundle(path, forced, limit)
+    if path.suffix.lower() == ".mlpackage" or (path / "Manifest.json").is_file():
+        from nnequiv.loading._coreml import open_coreml
+
+        return open_coreml(path, forced, limit)
+    return open_safetensors_directory(path, forced, limit)
+
+
+#: Largest ``config.json`` read for its ``tie_word_embeddings``.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def config_ties_embeddings(folder: Path) -> bool:
+    """Whether the Hugging Face ``config.json`` in ``folder`` declares
+    ``tie_word_embeddings: true``. A missing, oversized or unreadable config says nothing."""
+    from nnequiv.loading._safetensors import parse_json
+
+    config = folder / "config.json"
+    try:
+        if not config.is_file() or config.stat().st_size > MAX_CONFIG_BYTES:
+            return False
+        with open_regular(config) as handle:
+            content = parse_json(handle.read(MAX_CONFIG_BYTES), str(config), "config")
+    except (NNEquivError, OSError):
+        return False
+    return isinstance(content, dict) and content.get("tie_word_embeddings") is True
+
+
+#: The reader of each file suffix, where the content does not say (see
+#: :func:`nnequiv.sniffing.content_format`, which wins where it does).
+KIND_BY_SUFFIX = {
+    ".tflite": "tflite",
+    ".gguf": "gguf",
+    ".npz": "npz",
+    ".npy": "npy",
+    ".safetensors": "safetensors",
+    ".onnx": "onnx",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".keras": "keras",
+    ".index": "tensorbundle",
+    ".mlmodel": "coreml",
+    **dict.fromkeys(TORCH_SUFFIXES, "torch"),
+}
 
 
 def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> WeightSource:
+    from nnequiv.sniffing import content_format
+
     label = str(path)
     suffix = path.suffix.lower()
     if is_index_path(path):
         return open_index(path, forced, limit)
-    if suffix in {".tflite", ".gguf"}:
+    kind = content_format(path) or KIND_BY_SUFFIX.get(suffix)
+    if kind in {"tflite", "gguf", "ggml"}:
+        from nnequiv.loading._ggml import open_ggml
         from nnequiv.loading._gguf import open_gguf
         from nnequiv.loading._tflite import open_tflite
 
-        return (open_tflite if suffix == ".tflite" else open_gguf)(
-            path, forced, max_tensor_bytes=limit
-        )
-    if suffix == ".npz":
+        opener = {"tflite": open_tflite, "gguf": open_gguf, "ggml": open_ggml}[kind]
+        return opener(path, forced, max_tensor_bytes=limit)
+    if kind == "npz":
         return WeightSource(
             label, forced, lambda: iter_npz(path, limit), lambda: npz_shapes(path, limit)
         )
-    if suffix == ".safetensors":
+    if kind == "npy":
+        from nnequiv.loading._npy import open_npy
+
+        return open_npy(path, forced, limit)
+    if kind == "safetensors":
         safetensors_header(path, limit)  # fail early on a bad header
         return open_safetensors(label, [path], forced, limit)
-    if suffix == ".onnx":
+    if kind == "onnx":
         return WeightSource(label, forced or OUT_FIRST, lambda: iter_onnx(path, limit))
-    if suffix in {".h5", ".hdf5", ".keras"}:
-        return WeightSource(label, forced or OUT_LAST, lambda: iter_keras(path, limit))
-    if suffix in TORCH_SUFFIXES:
+    if kind in {"hdf5", "keras"}:
+        archive = kind == "keras"
+        return WeightSource(label, forced or OUT_LAST, lambda: iter_keras(path, limit, archive))
+    if kind == "tensorbundle":
+        from nnequiv.loading._tensorbundle import open_tensorbundle
+
+        return open_tensorbundle(path, forced, limit)
+    if kind in {"coreml", "coreml-weights"}:
+        from nnequiv.loading._coreml import open_coreml
+
+        return open_coreml(path, forced, limit)
+    if kind == "torch":
         loaded = open_torch(path, limit, trust_code)
         if isinstance(loaded, TorchFile):
             return WeightSource(label, forced or OUT_FIRST, loaded.tensors, loaded.shapes)
         return WeightSource(label, forced or OUT_FIRST, lambda: iter(loaded.items()))
     raise FormatError(
-        f"{path}: unknown weight format '{suffix or path.name}'; expected one of "
+        f"{path}: unknown weight format '{shown(suffix or path.name, 40)}'; expected one of "
         f"{', '.join(sorted(MODEL_SUFFIXES))} or a directory of safetensors"
     )

@@ -229,8 +229,15 @@ def iter_gguf(path: Path, max_tensor_bytes: int | None = None) -> Iterator[tuple
         A tensor larger than ``max_tensor_bytes`` once decoded, or of a type that cannot be
         dequantised.
     """
+    return iter_tensors(path, gguf_tensors(path), max_tensor_bytes)
+
+
+def iter_tensors(
+    path: Path, tensors: list[GGUFTensor], max_tensor_bytes: int | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, array)`` of the listed tensors of a GGUF (or legacy GGML) file, one read
+    at a time, dequantised."""
     limit = tensor_byte_limit(max_tensor_bytes)
-    tensors = gguf_tensors(path)
     with open(path, "rb") as handle:
         for tensor in tensors:
             raw = read_tensor_bytes(

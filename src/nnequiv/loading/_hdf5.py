@@ -1,5 +1,9 @@
 """Keras / HDF5 weights (``.h5``, ``.hdf5``, ``.keras`` zips) through h5py.
 
+The optimizer's variables a Keras model saves after training (``optimizer/vars/N`` in a
+``.keras`` archive, ``optimizer_weights/...`` in an ``.h5`` file) are left out, as optimizer
+states are in every format, and listed as skipped.
+
 Nothing outside the file is read: external links, external storage and virtual datasets are
 refused. Each dataset's declared size (shape x dtype) is checked before it is read, a dataset
 without stored data is refused (it would read as fill values of any size), and every
@@ -19,6 +23,7 @@ import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError, UnsafeFileError
 from nnequiv.loading._limits import reading, require_regular, shown, tensor_nbytes
+from nnequiv.loading._source import OPTIMIZER_STATE, Dropped
 from nnequiv.loading._zip import read_member, zip_archive
 
 #: HDF5 filters read: deflate (its output capped here), shuffle and fletcher32 (which keep the
@@ -27,16 +32,23 @@ from nnequiv.loading._zip import read_member, zip_archive
 _DEFLATE, _SHUFFLE, _FLETCHER32, _LZF = 1, 2, 3, 32000
 _FILTERS = {_DEFLATE, _SHUFFLE, _FLETCHER32, _LZF}
 _NUMERIC_KINDS = set("biufc")
+#: Top-level groups where Keras saves its optimizer's variables.
+_OPTIMIZER_GROUPS = {"optimizer", "optimizer_weights"}
 
 
-def iter_keras(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, array)`` of every numeric dataset of an HDF5 file or ``.keras`` archive."""
+def iter_keras(
+    path: Path, limit: int, archive: bool | None = None
+) -> Iterator[tuple[str, np.ndarray | Dropped]]:
+    """``(name, array)`` of every numeric dataset of an HDF5 file or ``.keras`` archive
+    (``archive``; by default, from the suffix)."""
     try:
         import h5py
     except ImportError as exc:
         raise MissingDependencyError("h5py", "keras", f"reading {path}") from exc
     label = str(path)
-    source, size = _hdf5_source(path, limit)
+    if archive is None:
+        archive = path.suffix.lower() == ".keras"
+    source, size = _hdf5_source(path, limit, archive)
     with reading(label, "not a readable HDF5 file"):
         opened = h5py.File(source, "r")
     with opened as handle:
@@ -45,15 +57,24 @@ def iter_keras(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
                 dataset = handle[name]
                 if dataset.dtype.kind not in _NUMERIC_KINDS:
                     continue
+                if is_optimizer_name(name):
+                    yield name, Dropped(tuple(int(d) for d in dataset.shape), OPTIMIZER_STATE)
+                    continue
                 _check_dataset(dataset, name, label, limit, size)
                 array = dataset[()]
             yield name, np.asarray(array)
 
 
-def _hdf5_source(path: Path, limit: int):
-    """A path (``.h5``) or an in-memory copy of the weights member (``.keras``), and its
-    size in bytes."""
-    if path.suffix.lower() != ".keras":
+def is_optimizer_name(name: str) -> bool:
+    """A dataset of a Keras optimizer: ``optimizer/vars/N`` in a ``.keras`` archive (Keras 3),
+    ``optimizer_weights/...`` in an ``.h5`` file (Keras 2)."""
+    return name.split("/", 1)[0] in _OPTIMIZER_GROUPS
+
+
+def _hdf5_source(path: Path, limit: int, archive: bool):
+    """A path (``.h5``) or an in-memory copy of the weights member (a ``.keras`` archive),
+    and its size in bytes."""
+    if not archive:
         return str(path), require_regular(path).st_size
     with zip_archive(path, ".keras archive") as archive:
         members = [info for info in archive.infolist() if info.filename.endswith(".h5")]

@@ -1,6 +1,11 @@
 """PyTorch files read without running code: ``torch.save`` zip archives, TorchScript archives
 and the legacy (pre-1.6) pickle format, through the restricted unpickler.
 
+Objects of classes the file names (a Lightning checkpoint's hyper-parameters, a whole model
+saved with ``torch.save(model)``) are inert placeholders. A pickled ``torch.nn.Module`` gives
+its parameters and persistent buffers named as its ``state_dict()`` would name them, from
+the ``_parameters``, ``_buffers`` and ``_modules`` of each module in its pickled state.
+
 The pickle is read when the file is opened (so a bad file fails early); tensors are read one
 at a time afterwards, each from its storage's bytes. With ``trust_code=True`` the file goes
 to ``torch.jit.load`` or ``torch.load(weights_only=False)`` instead, which run the file's
@@ -21,11 +26,14 @@ import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
 from nnequiv.loading._limits import open_regular, reading, require_within, shown
-from nnequiv.loading._restricted import StorageRef, TensorRef, unpickle
-from nnequiv.loading._source import STATE_DICT_KEYS, flatten
+from nnequiv.loading._restricted import Placeholder, StorageRef, TensorRef, unpickle
+from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, count_once
 from nnequiv.loading._torchscript import class_lookup, script_state_dict
 from nnequiv.loading._zip import read_exact, read_member, zip_archive
 
+#: Why a file without a network's tensors is not read.
+NO_TENSORS = "holds no state_dict of tensors"
+OPTIMIZER_ONLY = "holds only an optimizer state (state, param_groups), not a network"
 #: First value of a legacy PyTorch pickle, and its protocol number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -36,7 +44,7 @@ class TorchFile:
     """The tensors of a PyTorch file, described; :meth:`tensors` reads them."""
 
     path: Path
-    refs: dict[str, TensorRef]
+    refs: dict[str, TensorRef | Dropped]
     limit: int
     byteorder: str = "<"
     #: zip archives: the archive's folder; legacy files: storage key -> byte offset.
@@ -45,13 +53,18 @@ class TorchFile:
 
     def shapes(self) -> Iterator[tuple[str, tuple[int, ...]]]:
         for name, ref in self.refs.items():
-            yield name, ref.shape
+            if not isinstance(ref, Dropped):
+                yield name, ref.shape
 
-    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+    def tensors(self) -> Iterator[tuple[str, np.ndarray | Dropped]]:
+        """``(name, array)`` of every tensor, and ``(name, Dropped)`` for those left out."""
         label = str(self.path)
         with self._storages() as read:
             cached: tuple[str, bytes] | None = None
             for name, ref in self.refs.items():
+                if isinstance(ref, Dropped):
+                    yield name, ref
+                    continue
                 if cached is None or cached[0] != ref.storage.key:
                     cached = (ref.storage.key, read(ref.storage))
                 if len(cached[1]) < ref.storage.nbytes:
@@ -133,7 +146,8 @@ def _zip_file(path: Path, limit: int) -> TorchFile:
         is_script = any(name.startswith(prefix + "code/") for name in records)
         root = unpickle(data, label, limit, storage, script_classes=is_script)
         if is_script:
-            refs = script_state_dict(root, class_lookup(text, label), label)
+            tensors = script_state_dict(root, class_lookup(text, label), label)
+            refs = dict(count_once(tensors.items()))
         else:
             refs = find_state_dict(root, label)
     return TorchFile(path, refs, limit, "<" if byteorder == "little" else ">", prefix)
@@ -233,22 +247,119 @@ def _is_tensor(value) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "dtype")
 
 
+def _is_optimizer_state(value) -> bool:
+    """An optimizer's ``state_dict()``: ``{'state': ..., 'param_groups': ...}``."""
+    return isinstance(value, Mapping) and {"state", "param_groups"} <= set(value.keys())
+
+
+def _is_module(value) -> bool:
+    """A pickled ``torch.nn.Module`` (read as a :class:`Placeholder`): its state holds
+    ``_parameters`` and ``_modules`` mappings."""
+    state = value.state if isinstance(value, Placeholder) else None
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("_parameters"), Mapping)
+        and isinstance(state.get("_modules"), Mapping)
+    )
+
+
+def module_state_dict(root: Placeholder) -> dict:
+    """The parameters and buffers of a pickled module tree, named and ordered as
+    ``state_dict()`` names them (non-persistent buffers left out); a module reached twice is
+    read once."""
+    tensors: dict = {}
+    stack = [("", root)]
+    seen: set[int] = set()
+    while stack:
+        prefix, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        state = module.state
+        transient = state.get("_non_persistent_buffers_set")
+        transient = transient if isinstance(transient, (set, frozenset)) else set()
+        buffers = state.get("_buffers")
+        buffers = buffers if isinstance(buffers, Mapping) else {}
+        for name, value in state["_parameters"].items():
+            if isinstance(name, str) and isinstance(value, TensorRef):
+                tensors[prefix + name] = value
+        for name, value in buffers.items():
+            if isinstance(name, str) and isinstance(value, TensorRef) and name not in transient:
+                tensors[prefix + name] = value
+        children = [
+            (f"{prefix}{key}.", child)
+            for key, child in state["_modules"].items()
+            if isinstance(key, str) and _is_module(child)
+        ]
+        stack.extend(reversed(children))
+    return tensors
+
+
+def _contents(value) -> Mapping | None:
+    """What to look into for tensors: a mapping; a pickled module's state dict; the state
+    (or the dict items) of another placeholder."""
+    if isinstance(value, Mapping):
+        return value
+    if _is_module(value):
+        return module_state_dict(value)
+    if isinstance(value, Placeholder):
+        if isinstance(value.state, dict):
+            return value.state
+        return value.items or None
+    return None
+
+
+def _tensors_of(mapping: Mapping) -> dict:
+    """The tensors under ``mapping`` by dotted name, in order; those inside an optimizer state
+    as :class:`Dropped`. Iterative, each mapping entered once."""
+    found: dict = {}
+    stack = [("", iter(mapping.items()), _is_optimizer_state(mapping))]
+    seen = {id(mapping)}
+    while stack:
+        prefix, items, optimizer = stack[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if _is_tensor(value):
+                found[name] = Dropped(tuple(value.shape), OPTIMIZER_STATE) if optimizer else value
+                continue
+            inside = _contents(value) if id(value) not in seen else None
+            if inside is not None:
+                seen.add(id(value))
+                inner = optimizer or _is_optimizer_state(inside)
+                stack.append((name + ".", iter(inside.items()), inner))
+                break
+        else:
+            stack.pop()
+    return found
+
+
 def find_state_dict(obj, label: str) -> dict:
     """The tensors of a checkpoint: a state dict, or one under a usual key (``state_dict``,
-    ``model``, ...), flattened to dotted names."""
+    ``model``, ...), flattened to dotted names. Tensors of an optimizer state, and second
+    names of a tensor already listed (the same storage, offset, shape and strides), are
+    :class:`Dropped`."""
+    if _is_module(obj):  # a whole model, torch.save(model)
+        return dict(count_once(module_state_dict(obj).items()))
+    obj = _contents(obj) or obj
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
-            nested = obj.get(key)
-            if isinstance(nested, Mapping):
-                tensors = {k: v for k, v in flatten(nested).items() if _is_tensor(v)}
-                if tensors:
-                    return tensors
-        tensors = {k: v for k, v in flatten(obj).items() if _is_tensor(v)}
-        if tensors:
-            return tensors
+            nested = _contents(obj.get(key))
+            if isinstance(nested, Mapping) and not _is_optimizer_state(nested):
+                tensors = _tensors_of(nested)
+                if _any_kept(tensors):
+                    return dict(count_once(tensors.items()))
+        tensors = _tensors_of(obj)
+        if _any_kept(tensors):
+            return dict(count_once(tensors.items()))
+        if tensors:  # every tensor is in an optimizer state
+            raise FormatError(f"{label}: {OPTIMIZER_ONLY}")
     elif _is_tensor(obj):
         return {"tensor": obj}
-    raise FormatError(f"{label}: holds no state_dict of tensors")
+    raise FormatError(f"{label}: {NO_TENSORS}")
+
+
+def _any_kept(tensors: dict) -> bool:
+    return any(not isinstance(value, Dropped) for value in tensors.values())
 
 
 def _trusted_load(path: Path, limit: int) -> dict:

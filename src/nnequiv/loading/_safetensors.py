@@ -316,7 +316,7 @@ def open_safetensors(label: str, paths, layout, limit: int, order: Sequence[str]
         layout,
         lambda: ((tensor.name, tensor.read()) for tensor in stored()),
         lambda: ((tensor.name, tensor.shape) for tensor in stored()),
-        stored,
+        stored=stored,
     )
 
 

@@ -7,6 +7,10 @@ it is given back as ``C x kh x kw x 1``, so that its layer matrix is ``C x kh*kw
 (whose depthwise kernel is ``C x 1 x kh x kw``). float16 and bfloat16 tensors come back as
 float32; int8/uint8/int16/int32/int4 tensors with a quantisation scale are dequantised,
 ``(q - zero_point) * scale``, per tensor or per channel along the quantised dimension.
+Sparse tensors (pruned weights, as some shipped detectors store them) are densified as the
+TFLite runtime does: their levels (dense, or compressed as CSR segments and indices) walk the
+block-expanded dimensions in the traversal order, each stored value put in its place and zero
+elsewhere; the layout is checked first, so each element is visited at most once.
 
 Every buffer is checked against the file's size and ``max_tensor_bytes`` before it is read;
 data is read from the file one tensor at a time (not kept mapped).
@@ -14,6 +18,7 @@ data is read from the file one tensor at a time (not kept mapped).
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from collections.abc import Iterator
@@ -47,6 +52,27 @@ _DEPTHWISE_CONV_2D, _DEQUANTIZE = 4, 6
 
 
 @dataclass(frozen=True)
+class Level:
+    """One level of a sparse tensor's traversal: dense (``size`` positions) or compressed
+    (CSR: ``segments`` into ``indices``)."""
+
+    dense: bool
+    size: int
+    segments: tuple[int, ...] = ()
+    indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """A sparse tensor's layout: the order its levels traverse the (block-expanded)
+    dimensions, which dimensions are blocked, and each level."""
+
+    traversal: tuple[int, ...]
+    block_map: tuple[int, ...]
+    levels: tuple[Level, ...]
+
+
+@dataclass(frozen=True)
 class TFLiteTensor:
     """A constant tensor of a TFLite model: where its data lies and how to decode it."""
 
@@ -59,6 +85,7 @@ class TFLiteTensor:
     zero_point: tuple[int, ...] = ()
     axis: int = 0
     depthwise: bool = False
+    sparsity: Sparsity | None = None
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -160,12 +187,25 @@ def _buffer_span(buffer) -> tuple[int, int]:
 
 
 def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
-    if tensor.Sparsity() is not None:
-        raise FormatError(f"{path}: tensor '{name}' is sparse; sparse TFLite weights are not read")
     shape = () if tensor.ShapeIsNone() else tuple(int(d) for d in tensor.ShapeAsNumpy())
     if any(d < 0 for d in shape):
         raise FormatError(f"{path}: tensor '{name}' has a negative dimension {shape}")
     kind = tensor.Type()
+    sparsity = None
+    if tensor.Sparsity() is not None:
+        if kind == _INT4:
+            raise FormatError(f"{path}: tensor '{name}' is sparse int4, which is not read")
+        sparsity = _sparsity(path, name, tensor.Sparsity(), shape)
+        scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
+        itemsize = np.dtype(_DTYPES[kind]).itemsize
+        if nbytes % itemsize or nbytes // itemsize > math.prod(shape):
+            raise FormatError(
+                f"{path}: tensor '{name}' holds {nbytes} bytes of sparse values, more than its "
+                f"shape {shape} has elements, or not whole elements"
+            )
+        return TFLiteTensor(
+            name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise, sparsity
+        )
     elements = int(np.prod(shape, dtype=object))
     expected = (elements + 1) // 2 if kind == _INT4 else elements * np.dtype(_DTYPES[kind]).itemsize
     if expected != nbytes:
@@ -174,6 +214,118 @@ def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
         )
     scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
     return TFLiteTensor(name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise)
+
+
+#: Most compressed indices a sparse tensor may list per level.
+_INDEX_VECTORS = {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"}
+
+
+def _index_vector(path, name, kind: int, table) -> tuple[int, ...]:
+    """The values of one of a dimension's index vectors (a flatbuffer union)."""
+    if table is None or kind == 0:
+        return ()
+    if kind not in _INDEX_VECTORS:
+        raise FormatError(f"{path}: tensor '{name}' has a sparse index vector of type {kind}")
+    tflite = _tflite_module(path)
+    vector = getattr(tflite, _INDEX_VECTORS[kind])()
+    vector.Init(table.Bytes, table.Pos)
+    return () if vector.ValuesIsNone() else tuple(int(v) for v in vector.ValuesAsNumpy())
+
+
+def _sparsity(path, name, params, shape) -> Sparsity:
+    """The sparse layout of a tensor, checked so that densifying it visits each element of
+    ``shape`` at most once and never indexes past an array."""
+    what = f"{path}: tensor '{name}' has an invalid sparse layout"
+    traversal = (
+        () if params.TraversalOrderIsNone() else tuple(map(int, params.TraversalOrderAsNumpy()))
+    )
+    block_map = () if params.BlockMapIsNone() else tuple(map(int, params.BlockMapAsNumpy()))
+    rank, total = len(shape), len(traversal)
+    if (
+        params.DimMetadataLength() != total
+        or total != rank + len(block_map)
+        or sorted(traversal) != list(range(total))
+        or sorted(traversal[:rank]) != list(range(rank))
+        or len(set(block_map)) != len(block_map)
+        or not all(0 <= d < rank for d in block_map)
+    ):
+        raise FormatError(f"{what} (traversal order, block map and levels do not agree)")
+    levels = []
+    for index in range(total):
+        meta = params.DimMetadata(index)
+        dense = meta.Format() == 0
+        segments = _index_vector(path, name, meta.ArraySegmentsType(), meta.ArraySegments())
+        indices = _index_vector(path, name, meta.ArrayIndicesType(), meta.ArrayIndices())
+        levels.append(Level(dense, int(meta.DenseSize()), segments, indices))
+    block_size = [levels[traversal[rank + k]].size for k in range(len(block_map))]
+    if any(size <= 0 for size in block_size):
+        raise FormatError(f"{what} (a block of size zero)")
+    expanded = list(shape)
+    for k, dim in enumerate(block_map):
+        if shape[dim] % block_size[k]:
+            raise FormatError(f"{what} (dimension {dim} is not whole blocks)")
+        expanded[dim] = shape[dim] // block_size[k]
+    expanded += block_size
+    for index, level in enumerate(levels):
+        extent = expanded[traversal[index]]
+        if level.dense and level.size != extent:
+            raise FormatError(f"{what} (level {index} has {level.size} positions, not {extent})")
+        if not level.dense and (
+            any(b < a for a, b in zip(level.segments, level.segments[1:]))
+            or (
+                level.segments
+                and (level.segments[0] < 0 or level.segments[-1] > len(level.indices))
+            )
+            or any(not 0 <= i < extent for i in level.indices)
+        ):
+            raise FormatError(f"{what} (level {index} has indices outside its dimension)")
+    return Sparsity(traversal, block_map, tuple(levels))
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity, label, name):
+    """The dense tensor of ``shape`` holding the sparse ``values`` where the layout puts
+    them, zero elsewhere, as the TFLite runtime densifies (its FormatConverter); iterative,
+    each element visited at most once."""
+    rank = len(shape)
+    traversal, levels = sparsity.traversal, sparsity.levels
+    block_size = [levels[traversal[rank + k]].size for k in range(len(sparsity.block_map))]
+    dense = np.zeros(math.prod(shape), dtype=values.dtype)
+    strides = [math.prod(shape[d + 1 :]) for d in range(rank)]
+    coordinate = [0] * len(traversal)
+    taken = 0
+
+    def children(level: int, parent: int):
+        spec = levels[level]
+        if spec.dense:
+            return ((i, parent * spec.size + i) for i in range(spec.size))
+        if parent + 1 >= len(spec.segments):
+            return iter(())
+        span = range(spec.segments[parent], spec.segments[parent + 1])
+        return ((spec.indices[i], i) for i in span)
+
+    stack = [(0, children(0, 0))] if traversal else []
+    while stack:
+        level, pending = stack[-1]
+        step = next(pending, None)
+        if step is None:
+            stack.pop()
+            continue
+        coordinate[level] = step[0]
+        if level + 1 < len(traversal):
+            stack.append((level + 1, children(level + 1, step[1])))
+            continue
+        if taken >= values.size:
+            raise FormatError(f"{label}: tensor '{name}' lists more sparse positions than values")
+        position = [0] * rank
+        for at in range(rank):
+            position[traversal[at]] = coordinate[at]
+        for at in range(rank, len(traversal)):
+            block = traversal[at] - rank
+            dim = sparsity.block_map[block]
+            position[dim] = position[dim] * block_size[block] + coordinate[at]
+        dense[sum(p * s for p, s in zip(position, strides))] = values[taken]
+        taken += 1
+    return dense.reshape(shape)
 
 
 def _quantization(path, name, quant, shape) -> tuple[tuple, tuple, int]:
@@ -195,8 +347,11 @@ def _quantization(path, name, quant, shape) -> tuple[tuple, tuple, int]:
     return scale, zero_point, axis
 
 
-def _decode(entry: TFLiteTensor, raw: np.ndarray) -> np.ndarray:
-    if entry.tensor_type == _INT4:
+def _decode(entry: TFLiteTensor, raw: np.ndarray, label: str = "") -> np.ndarray:
+    if entry.sparsity is not None:
+        values = raw.view(_DTYPES[entry.tensor_type])
+        values = densify(values, entry.shape, entry.sparsity, label, entry.name)
+    elif entry.tensor_type == _INT4:
         values = _unpack_int4(raw, int(np.prod(entry.shape, dtype=np.int64))).reshape(entry.shape)
     else:
         values = raw.view(_DTYPES[entry.tensor_type]).reshape(entry.shape)
@@ -256,7 +411,7 @@ def iter_tflite(
                 8 if wide else 4,
                 limit,
             )
-            yield entry.name, _decode(entry, raw)
+            yield entry.name, _decode(entry, raw, str(path))
 
 
 def tflite_shapes(path: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
