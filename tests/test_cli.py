@@ -41,6 +41,7 @@ def models(tmp_path):
     return paths + [deep]
 
 
+@pytest.mark.slow
 def test_analyze_table_csv_json_plots_and_report(capsys, models, tmp_path):
     code, out, _ = run(capsys, "analyze", models[0], "--realizations", 3)
     assert code == 0 and "decay rate alpha" in out and "fc0.weight" in out
@@ -110,6 +111,7 @@ def test_loading_flags(capsys, models, tmp_path):
     assert code == 1 and "kernel.npz" in err
 
 
+@pytest.mark.slow
 def test_compare_json_csv_plots_report_and_explanation(capsys, models, tmp_path):
     payload = run_json(
         capsys, "compare", models[0], models[3], "--realizations", 4,
@@ -279,6 +281,7 @@ def test_every_option_and_argument_has_help_with_its_default():
         "cluster"].format_help())  # fmt: skip
 
 
+@pytest.mark.slow
 def test_console_entry_point_and_broken_pipe(models):
     result = subprocess.run(
         [sys.executable, "-m", "nnequiv.cli", "--version"], capture_output=True, text=True

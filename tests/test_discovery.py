@@ -106,6 +106,7 @@ def test_nested_folders_found_and_non_networks_skipped_with_one_note_each(tmp_pa
     assert len(noted(notes, "config.json")) == 1
 
 
+@pytest.mark.slow
 def test_optimizer_states_and_pickles_without_tensors_skipped_checkpoints_found(tmp_path, state):
     model = torch.nn.Linear(6, 4)
     optimizer = torch.optim.Adam(model.parameters())

@@ -214,6 +214,7 @@ def test_guard_rails():
         cluster([first, analyze(net, realizations=3, locations=(1.0,))])
 
 
+@pytest.mark.slow
 def test_batchnorm_folding_keeps_zoo_networks_equivalent():
     """Real BatchNorm folding (W scaled per output channel by gamma / sqrt(var + eps)) of every
     zoo network with BatchNorm gives distance 0 and "equivalent"."""
@@ -264,6 +265,7 @@ def test_compare_explains_its_verdict():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's own
 def test_onnx_export_that_folds_batchnorm_is_equivalent_to_its_state_dict(tmp_path):
     """torch.onnx.export (TorchScript exporter, eval mode) folds each BatchNorm into its

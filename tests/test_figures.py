@@ -60,6 +60,7 @@ def _svg_texts(path) -> list[str]:
     return [re.sub(r"\s+", " ", t).strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", text)]
 
 
+@pytest.mark.slow
 def test_analysis_figures_name_their_quantities(networks, tmp_path):
     written = plot_analysis(networks[0], tmp_path)
     assert sorted(p.rsplit(".", 1)[1] for p in written) == ["png", "png", "svg", "svg"]
@@ -96,6 +97,7 @@ def test_band_ends_where_the_data_end(networks):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_two_inputs_with_one_file_name_get_their_own_files(networks, tmp_path):
     first = dataclasses.replace(networks[0], source="run1/model.npz")
     second = dataclasses.replace(networks[3], source="run2/model.npz")

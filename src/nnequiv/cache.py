@@ -157,7 +157,11 @@ def analysis_key(
         "version": __version__,
         "content": content,
         "settings": settings.to_dict(),
-        "load": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(load).items()},
+        "load": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(load).items()
+            if k != "max_memory"  # sizes the blocks, not the result
+        },
         "connectome": connectome.to_dict(),
         "connectome_given": sorted(given),
     }

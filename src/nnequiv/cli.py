@@ -322,6 +322,9 @@ def main(argv=None) -> None:
     except (NNEquivError, OSError, ValueError) as exc:
         print(f"nnequiv: error: {_one_line(exc)}", file=sys.stderr)
         code = 1
+    except MemoryError as exc:  # outside an analysis (which names its input)
+        print(f"nnequiv: error: out of memory ({_one_line(exc) or 'MemoryError'})", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         print("nnequiv: interrupted", file=sys.stderr)
         code = 130

@@ -62,7 +62,7 @@ def _type_of(default, f):
         return str.upper
     if isinstance(default, bool):
         return None
-    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed"):
+    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed", "max_memory"):
         return int
     if isinstance(default, float):
         return float
