@@ -117,9 +117,10 @@ def run(argv=None) -> int:
     failed = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
-        source = _one_network(args.path, args.connectome)
+        source, label = _one_network(args.path, args.connectome)
         with _Progress("layers") as progress:
             analysis = nnequiv.analyze(source, progress=progress, **options)
+        analysis.source = label or analysis.source
         _emit(
             args,
             analysis.to_dict(),
@@ -209,13 +210,22 @@ class _Failures(list):
         print(f"nnequiv: error: {_one_line(error)}", file=sys.stderr)
 
 
-def _one_network(path: str, connectomes: bool) -> str:
-    """The one network at ``path``: a file as it is (the loader reads it once), or what a
-    folder holds when that is one network or checkpoint."""
-    if not os.path.isdir(path):
-        return path
+def _one_network(path: str, connectomes: bool) -> tuple:
+    """``(source, label)`` of the one network at ``path``: a file as it is (the loader reads
+    it once), or what a folder, Hugging Face cache folder or hub id holds when that is one
+    network or checkpoint. A fingerprint index is refused: it holds no whole analysis.
+    ``label`` is the hub id or checkpoint that names a network in a folder, else its path
+    (None for a file)."""
     from nnequiv.discovery import discover
+    from nnequiv.index import is_index
 
+    if os.path.lexists(path) and not os.path.isdir(path):
+        if is_index(path):
+            raise InputError(
+                f"{path}: a fingerprint index holds layer summaries, not the whole analysis "
+                "that analyze shows; give the network's file"
+            )
+        return path, None
     found = discover(path, connectomes=connectomes, notes=_note)
     if len(found) > 1:
         named = ", ".join(item.label for item in found[:3]) + (", ..." if len(found) > 3 else "")
@@ -223,7 +233,9 @@ def _one_network(path: str, connectomes: bool) -> str:
             f"{path}: holds {len(found)} networks ({named}); analyze takes one "
             "(cluster or report takes many)"
         )
-    return found[0].source
+    item = found[0]
+    named = item.path is None or not item.label.endswith(item.path.name)  # org/name, checkpoint
+    return item.source, item.label if named else str(item.path)
 
 
 def _one_line(error: Exception) -> str:

@@ -16,10 +16,18 @@ sharded checkpoints, Hugging Face caches and hub ids.
   ``labels``, ``label``, ``targets``, ``target``, ``classes``) of at most two dimensions with the
   same first (sample) dimension; ``train``/``test``/``val`` affixes are ignored (``x_train``,
   ``y_test``, ``train_images``). Network tensors are not named so, and never come in such pairs.
+* **Training runs**: the states a run writes beside its weights are skipped by name, as
+  optimizer states are by content (``rng_state*.pth``, ``scheduler.pt``, ``optimizer.pt``,
+  ``scaler.pt``, ``trainer_state.json``, ``training_args.bin``, ``*optim_states.pt``); a
+  Hugging Face Trainer folder ``checkpoint-N`` is one network, labelled by its folder
+  (``run/checkpoint-500``), and DeepSpeed's ``global_stepN`` folder beside its weights is
+  skipped. A run folder thus holds one network per checkpoint.
 * **Connectomes**: an npz with a ``chemical`` matrix and GraphML files always; a CSV when
   ``connectomes=True`` and it is not a table (every cell after the first column numeric, or an
   edge list ``pre, post, weight`` in which some node is at both ends of edges), or without it
-  when it parses entirely as a connectome. A table with text columns (a manifest) never is one.
+  when it parses entirely as a connectome. A table with text columns (a manifest) never is one,
+  and a CSV found in a folder is one only when it is shaped as an edge list or a square
+  adjacency matrix, ``connectomes=True`` or not; other tables are skipped with a note.
 * **One network in several files**: a ``*.index.json`` with the shards it names
   (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), or a complete set of
   ``name-0000k-of-0000N.ext`` shards without an index (safetensors, PyTorch bins, GGUF splits).
@@ -32,7 +40,7 @@ sharded checkpoints, Hugging Face caches and hub ids.
   ``huggingface_hub`` is installed and ``HF_HUB_OFFLINE`` is not set.
 * **Labels** are unique: the shortest trailing part of each path that tells it from the others
   (``a/model.safetensors`` and ``b/model.safetensors``); a Hugging Face model that is one network
-  is labelled ``org/name``.
+  is labelled ``org/name``. Text output, JSON, CSV and reports all use these labels.
 
 Sniffing reads headers only (zip directories, npy and safetensors headers, the first rows of a
 CSV); PyTorch files are opened with ``torch.load(weights_only=True, mmap=True)``, which runs no
@@ -43,6 +51,7 @@ found: the analysis gives its one-line error.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -58,7 +67,22 @@ from nnequiv.hub import (
     hub_weight_files,
     repo_snapshot,
 )
+from nnequiv.loading._limits import require_regular
 from nnequiv.sniffing import CONNECTOME, NETWORK, sniff
+
+#: Files a training run writes beside its weights (Hugging Face Trainer, Accelerate, DeepSpeed,
+#: Lightning): random generator, learning-rate scheduler, optimizer, gradient scaler and trainer
+#: states. Skipped by name, as optimizer states are skipped by content: they are not networks.
+TRAINING_STATES = (
+    (re.compile(r"^(rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$"), "a random generator state"),
+    (re.compile(r"^scheduler\.(pt|bin)$"), "a learning-rate scheduler state"),
+    (re.compile(r"^(optimizer(_\d+)?\.(pt|bin)|.*optim_states\.pt)$"), "an optimizer state"),
+    (re.compile(r"^scaler\.pt$"), "a gradient scaler state"),
+    (re.compile(r"^(trainer_state\.json|training_args\.bin)$"), "the trainer's state"),
+)
+#: A Hugging Face Trainer checkpoint folder (one network) and DeepSpeed's state folder in it.
+CHECKPOINT_FOLDER = re.compile(r"^checkpoint-\d+$")
+DEEPSPEED_FOLDER = re.compile(r"^global_step\d+$")
 
 __all__ = ["Found", "discover", "NETWORK", "CONNECTOME", "hub_weight_files"]
 
@@ -193,7 +217,8 @@ class _Search:
 
     def add(self, item) -> None:
         if isinstance(item, list):
-            self.folder_files(item, *_virtual(Path(os.path.abspath(item[0].parent))))
+            virtual, repo = _virtual(Path(os.path.abspath(item[0].parent)))
+            self.folder_files(item, virtual, repo, given=True)
         elif isinstance(item, Path):
             self.add_path(item)
         else:
@@ -245,6 +270,10 @@ class _Search:
             self.skip(folder, f"folder cannot be listed ({exc.strerror})")
             return
         files, folders = [], []
+        names = {entry.name.lower() for entry in entries}
+        weights = next((name for name in HF_WEIGHT_NAMES if name in names), None)
+        if not repo and CHECKPOINT_FOLDER.match(folder.name):
+            repo = len(virtual)  # a Trainer checkpoint: one network, labelled by its folder
         for entry in entries:
             path = folder / entry.name
             if entry.name.startswith("."):
@@ -253,6 +282,8 @@ class _Search:
                 folders.append((path, True))
             elif entry.name.startswith(("datasets--", "spaces--")) and entry.is_dir():
                 self.skip(path, "a Hugging Face data set or space, not a model")
+            elif weights and DEEPSPEED_FOLDER.match(entry.name) and entry.is_dir():
+                self.skip(path, f"DeepSpeed's training state; the weights are {weights}")
             elif entry.is_dir():
                 folders.append((path, False))
             else:
@@ -264,12 +295,20 @@ class _Search:
             else:
                 self.folder(path, (*virtual, path.name), repo)
 
-    def folder_files(self, files: list[Path], virtual: tuple[str, ...], repo: int = 0) -> None:
-        """Files of one folder: indexes and shard sets first, then one by one."""
+    def folder_files(
+        self, files: list[Path], virtual: tuple[str, ...], repo: int = 0, given: bool = False
+    ) -> None:
+        """Files of one folder (``given``: named one by one as arguments): indexes and shard
+        sets first, then one by one."""
         regular = []
         for path in files:
             reason = _not_regular(path)
-            if reason:
+            state = _training_state(path.name)
+            if state:
+                self.skip(path, f"{state} of a training run, not a network")
+            elif reason and given:
+                require_regular(path)  # named by the user: refused, never opened
+            elif reason:
                 self.skip(path, reason)
             else:
                 regular.append(path)
@@ -290,13 +329,18 @@ class _Search:
             )
         alternative = {path for path, _ in alternates}
         for path in rest:
-            kind = None if path in alternative else self.classify(path)
+            kind = None if path in alternative else self.classify(path, given)
             if kind is not None:
                 self.take(_Candidate((*virtual, path.name), str(path), kind, path, (path,), repo))
 
-    def classify(self, path: Path) -> str | None:
-        """NETWORK, CONNECTOME, or None after a note saying why the file is skipped."""
+    def classify(self, path: Path, given: bool = False) -> str | None:
+        """NETWORK, CONNECTOME, or None after a note saying why the file is skipped. A CSV
+        found in a folder is a connectome only where it parses as one (an edge list or a
+        square adjacency matrix), even with ``connectomes``; one named as an argument is
+        taken as ``connectomes`` says."""
         reason = sniff(path, self.connectomes)
+        if reason == CONNECTOME and self.connectomes and not given and _is_csv(path):
+            reason = _csv_connectome(path)
         if reason in (NETWORK, CONNECTOME):
             return reason
         self.skip(path, reason)
@@ -336,6 +380,35 @@ def _could_be_hub_id(path: Path) -> bool:
 
     known = path.suffix.lower() in MODEL_SUFFIXES | CONNECTOME_SUFFIXES | {".json"}
     return bool(HUB_ID.match(path.as_posix())) and not known and not path.parent.is_dir()
+
+
+def _training_state(name: str) -> str | None:
+    return next((what for pattern, what in TRAINING_STATES if pattern.match(name)), None)
+
+
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _csv_connectome(path: Path) -> str:
+    """CONNECTOME for a CSV whose shape is an edge list or a square adjacency matrix (its
+    values are the loader's to check), else why not; one too large to read here is taken,
+    as ``--connectome`` asks."""
+    import csv
+
+    from nnequiv.connectomes import _adjacency_shape, _edge_shape
+    from nnequiv.sniffing import MAX_CSV_PARSE_BYTES
+
+    try:
+        if path.stat().st_size > MAX_CSV_PARSE_BYTES:
+            return CONNECTOME
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [[c.strip() for c in row] for row in csv.reader(handle) if any(row)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return "not a text table"
+    if rows and (_edge_shape(rows)[0] is not None or _adjacency_shape(rows)[0] is not None):
+        return CONNECTOME
+    return "a table that is neither an edge list nor a square adjacency matrix, not a connectome"
 
 
 def _not_regular(path: Path) -> str | None:

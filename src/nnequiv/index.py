@@ -28,7 +28,8 @@ import numpy as np
 
 from nnequiv._version import __version__
 from nnequiv.distances import Summary, summarize
-from nnequiv.errors import FormatError, InputError
+from nnequiv.errors import FormatError, InputError, NNEquivError
+from nnequiv.loading._limits import open_regular
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
 __all__ = [
@@ -139,14 +140,14 @@ INDEX_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 def is_index(path) -> bool:
     """True for a file that starts like a SQLite database or ends like an index (an index,
     or a damaged one that :func:`open_index` refuses)."""
-    if not isinstance(path, (str, os.PathLike)):
-        return False
-    if Path(path).suffix.lower() in INDEX_SUFFIXES and Path(path).is_file():
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        return False  # a FIFO or device is never opened here
+    if Path(path).suffix.lower() in INDEX_SUFFIXES:
         return True
     try:
-        with open(path, "rb") as stream:
+        with open_regular(Path(path)) as stream:
             return stream.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
+    except (OSError, NNEquivError):
         return False
 
 

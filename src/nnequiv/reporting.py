@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 from nnequiv.analysis import Analysis
 from nnequiv.results import Classes, Identification, Verdict
@@ -19,10 +18,6 @@ __all__ = [
     "classes_csv",
     "identification_csv",
 ]
-
-
-def _short(path: str) -> str:
-    return Path(path).name or path
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:
@@ -82,7 +77,7 @@ def layers_csv(analysis: Analysis) -> str:
 def format_verdict(verdict: Verdict) -> str:
     low, high = verdict.spread
     lines = [
-        f"{_short(verdict.a)} vs {_short(verdict.b)} ({verdict.level} level)",
+        f"{verdict.a} vs {verdict.b} ({verdict.level} level)",
         f"distance {verdict.distance:.4f}  spread [{low:.4f}, {high:.4f}]  "
         f"eps {verdict.eps:.4f} ({verdict.eps_source})",
         f"verdict: {verdict.verdict}",
@@ -105,7 +100,7 @@ def verdict_csv(verdict: Verdict) -> str:
 
 
 def format_classes(classes: Classes) -> str:
-    names = [_short(m) for m in classes.models]
+    names = list(classes.models)
     width = max(8, *(len(n) for n in names))
     lines = [
         f"{_plural(len(classes.models), 'network')}, "
@@ -113,7 +108,7 @@ def format_classes(classes: Classes) -> str:
         f"pair, median {classes.eps:.4f}; {classes.level} level)"
     ]
     for index, members in enumerate(classes.classes, 1):
-        lines.append(f"  class {index}: {', '.join(_short(m) for m in members)}")
+        lines.append(f"  class {index}: {', '.join(members)}")
     if len(names) <= 12:
         marks = {"equivalent": "=", "undecided": "?", "not equivalent": " "}
         lines.append(
@@ -140,7 +135,7 @@ def classes_csv(classes: Classes) -> str:
 
 
 def format_identification(result: Identification) -> str:
-    lines = [f"nearest designs to {_short(result.query)} ({result.level} level):"]
+    lines = [f"nearest designs to {result.query} ({result.level} level):"]
     for rank, match in enumerate(result.matches, 1):
         lines.append(
             f"  {rank}. {match.path}  distance {match.distance:.4f}  "

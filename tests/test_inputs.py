@@ -1,0 +1,144 @@
+"""Inputs as users have them, through discovery and the command line: training-run folders,
+tables beside networks, labels in text output, every source kind of every command, the index
+that never loses an entry, ``--keep-going``, and inputs that try to reach outside what was
+named (each case on files made here)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from conftest import random_mlp
+
+from nnequiv.cli import main
+from nnequiv.discovery import CONNECTOME, NETWORK, discover
+
+torch = pytest.importorskip("torch")
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def found_and_notes(paths, **kwargs):
+    notes = []
+    return discover(paths, notes=notes.append, **kwargs), notes
+
+
+def save_safetensors(path, state):
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(path))
+    return path
+
+
+def mlp(seed):
+    return random_mlp([24, 18, 12, 6], seed=seed)
+
+
+def trainer_checkpoint(folder, seed):
+    """A Hugging Face Trainer checkpoint as ``Trainer.save_state`` leaves it, with DeepSpeed's
+    state folder beside the weights."""
+    save_safetensors(folder / "model.safetensors", mlp(seed))
+    (folder / "config.json").write_text("{}")
+    model = torch.nn.Linear(6, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(3, 6)).sum().backward()
+    optimizer.step()
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 3)
+    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state()}  # noqa: NPY002 (as Trainer saves it)
+    torch.save({**rng, "cpu": torch.get_rng_state()}, folder / "rng_state.pth")
+    torch.save({"scale": torch.tensor(1024.0)}, folder / "scaler.pt")
+    torch.save({"output_dir": "out", "learning_rate": 5e-5}, folder / "training_args.bin")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": seed}))
+    deepspeed = folder / f"global_step{seed}"
+    deepspeed.mkdir()
+    torch.save(
+        {"module": {k: torch.tensor(v) for k, v in mlp(seed).items()}},
+        deepspeed / "mp_rank_00_model_states.pt",
+    )
+    torch.save(optimizer.state_dict(), deepspeed / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    return folder
+
+
+# --- Folders as users have them (issue 19, item 3) ----------------------------------------------
+
+
+def test_a_trainer_checkpoint_is_one_network_and_a_run_one_per_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20):
+        trainer_checkpoint(run / f"checkpoint-{step}", step)
+    found, notes = found_and_notes(run)
+    assert [(f.label, f.kind) for f in found] == [
+        ("run/checkpoint-10", NETWORK),
+        ("run/checkpoint-20", NETWORK),
+    ]
+    assert [f.path.name for f in found] == ["model.safetensors"] * 2
+    (one,), notes = found_and_notes(run / "checkpoint-10")
+    assert one.label == "run/checkpoint-10"
+    reasons = {n.split(": ")[0].rsplit("/", 1)[-1]: n.split(": ", 1)[1] for n in notes}
+    assert "random generator state" in reasons["rng_state.pth"]
+    assert "scheduler state" in reasons["scheduler.pt"]
+    assert "optimizer state" in reasons["optimizer.pt"]
+    assert "gradient scaler" in reasons["scaler.pt"]
+    assert "trainer's state" in reasons["trainer_state.json"]
+    assert "trainer's state" in reasons["training_args.bin"]
+    assert "DeepSpeed" in reasons["global_step10"]
+
+
+def test_trainer_checkpoints_on_the_command_line(capsys, tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20):
+        trainer_checkpoint(run / f"checkpoint-{step}", step)
+    code, out, err = run_cli(capsys, "analyze", run / "checkpoint-10", "--realizations", 2)
+    assert code == 0 and out.startswith("run/checkpoint-10: 3 layers"), err
+    code, out, err = run_cli(capsys, "cluster", run, "--realizations", 2)
+    assert code == 0 and out.startswith("2 networks"), err
+    assert "class" in out and "run/checkpoint-10" in out and "run/checkpoint-20" in out
+
+
+def test_a_table_in_a_folder_is_a_connectome_only_when_shaped_like_one(tmp_path):
+    folder = tmp_path / "models"
+    save_safetensors(folder / "net.safetensors", mlp(0))
+    (folder / "MANIFEST.csv").write_text("file,size\nnet.safetensors,1234\nconfig.json,12\n")
+    (folder / "losses.csv").write_text("step,loss,lr\n1,0.9,0.1\n2,0.7,0.1\n3,0.6,0.1\n4,0.5,0.1\n")
+    (folder / "edges.csv").write_text("pre,post,weight\nAVA,AVB,3\nAVB,AVA,1\n")
+    for connectomes in (False, True):
+        found, notes = found_and_notes(folder, connectomes=connectomes)
+        assert [(f.label, f.kind) for f in found] == [
+            ("edges.csv", CONNECTOME),
+            ("net.safetensors", NETWORK),
+        ]
+        listed = " ".join(notes)
+        assert "MANIFEST.csv" in listed and "losses.csv" in listed
+    # named on its own with --connectome, a table is taken: the loader says what is wrong
+    (one,), _ = found_and_notes(folder / "MANIFEST.csv", connectomes=True)
+    assert one.kind == CONNECTOME
+
+
+def test_text_output_uses_the_unique_labels(capsys, tmp_path):
+    folders = []
+    for name in "abcd":
+        folder = tmp_path / name
+        save_safetensors(folder / "model.safetensors", mlp(ord(name)))
+        (folder / "config.json").write_text("{}")
+        folders.append(folder)
+    code, out, _ = run_cli(capsys, "cluster", *folders, "--realizations", 2)
+    assert code == 0
+    for name in "abcd":
+        assert f" {name}/model.safetensors" in out
+    code, out, _ = run_cli(capsys, "compare", folders[0], folders[1], "--realizations", 2)
+    assert code == 0 and out.startswith("a/model.safetensors vs b/model.safetensors")
+    code, out, _ = run_cli(
+        capsys, "identify", folders[0], "--library", *folders[1:], "--realizations", 2
+    )
+    assert code == 0 and out.startswith("nearest designs to a/model.safetensors")
+    assert "b/model.safetensors" in out
