@@ -337,7 +337,15 @@ def test_one_network_a_folder_and_an_index_where_they_do_not_fit(capsys, models,
     library = tmp_path / "lib.sqlite"
     assert run(capsys, "index", "build", *models[:2], "-o", library, "--realizations", 3)[0] == 0
     code, _, err = run(capsys, "compare", models[0], library, "--realizations", 3)
-    assert code == 1 and "compare takes two networks" in err and "hold 3" in err
+    assert code == 1 and f"{library}: a fingerprint index keeps layer summaries" in err
+    one = tmp_path / "one.sqlite"
+    assert run(capsys, "index", "build", models[1], "-o", one, "--realizations", 3)[0] == 0
+    for pair in ((models[0], one), (one, models[0])):
+        code, out, err = run(capsys, "compare", *pair, "--realizations", 3)
+        assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"nnequiv: error: {one}: a fingerprint index") and "identify" in err
+    code, _, err = run(capsys, "compare", models[0], tmp_path, "--realizations", 3)
+    assert code == 1 and "compare takes two networks" in err
     for argv in (
         ["cluster", library, "--report", tmp_path / "r.html"],
         ["report", library, "-o", tmp_path / "r.html"],

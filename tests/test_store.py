@@ -282,15 +282,54 @@ def test_an_index_is_read_only_with_its_own_settings(library):
         add_to_index(index.path, paths[:1], seed=1)
 
 
-def test_add_replaces_a_network_with_the_same_label(library, tmp_path):
+def test_add_never_loses_a_network_and_replaces_only_when_asked(library, tmp_path):
     paths, index = library
+    labels = [e.label for e in index.entries]
     extra = tmp_path / "extra.npz"
     np.savez(extra, **random_mlp([20, 20, 20], seed=9))
     grown = add_to_index(index.path, [str(extra), paths[0]])
-    assert [e.label for e in grown.entries] == [
-        Path(p).name for p in paths[1:] + [str(extra), paths[0]]
+    assert [e.label for e in grown.entries] == labels + ["extra.npz"]
+    assert [(c.label, c.action) for c in grown.changes] == [
+        ("extra.npz", "added"),
+        ("net0.npz", "unchanged"),
     ]
-    assert grown.entries[-1].content_hash == index.entries[0].content_hash
+    other = tmp_path / "other" / "net0.npz"  # another network under a label the index holds
+    other.parent.mkdir()
+    np.savez(other, **random_mlp([20, 20, 20], seed=10))
+    grown = add_to_index(index.path, [str(other)])
+    assert [e.label for e in grown.entries] == labels + ["extra.npz", "other/net0.npz"]
+    assert [(c.label, c.action, c.detail) for c in grown.changes] == [
+        ("other/net0.npz", "renamed", "net0.npz")
+    ]
+    assert grown.entries[0].content_hash == index.entries[0].content_hash
+    replaced = add_to_index(index.path, [str(other)], replace=True)
+    assert [(c.label, c.action) for c in replaced.changes] == [("net0.npz", "replaced")]
+    assert len(replaced) == len(grown)
+    (entry,) = [e for e in replaced.entries if e.label == "net0.npz"]
+    assert entry.content_hash != index.entries[0].content_hash
+
+
+def test_index_add_says_what_it_did_and_keeps_every_folder(capsys, tmp_path):
+    folders = []
+    for seed, name in enumerate("abc"):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.savez(folder / "model.npz", **random_mlp([20, 16, 12], seed=seed))
+        folders.append(folder)
+    lib = tmp_path / "lib.sqlite"
+    assert run(capsys, "index", "build", folders[0], "-o", lib, "--realizations", R)[0] == 0
+    for folder in folders[1:]:
+        code, out, _ = run(capsys, "index", "add", lib, folder)
+        assert code == 0
+        assert out.startswith(f"added: {folder.name}/model.npz (the index holds another")
+    code, out, _ = run(capsys, "index", "add", lib, folders[0], "--json")
+    payload = json.loads(out)
+    assert code == 0 and len(payload["networks"]) == 3
+    assert payload["changes"] == [
+        {"label": "model.npz", "action": "unchanged", "detail": "model.npz"}
+    ]
+    code, out, _ = run(capsys, "index", "add", lib, folders[2], "--replace")
+    assert code == 0 and out.startswith("replaced: model.npz\n") and "3 networks" in out
 
 
 def damage_index(path: Path, how: str) -> None:

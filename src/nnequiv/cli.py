@@ -114,6 +114,8 @@ def run(argv=None) -> int:
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
+    if args.command == "compare":
+        _refuse_index(args.a, args.b)
     failed = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
@@ -238,6 +240,19 @@ def _one_network(path: str, connectomes: bool) -> tuple:
     return item.source, item.label if named else str(item.path)
 
 
+def _refuse_index(*paths: str) -> None:
+    """compare explains its verdict by the layers of both networks, which an index does not
+    keep: an index given to it is refused in one line."""
+    from nnequiv.index import is_index
+
+    for path in paths:
+        if is_index(path):
+            raise InputError(
+                f"{path}: a fingerprint index keeps layer summaries, not the whole analyses "
+                f"that compare needs; give the networks' files, or use identify --library {path}"
+            )
+
+
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
@@ -283,7 +298,12 @@ def _index(args) -> int:
             if args.action == "build":
                 library = build_index(args.paths, args.output, progress=progress, **options)
             else:
-                library = add_to_index(args.index, args.paths, progress=progress, **options)
+                library = add_to_index(
+                    args.index, args.paths, progress=progress, replace=args.replace, **options
+                )
+    if not args.json:
+        for change in library.changes:
+            print(change.line())
     print(json.dumps(library.to_dict(), indent=2) if args.json else _format_library(library))
     return 1 if failed else 0
 

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from nnequiv.loading._limits import open_regular
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
 __all__ = [
+    "IndexChange",
     "IndexEntry",
     "Library",
     "is_index",
@@ -104,14 +105,50 @@ class IndexEntry:
         }
 
 
+@dataclass(frozen=True)
+class IndexChange:
+    """What :func:`add_to_index` did with one network.
+
+    Attributes
+    ----------
+    label : str
+        Its label in the index.
+    action : {"added", "renamed", "replaced", "unchanged"}
+        Added under its own label; added under a new label because another network holds
+        its own; put in the place of the network with its label (``replace=True``); or left
+        out because the index holds it already (same label and content).
+    detail : str
+        For "renamed", the label it came with; for "unchanged", the label it is held under.
+    """
+
+    label: str
+    action: str
+    detail: str = ""
+
+    def line(self) -> str:
+        if self.action == "renamed":
+            return (
+                f"added: {self.label} (the index holds another network as {self.detail}; "
+                "--replace replaces it)"
+            )
+        if self.action == "unchanged":
+            return f"unchanged: {self.label} (already in the index)"
+        return f"{self.action}: {self.label}"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "action": self.action, "detail": self.detail}
+
+
 @dataclass(repr=False)
 class Library:
-    """An opened fingerprint index: its settings and its networks."""
+    """An opened fingerprint index: its settings and its networks (and, as
+    :func:`add_to_index` returns it, what the addition did)."""
 
     path: str
     settings: Settings
     version: str
     entries: list[IndexEntry]
+    changes: list[IndexChange] = field(default_factory=list)
 
     @property
     def summaries(self) -> list[Summary]:
@@ -124,12 +161,15 @@ class Library:
         return f"Library({self.path!r}, {len(self.entries)} networks)"
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "path": self.path,
             "version": self.version,
             "settings": self.settings.to_dict(),
             "networks": [entry.to_dict() for entry in self.entries],
         }
+        if self.changes:
+            out["changes"] = [change.to_dict() for change in self.changes]
+        return out
 
 
 #: File endings taken for fingerprint indexes, whatever their bytes (a damaged index is
@@ -286,10 +326,52 @@ def _row(entry: IndexEntry) -> tuple:
 
 
 def _insert(connection: sqlite3.Connection, entries: Sequence[IndexEntry]) -> None:
+    """Add entries; a label already there is an error (sqlite3.IntegrityError), never a
+    silent replacement."""
     connection.executemany(
-        f"INSERT OR REPLACE INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(entry) for entry in entries],
     )
+
+
+def _free_label(entry: IndexEntry, taken: set[str]) -> str:
+    """A label for ``entry`` that no network in ``taken`` has: the shortest trailing part of
+    its path that is free, else its label numbered (``label#2``)."""
+    parts = Path(entry.path).parts if entry.path else ()
+    for depth in range(2, len(parts) + 1):
+        label = "/".join(parts[-depth:])
+        if label not in taken and label.endswith(entry.label.rsplit("/", 1)[-1]):
+            return label
+    number = 2
+    while f"{entry.label}#{number}" in taken:
+        number += 1
+    return f"{entry.label}#{number}"
+
+
+def _placed(
+    library: Library, entries: Sequence[IndexEntry], replace_labels: bool
+) -> tuple[list[IndexEntry], list[str], list[IndexChange]]:
+    """The new entries to insert, the labels to delete first, and what happens to each."""
+    held = {entry.label: entry for entry in library.entries}
+    taken = set(held) | {entry.label for entry in entries}
+    inserts, deletes, changes = [], [], []
+    for entry in entries:
+        old = held.get(entry.label)
+        if old is not None and entry.content_hash and old.content_hash == entry.content_hash:
+            changes.append(IndexChange(entry.label, "unchanged", entry.label))
+        elif old is None:
+            inserts.append(entry)
+            changes.append(IndexChange(entry.label, "added"))
+        elif replace_labels:
+            deletes.append(entry.label)
+            inserts.append(entry)
+            changes.append(IndexChange(entry.label, "replaced"))
+        else:
+            label = _free_label(entry, taken)
+            taken.add(label)
+            inserts.append(replace(entry, label=label))
+            changes.append(IndexChange(label, "renamed", entry.label))
+    return inserts, deletes, changes
 
 
 def _entries(
@@ -431,12 +513,17 @@ def add_to_index(
     progress: Callable | None = None,
     notes: Callable[[str], None] | None = None,
     on_error: Callable[[str, Exception], None] | None = None,
+    replace: bool = False,
     **options,
 ) -> Library:
-    """Analyse ``sources`` with the index's settings and add them to the index at ``index``
-    (a network already there under the same label is replaced). Analysis settings given in
-    ``options`` must be those of the index; the other arguments are those of
-    :func:`build_index`."""
+    """Analyse ``sources`` with the index's settings and add them to the index at ``index``.
+
+    The index never loses a network: one whose label is taken by another network is added
+    under a longer label (its path's shortest free trailing part, else ``label#2``); with
+    ``replace=True`` it takes that network's place instead. A network already there (same
+    label and content) is left as it is. The :class:`Library` returned lists what happened
+    to each in ``changes``. Analysis settings given in ``options`` must be those of the
+    index; the other arguments are those of :func:`build_index`."""
     library = open_index(index)
     options = _analysis_options(options)
     chosen = split_options(options, base=library.settings)[0]
@@ -449,14 +536,20 @@ def add_to_index(
     )
     if not entries:
         raise InputError("no network could be analysed: nothing to add")
+    inserts, deletes, changes = _placed(library, entries, replace)
     try:
         connection = sqlite3.connect(os.fspath(index), timeout=60)
         try:
             with connection:
-                _insert(connection, entries)
+                connection.executemany(
+                    "DELETE FROM networks WHERE label = ?", [(label,) for label in deletes]
+                )
+                _insert(connection, inserts)
         finally:
             connection.close()
     except sqlite3.Error as exc:
         reason = " ".join(str(exc).split())
         raise FormatError(f"{index}: cannot add to the index: {reason}") from None
-    return open_index(index)
+    updated = open_index(index)
+    updated.changes = changes
+    return updated
