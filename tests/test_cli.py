@@ -213,8 +213,25 @@ def test_keep_going(capsys, models, tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
     code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3)
     assert code == 1 and out == "" and "broken.npz" in err
-    code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going")
-    assert code == 1 and "broken.npz" in err and "4 networks" in out
+    report = tmp_path / "kept.html"
+    code, out, err = run(
+        capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going", "--report", report
+    )
+    assert code == 0 and "4 networks" in out
+    lines = err.splitlines()
+    assert lines[0].startswith("nnequiv: skipped: broken.npz: ") and "error" not in err
+    assert lines[-1] == "nnequiv: skipped 1 input (--keep-going); see above"
+    page = report.read_text()
+    assert "Skipped inputs" in page and "<td>broken.npz</td>" in page
+    payload = run_json(capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going")
+    ((skipped,),) = [payload["skipped"]]
+    assert skipped["input"] == "broken.npz" and "not a readable .npz" in skipped["reason"]
+    assert len(payload["models"]) == 4
+    code, out, err = run(capsys, "cluster", tmp_path / "broken.npz", "--keep-going")
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1] == (
+        "nnequiv: error: no network could be analysed (1 input skipped, see above)"
+    )
 
 
 def test_cache_dir_is_used(capsys, models, tmp_path):
@@ -308,8 +325,11 @@ def test_keep_going_covers_missing_paths_and_index_builds(capsys, models, tmp_pa
     code, out, err = run(
         capsys, "cluster", models[0], models[1], missing, "--realizations", 3, "--keep-going"
     )
-    assert code == 1 and "2 networks" in out
-    assert err.strip() == f"nnequiv: error: {missing}: no such file or directory"
+    assert code == 0 and "2 networks" in out
+    assert err.splitlines() == [
+        f"nnequiv: skipped: {missing}: no such file or directory",
+        "nnequiv: skipped 1 input (--keep-going); see above",
+    ]
     code, _, err = run(capsys, "cluster", models[0], models[1], missing, "--realizations", 3)
     assert code == 1 and "no such file" in err and err.count("\n") == 1
     broken = tmp_path / "broken.pt"
@@ -319,7 +339,7 @@ def test_keep_going_covers_missing_paths_and_index_builds(capsys, models, tmp_pa
         capsys, "index", "build", models[0], broken, "-o", library, "--realizations", 3,
         "--keep-going",
     )  # fmt: skip
-    assert code == 1 and "broken.pt" in err and "mlp0.npz" in out and library.exists()
+    assert code == 0 and "skipped: broken.pt: " in err and "mlp0.npz" in out and library.exists()
     code, _, err = run(capsys, "index", "build", models[0], broken, "-o", tmp_path / "no.sqlite")
     assert code == 1 and "broken.pt" in err and not (tmp_path / "no.sqlite").exists()
 

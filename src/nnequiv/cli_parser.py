@@ -81,8 +81,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--keep-going",
         action="store_true",
-        help="when a network cannot be read, print its one-line error, go on with the rest, "
-        "and exit with status 1 at the end (default: stop at the first error)",
+        help="when an input cannot be read, print 'skipped: INPUT: reason', go on with the "
+        "rest, count the skipped inputs on the last line and list them in JSON and the "
+        "report; exit 0 when at least one was analysed, 1 when none was (default: stop at "
+        "the first error)",
     )
     _add_cache_options(group)
     group.add_argument(
