@@ -6,6 +6,7 @@ named (each case on files made here)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -142,3 +143,131 @@ def test_text_output_uses_the_unique_labels(capsys, tmp_path):
     )
     assert code == 0 and out.startswith("nearest designs to a/model.safetensors")
     assert "b/model.safetensors" in out
+
+
+# --- Every source kind through every command (issue 19, item 7) ---------------------------------
+
+R = 2  # realisations: enough for a calibrated eps
+
+
+def shards(folder, state):
+    """``state`` in two safetensors shards with their Hugging Face index."""
+    names = list(state)
+    weight_map = {}
+    for i, part in enumerate([names[: len(names) // 2], names[len(names) // 2 :]]):
+        name = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_safetensors(folder / name, {k: state[k] for k in part})
+        weight_map.update(dict.fromkeys(part, name))
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index
+
+
+def hub_cache(root, state, repo="acme/tiny-mlp", commit="a" * 40):
+    """A Hugging Face hub cache as huggingface_hub lays it out: a blob, a snapshot of
+    symbolic links to it, refs/main."""
+    org, name = repo.split("/")
+    folder = root / f"models--{org}--{name}"
+    blob = save_safetensors(folder / "blobs" / ("b" * 64), state)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return folder
+
+
+@pytest.fixture
+def kinds(tmp_path, monkeypatch):
+    """One network of each source kind, by the argument that names it, and its label."""
+    from nnequiv.index import build_index
+
+    np.savez(tmp_path / "net.npz", **mlp(1))
+    save_safetensors(tmp_path / "folder" / "model.safetensors", mlp(2))
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    shards(tmp_path / "sharded", mlp(3))
+    hub_cache(tmp_path / "hub", mlp(4))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    try:
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    except ImportError:
+        pass
+    np.savez(tmp_path / "indexed.npz", **mlp(5))
+    build_index([tmp_path / "indexed.npz"], tmp_path / "lib.sqlite", realizations=R)
+    (tmp_path / "indexed.npz").unlink()  # an index serves without its networks
+    np.savez(tmp_path / "other.npz", **mlp(6))
+    monkeypatch.chdir(tmp_path)
+    return {
+        "file": ("net.npz", "net.npz"),
+        "folder": ("folder", "model.safetensors"),
+        "index.json": ("sharded/model.safetensors.index.json", "model.safetensors.index.json"),
+        "hub id": ("acme/tiny-mlp", "acme/tiny-mlp"),
+        "index": ("lib.sqlite", "indexed.npz"),
+    }
+
+
+KINDS = ["file", "folder", "index.json", "hub id", "index"]
+#: What a command refuses, and a word of its one-line reason.
+REFUSED = {
+    ("analyze", "index"): "fingerprint index",
+    ("compare", "index"): "fingerprint index",
+    ("report", "index"): "a report needs the network's analysis",
+    ("index build", "index"): "fingerprint index",
+    ("index add", "index"): "fingerprint index",
+}
+
+
+def command_line(command, given, tmp_path):
+    return {
+        "analyze": ["analyze", given],
+        "compare": ["compare", given, "other.npz"],
+        "cluster": ["cluster", given, "other.npz"],
+        "identify": ["identify", given, "--library", "other.npz", "net.npz"],
+        "identify --library": ["identify", "other.npz", "--library", given],
+        "report": ["report", given, "other.npz", "-o", tmp_path / "r.html"],
+        "index build": ["index", "build", given, "-o", tmp_path / "new.sqlite"],
+        "index add": ["index", "add", "lib.sqlite", given],
+    }[command]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        "analyze",
+        "compare",
+        "cluster",
+        "identify",
+        "identify --library",
+        "report",
+        "index build",
+        "index add",
+    ],
+)
+def test_every_command_takes_every_source_kind(capsys, kinds, tmp_path, command, kind):
+    given, label = kinds[kind]
+    argv = command_line(command, given, tmp_path)
+    json_output = [] if command == "report" else ["--json"]
+    code, out, err = run_cli(capsys, *argv, "--realizations", R, *json_output)
+    refused = REFUSED.get((command, kind))
+    if refused:
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert refused in err and "Traceback" not in err
+        return
+    assert code == 0, err
+    if command == "report":
+        assert label in (tmp_path / "r.html").read_text()
+        return
+    payload = json.loads(out)
+    named = {
+        "analyze": lambda: [payload["source"]],
+        "compare": lambda: [payload["a"]],
+        "cluster": lambda: payload["models"],
+        "identify": lambda: [payload["query"]],
+        "identify --library": lambda: [m["path"] for m in payload["matches"]],
+    }.get(command, lambda: [n["label"] for n in payload["networks"]])()
+    assert label in named or any(name.endswith(label) for name in named), named

@@ -391,6 +391,12 @@ def _entries(
     from nnequiv.discovery import discover
     from nnequiv.scheduler import analyse_all
 
+    for source in sources:
+        if is_index(source):
+            raise InputError(
+                f"{source}: a fingerprint index keeps layer summaries, not networks to "
+                "analyse; give the networks' files"
+            )
     found = discover(list(sources), notes=notes, on_error=on_error)
     unique = [item.source for item in found]
     analyses = analyse_all(
