@@ -271,3 +271,94 @@ def test_every_command_takes_every_source_kind(capsys, kinds, tmp_path, command,
         "identify --library": lambda: [m["path"] for m in payload["matches"]],
     }.get(command, lambda: [n["label"] for n in payload["networks"]])()
     assert label in named or any(name.endswith(label) for name in named), named
+
+
+# --- The cache key covers every byte read (issue 20, item 1) ------------------------------------
+
+
+def save_onnx_external(state, folder):
+    """An ONNX model whose initializers lie in one external data file beside it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    initializers = [
+        numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in state.items()
+    ]
+    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([], "g", [], [out], initializer=initializers)
+    model = helper.make_model(graph)
+    path = folder / "model.onnx"
+    onnx.save(
+        model, str(path), save_as_external_data=True, location="weights.data", size_threshold=0
+    )
+    return path
+
+
+def rewrite_safetensors(path, seed):
+    """The same tensor names and shapes, other values: only the bytes change."""
+    from safetensors.numpy import load_file
+
+    old = load_file(str(path))
+    rng = np.random.default_rng(seed)
+    save_safetensors(path, {k: rng.standard_normal(v.shape) for k, v in old.items()})
+
+
+def analysis_numbers(source):
+    import nnequiv
+
+    analysis = nnequiv.analyze(source, realizations=R)
+    return analysis.layer_points.tolist(), analysis.csd.tolist()
+
+
+def fresh_numbers(source):
+    import nnequiv
+
+    analysis = nnequiv.analyze(source, realizations=R, cache_dir=False)
+    return analysis.layer_points.tolist(), analysis.csd.tolist()
+
+
+def test_a_changed_shard_changes_the_cached_result(tmp_path):
+    index = shards(tmp_path / "sharded", mlp(7))
+    before = analysis_numbers(index)
+    assert analysis_numbers(index) == before  # a cache hit
+    for shard in sorted(index.parent.glob("model-*.safetensors")):
+        rewrite_safetensors(shard, seed=hash(shard.name) % 1000)
+        after = analysis_numbers(index)
+        assert after != before and after == fresh_numbers(index), shard.name
+        before = after
+
+
+def test_a_changed_shard_of_a_set_without_index_changes_the_cached_result(tmp_path):
+    index = shards(tmp_path / "sharded", mlp(8))
+    index.unlink()
+    (found,) = discover(tmp_path / "sharded")
+    before = analysis_numbers(found.source)
+    last = sorted(index.parent.glob("model-*.safetensors"))[-1]
+    rewrite_safetensors(last, seed=3)
+    after = analysis_numbers(found.source)
+    assert after != before and after == fresh_numbers(found.source)
+
+
+def test_changed_onnx_external_data_changes_the_cached_result(tmp_path):
+    pytest.importorskip("onnx")
+    path = save_onnx_external(mlp(9), tmp_path / "onnx")
+    before = analysis_numbers(path)
+    data = tmp_path / "onnx" / "weights.data"
+    values = np.frombuffer(data.read_bytes(), dtype=np.float32).copy()
+    values[: values.size // 2] = np.random.default_rng(1).standard_normal(values.size // 2)
+    data.write_bytes(values.tobytes())  # same size: only the bytes differ
+    after = analysis_numbers(path)
+    assert after != before and after == fresh_numbers(path)
+
+
+def test_the_key_holds_the_settings_and_the_code(tmp_path, monkeypatch):
+    from nnequiv import cache
+    from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings
+
+    np.savez(tmp_path / "net.npz", **mlp(1))
+    content, _ = cache.content_hash(tmp_path / "net.npz", LoadOptions(), ConnectomeOptions(), (), 0)
+    key = cache.analysis_key(content, Settings(), LoadOptions(), ConnectomeOptions())
+    assert key != cache.analysis_key(content, Settings(seed=1), LoadOptions(), ConnectomeOptions())
+    monkeypatch.setattr(cache, "_CODE_DIGEST", "another reader")
+    assert key != cache.analysis_key(content, Settings(), LoadOptions(), ConnectomeOptions())
