@@ -91,7 +91,8 @@ def _file_digest(path: Path) -> bytes:
     from nnequiv.loading._limits import open_regular, require_regular
 
     status = require_regular(path)
-    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+    times = (status.st_mtime_ns, status.st_ctime_ns)
+    key = (str(path.resolve()), status.st_size, *times, status.st_ino)
     if key not in _FILE_DIGESTS:
         digest = hashlib.blake2b(digest_size=32)
         with open_regular(path) as stream:
