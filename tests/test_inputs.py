@@ -362,3 +362,91 @@ def test_the_key_holds_the_settings_and_the_code(tmp_path, monkeypatch):
     assert key != cache.analysis_key(content, Settings(seed=1), LoadOptions(), ConnectomeOptions())
     monkeypatch.setattr(cache, "_CODE_DIGEST", "another reader")
     assert key != cache.analysis_key(content, Settings(), LoadOptions(), ConnectomeOptions())
+
+
+# --- Discovery stays inside what was named (issue 20, items 2 and 5) ----------------------------
+
+
+def test_links_to_folders_outside_are_not_followed_and_loops_are_searched_once(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.savez(outside / "elsewhere.npz", **mlp(1))
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    np.savez(root / "sub" / "net.npz", **mlp(2))
+    os.symlink(outside, root / "to_outside")
+    os.symlink("/", root / "to_slash")
+    os.symlink(root, root / "sub" / "loop")
+    os.symlink(root / "sub", root / "zz_inside")  # inside the root: a repeat, searched once
+    found, notes = found_and_notes(root)
+    assert [f.label for f in found] == ["net.npz"]
+    listed = "\n".join(notes)
+    assert f"to_outside: a symbolic link to a folder outside {root}" in listed
+    assert "to_slash: a symbolic link to a folder outside" in listed
+    assert "loop: folder already searched" in listed
+    assert "zz_inside: folder already searched" in listed
+
+
+def test_deep_folders_end_in_one_note_not_a_traceback(capsys, tmp_path):
+    from nnequiv.discovery import MAX_DEPTH
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    np.savez(root / "top.npz", **mlp(1))
+    folder = str(root)
+    for _ in range(1200):  # one level at a time: pathlib's mkdir(parents=True) recurses
+        folder = os.path.join(folder, "d")
+        os.mkdir(folder)
+    np.savez(os.path.join(folder, "bottom.npz"), **mlp(2))
+    try:
+        found, notes = found_and_notes(root)
+        assert [f.label for f in found] == ["top.npz"]
+        assert any(f"deeper than {MAX_DEPTH} levels" in n for n in notes)
+        code, out, err = run_cli(capsys, "cluster", root, "--realizations", R)
+        assert code == 0 and out.startswith("1 network") and "Traceback" not in err
+    finally:  # bottom up: pytest's own clean-up (shutil.rmtree) recurses and would overflow
+        os.unlink(os.path.join(folder, "bottom.npz"))
+        while folder != str(root):
+            os.rmdir(folder)
+            folder = os.path.dirname(folder)
+
+
+@pytest.fixture
+def alarm():
+    """Fail, not hang, should anything block on a FIFO."""
+    import signal
+
+    def expired(*_):
+        raise AssertionError("blocked on a FIFO or device")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["analyze", "{}"],
+        ["compare", "{}", "net.npz"],
+        ["cluster", "{}", "net.npz"],
+        ["identify", "net.npz", "--library", "{}"],
+        ["index", "build", "{}", "-o", "lib.sqlite"],
+    ],
+)
+def test_fifos_and_devices_given_as_arguments_are_refused_unopened(
+    capsys, tmp_path, monkeypatch, alarm, command, special
+):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "net.npz", **mlp(1))
+    if special == "fifo":
+        special = "pipe.npz"
+        os.mkfifo(special)  # opening it would block
+    argv = [part.replace("{}", special) for part in command]
+    code, out, err = run_cli(capsys, *argv, "--realizations", R)
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"nnequiv: error: {special}: is a ") and "not a regular file" in err
+    assert not (tmp_path / "lib.sqlite").exists()

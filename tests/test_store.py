@@ -451,3 +451,85 @@ def test_an_empty_index_is_an_empty_set(tmp_path):
     with pytest.raises(InputError, match="empty"):
         cluster(index.path)
     assert identify(first, index.path, realizations=R).matches == []
+
+
+# ---- an index is read without being changed, and only as tables (issue 20, item 2) -----------
+
+
+def test_reading_an_index_in_wal_mode_writes_nothing_beside_it(capsys, tmp_path):
+    (first, second) = write_nets(tmp_path / "nets", count=2)[:2]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    connection = sqlite3.connect(lib)
+    assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    connection.close()
+    before = (lib.read_bytes(), lib.stat().st_mtime_ns, sorted(os.listdir(tmp_path)))
+    for argv in (
+        ["index", "list", lib],
+        ["identify", second, "--library", lib, "--realizations", R],
+        ["cluster", lib, second, "--realizations", R],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
+        assert (lib.read_bytes(), lib.stat().st_mtime_ns, sorted(os.listdir(tmp_path))) == before
+    assert len(open_index(lib)) == 1  # and with changes still in its -wal file, they are read
+    writer = sqlite3.connect(lib)
+    writer.execute("UPDATE networks SET label = 'renamed.npz'")
+    writer.commit()  # the change sits in lib.sqlite-wal while this connection is open
+    assert os.path.exists(f"{lib}-wal")
+    assert [e.label for e in open_index(lib).entries] == ["renamed.npz"]
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "a view looping forever",
+        "a trigger",
+        "a view in place of the table",
+        "a virtual table",
+        "nested settings",
+    ],
+)
+def test_indexes_that_would_run_queries_or_nest_deeply_are_refused_in_one_line(tmp_path, how):
+    (first,) = write_nets(tmp_path / "nets", count=1)[:1]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    connection = sqlite3.connect(lib)
+    with connection:
+        if how == "a view looping forever":
+            connection.execute("ALTER TABLE networks RENAME TO stored")
+            connection.execute(
+                "CREATE VIEW networks AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                "SELECT i + 1 FROM n) SELECT s.* FROM stored s, n"
+            )
+        elif how == "a trigger":
+            connection.execute(
+                "CREATE TRIGGER grow AFTER INSERT ON networks BEGIN "
+                "INSERT INTO meta VALUES (NEW.label, 'x'); END"
+            )
+        elif how == "a view in place of the table":
+            connection.execute("ALTER TABLE meta RENAME TO stored")
+            connection.execute("CREATE VIEW meta AS SELECT * FROM stored")
+        elif how == "a virtual table":
+            connection.execute("CREATE VIRTUAL TABLE extra USING rtree(id, x0, x1)")
+        else:
+            nested = "[" * 100_000 + "]" * 100_000
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (nested,))
+    connection.close()
+    with pytest.raises(FormatError) as info:
+        open_index(lib)
+    message = str(info.value)
+    assert message.startswith(f"{lib}: not a valid nnequiv index: ") and "\n" not in message
+
+
+def test_a_query_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
+    import nnequiv.index
+
+    (first,) = write_nets(tmp_path / "nets", count=1)[:1]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    monkeypatch.setattr(nnequiv.index, "MAX_QUERY_STEPS", 10)
+    monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
+    with pytest.raises(FormatError, match="a query ran past 10 steps"):
+        open_index(lib)

@@ -117,8 +117,15 @@ def _hash_named(name: str, path: Path, digest) -> None:
 def _hash_tree(path: Path, digest) -> None:
     """Names and bytes of every regular file under a directory, in sorted order (symbolic
     links to folders are not followed)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
+    files, folders = [], [path]
+    while folders:  # a loop, not a recursion; links to folders are not followed
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.is_file():
+                    files.append(Path(entry.path))
+    for file in sorted(files):
         _hash_named(file.relative_to(path).as_posix(), file, digest)
 
 

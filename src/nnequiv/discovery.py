@@ -80,6 +80,8 @@ TRAINING_STATES = (
     (re.compile(r"^scaler\.pt$"), "a gradient scaler state"),
     (re.compile(r"^(trainer_state\.json|training_args\.bin)$"), "the trainer's state"),
 )
+#: Folders more than this many levels below a folder given are not searched.
+MAX_DEPTH = 100
 #: A Hugging Face Trainer checkpoint folder (one network) and DeepSpeed's state folder in it.
 CHECKPOINT_FOLDER = re.compile(r"^checkpoint-\d+$")
 DEEPSPEED_FOLDER = re.compile(r"^global_step\d+$")
@@ -236,39 +238,64 @@ class _Search:
     def add_path(self, path: Path) -> None:
         if not os.path.lexists(path):
             if _could_be_hub_id(path):
-                self.repo(hub_folder(path.as_posix(), self.notes), ())
+                folder = hub_folder(path.as_posix(), self.notes)
+                self.search(folder, [self.repo(folder, ())])
                 return
             raise InputError(f"{path}: no such file or directory")
         if REPO_FOLDER.match(path.name):
-            self.repo(path, _virtual(Path(os.path.abspath(path.parent)))[0])
+            prefix = _virtual(Path(os.path.abspath(path.parent)))[0]
+            self.search(path, [self.repo(path, prefix)])
         else:
-            self.folder(path, *_virtual(Path(os.path.abspath(path))))
+            self.search(path, [(path, *_virtual(Path(os.path.abspath(path))))])
 
-    def repo(self, folder: Path, prefix: tuple[str, ...]) -> None:
+    def repo(self, folder: Path, prefix: tuple[str, ...]) -> tuple | None:
+        """``(snapshot, virtual parts, repo)`` of a cache folder ``models--org--name`` to
+        search, or None after a note."""
         match = REPO_FOLDER.match(folder.name)
         snapshot, reason = repo_snapshot(folder)
         if snapshot is None:
             self.skip(folder, reason)
-            return
+            return None
         if reason:
             self.notes(f"{folder}: {reason}")
-        self.folder(snapshot, (*prefix, match["org"], match["name"]), len(prefix) + 2)
+        return snapshot, (*prefix, match["org"], match["name"]), len(prefix) + 2
 
-    def folder(self, folder: Path, virtual: tuple[str, ...], repo: int = 0) -> None:
+    def search(self, root: Path, start: list) -> None:
+        """Search the folders of ``start`` (``(folder, virtual parts, repo)``) and all below
+        them, depth first in name order, files of a folder before its subfolders (a loop, not
+        a recursion: no depth overflows the stack). A symbolic link to a folder outside
+        ``root`` is not followed; a folder met twice (a link loop) is searched once; folders
+        more than :data:`MAX_DEPTH` below ``root`` are not searched."""
+        try:
+            top = os.path.realpath(root)
+        except (OSError, ValueError) as exc:
+            self.skip(root, f"cannot be resolved ({exc})")
+            return
+        stack = [(*item, 0) for item in reversed(start) if item is not None]
+        while stack:
+            folder, virtual, repo, depth = stack.pop()
+            below = self.folder(folder, virtual, repo, top)
+            if below and depth >= MAX_DEPTH:
+                self.skip(folder, f"holds folders deeper than {MAX_DEPTH} levels; not searched")
+                continue
+            stack += [(*item, depth + 1) for item in reversed(below) if item is not None]
+
+    def folder(self, folder: Path, virtual: tuple[str, ...], repo: int, top: str) -> list:
+        """Take the files of one folder; the ``(folder, virtual parts, repo)`` below it."""
         try:
             info = folder.stat()
         except OSError as exc:
             self.skip(folder, f"cannot be read ({exc.strerror})")
-            return
+            return []
         if (info.st_dev, info.st_ino) in self.folders:
             self.skip(folder, "folder already searched (a symbolic link loop or a repeat)")
-            return
+            return []
         self.folders.add((info.st_dev, info.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
             self.skip(folder, f"folder cannot be listed ({exc.strerror})")
-            return
+            return []
         files, folders = [], []
         names = {entry.name.lower() for entry in entries}
         weights = next((name for name in HF_WEIGHT_NAMES if name in names), None)
@@ -276,24 +303,23 @@ class _Search:
             repo = len(virtual)  # a Trainer checkpoint: one network, labelled by its folder
         for entry in entries:
             path = folder / entry.name
+            is_dir = entry.is_dir()
             if entry.name.startswith("."):
                 self.skip(path, "hidden, not searched")
-            elif REPO_FOLDER.match(entry.name) and entry.is_dir():
-                folders.append((path, True))
-            elif entry.name.startswith(("datasets--", "spaces--")) and entry.is_dir():
+            elif is_dir and entry.is_symlink() and not _inside(path, top):
+                self.skip(path, f"a symbolic link to a folder outside {top}; not followed")
+            elif REPO_FOLDER.match(entry.name) and is_dir:
+                folders.append(self.repo(path, virtual))
+            elif entry.name.startswith(("datasets--", "spaces--")) and is_dir:
                 self.skip(path, "a Hugging Face data set or space, not a model")
-            elif weights and DEEPSPEED_FOLDER.match(entry.name) and entry.is_dir():
+            elif weights and DEEPSPEED_FOLDER.match(entry.name) and is_dir:
                 self.skip(path, f"DeepSpeed's training state; the weights are {weights}")
-            elif entry.is_dir():
-                folders.append((path, False))
+            elif is_dir:
+                folders.append((path, (*virtual, path.name), repo))
             else:
                 files.append(path)
         self.folder_files(files, virtual, repo)
-        for path, is_repo in folders:
-            if is_repo:
-                self.repo(path, virtual)
-            else:
-                self.folder(path, (*virtual, path.name), repo)
+        return folders
 
     def folder_files(
         self, files: list[Path], virtual: tuple[str, ...], repo: int = 0, given: bool = False
@@ -380,6 +406,15 @@ def _could_be_hub_id(path: Path) -> bool:
 
     known = path.suffix.lower() in MODEL_SUFFIXES | CONNECTOME_SUFFIXES | {".json"}
     return bool(HUB_ID.match(path.as_posix())) and not known and not path.parent.is_dir()
+
+
+def _inside(path: Path, top: str) -> bool:
+    """Whether ``path``, its links resolved, is ``top`` or lies below it."""
+    try:
+        target = os.path.realpath(path)
+    except (OSError, ValueError):
+        return False
+    return target == top or target.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def _training_state(name: str) -> str | None:

@@ -29,7 +29,7 @@ import numpy as np
 from nnequiv._version import __version__
 from nnequiv.distances import Summary, summarize
 from nnequiv.errors import FormatError, InputError, NNEquivError
-from nnequiv.loading._limits import open_regular
+from nnequiv.loading._limits import open_regular, shown
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
 __all__ = [
@@ -48,6 +48,10 @@ INDEX_FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: A row claiming more layers than this is refused before its arrays are read.
 MAX_LAYERS = 1_000_000
+#: SQLite virtual-machine steps after which a query on an index is interrupted (reading a
+#: valid index of 100,000 networks takes far fewer).
+MAX_QUERY_STEPS = 500_000_000
+_STEPS_PER_CALL = 10_000
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -219,7 +223,38 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    """A read-only connection that writes nothing beside the index: ``mode=ro``, and
+    ``immutable`` (no lock, no ``-shm`` or ``-wal`` file) unless a ``-wal`` file holds
+    changes not yet in the index. Every query is bounded (:data:`MAX_QUERY_STEPS`)."""
+    query = "mode=ro" if os.path.lexists(f"{path}-wal") else "mode=ro&immutable=1"
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True)
+    _bound_queries(connection)
+    return connection
+
+
+def _bound_queries(connection: sqlite3.Connection) -> None:
+    """Interrupt any statement after :data:`MAX_QUERY_STEPS` virtual-machine steps (an
+    index made to loop gives an error, not a hang)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += _STEPS_PER_CALL
+        return 1 if steps > MAX_QUERY_STEPS else 0
+
+    connection.set_progress_handler(count, _STEPS_PER_CALL)
+
+
+def _check_schema(connection: sqlite3.Connection) -> None:
+    """Plain tables ``meta`` and ``networks`` (with their own indexes) and nothing else that
+    a query could run: no view, trigger or virtual table."""
+    rows = connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    for kind, name, sql in rows:
+        _require(kind in ("table", "index"), f"holds a {kind} ('{shown(str(name))}')")
+        virtual = isinstance(sql, str) and sql.lstrip().upper().startswith("CREATE VIRTUAL")
+        _require(not virtual, f"holds a virtual table ('{shown(str(name))}')")
+    tables = {name for kind, name, _ in rows if kind == "table"}
+    _require({"meta", "networks"} <= tables, "not an nnequiv index (tables missing)")
 
 
 def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
@@ -264,6 +299,16 @@ def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
     return IndexEntry(label, path, content, entry_version, summary)
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "too large to read into memory"
+    if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
+        return f"a query ran past {MAX_QUERY_STEPS:,} steps (a view or loop?)"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def open_index(path, curves: bool = True) -> Library:
     """Read a fingerprint index, checking every row.
 
@@ -286,6 +331,7 @@ def open_index(path, curves: bool = True) -> Library:
     try:
         connection = _connect_read_only(path)
         try:
+            _check_schema(connection)
             settings, version = _meta(connection)
             rows = []
             if version == __version__:
@@ -296,9 +342,8 @@ def open_index(path, curves: bool = True) -> Library:
         entries = [_entry(row, settings, version) for row in rows]
     except _Invalid as exc:
         raise FormatError(f"{path}: not a valid nnequiv index: {exc}") from None
-    except (sqlite3.Error, ValueError, TypeError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise FormatError(f"{path}: not a valid nnequiv index: {reason}") from None
+    except (sqlite3.Error, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise FormatError(f"{path}: not a valid nnequiv index: {_reason(exc)}") from None
     if version != __version__:
         raise FormatError(
             f"{path}: index built by nnequiv {version or 'an unknown version'}, this is "
@@ -545,6 +590,7 @@ def add_to_index(
     inserts, deletes, changes = _placed(library, entries, replace)
     try:
         connection = sqlite3.connect(os.fspath(index), timeout=60)
+        _bound_queries(connection)
         try:
             with connection:
                 connection.executemany(
@@ -554,8 +600,7 @@ def add_to_index(
         finally:
             connection.close()
     except sqlite3.Error as exc:
-        reason = " ".join(str(exc).split())
-        raise FormatError(f"{index}: cannot add to the index: {reason}") from None
+        raise FormatError(f"{index}: cannot add to the index: {_reason(exc)}") from None
     updated = open_index(index)
     updated.changes = changes
     return updated
