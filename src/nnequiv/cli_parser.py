@@ -81,8 +81,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--keep-going",
         action="store_true",
-        help="when a network cannot be read, print its one-line error, go on with the rest, "
-        "and exit with status 1 at the end (default: stop at the first error)",
+        help="when an input cannot be read, print 'skipped: INPUT: reason', go on with the "
+        "rest, count the skipped inputs on the last line and list them in JSON and the "
+        "report; exit 0 when at least one was analysed, 1 when none was (default: stop at "
+        "the first error)",
     )
     _add_cache_options(group)
     group.add_argument(
@@ -342,11 +344,18 @@ def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
         "add",
         parents=[method, scheduler],
         help="add networks to an index",
-        description="Analyse networks with the index's settings and add them (a network "
-        "with the same label is replaced).",
+        description="Analyse networks with the index's settings and add them. The index "
+        "never loses a network: one whose label another network holds is added under a "
+        "longer label, unless --replace is given.",
     )
     q.add_argument("index", metavar="LIB", help="the index file")
     q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    q.add_argument(
+        "--replace",
+        action="store_true",
+        help="a network whose label the index holds replaces that network (default: it is "
+        "added under a longer label)",
+    )
     q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
     q = actions.add_parser(
         "list", help="the networks of an index", description="The networks of an index."

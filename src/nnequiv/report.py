@@ -402,6 +402,17 @@ _JS = """
 """
 
 
+def _skipped_section(skipped: Sequence[tuple[str, str]]) -> str:
+    rows = [[_e(label), _e(reason)] for label, reason in skipped]
+    count = f"{len(rows)} input{'s' if len(rows) > 1 else ''}"
+    return (
+        f'<section id="skipped"><h2>Skipped inputs</h2><p class="muted">{count} could not be '
+        "analysed and are left out of this report (--keep-going).</p>"
+        + _table(["input", "reason"], rows)
+        + "</section>"
+    )
+
+
 def require_analyses(analyses: Sequence) -> None:
     """Refuse anything but whole analyses: a report draws each network's curves, which a
     fingerprint index does not keep."""
@@ -443,6 +454,7 @@ def render_report(
     verdict: Verdict | None = None,
     identification: Identification | None = None,
     title: str | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The HTML report as one self-contained page.
 
@@ -460,6 +472,8 @@ def render_report(
         Adds the ranked matches and the curves of the query and its nearest matches.
     title : str, optional
         Heading and page title (default: "nnequiv report").
+    skipped : sequence of (input, reason), optional
+        Inputs left out (``--keep-going``), listed with the reason.
 
     Returns
     -------
@@ -488,6 +502,8 @@ def render_report(
             + "</section>"
         )
     sections.append(_networks_section(analyses, names, labels))
+    if skipped:
+        sections.append(_skipped_section(skipped))
     sections.append(_settings_section(analyses, names, __version__))
     count = len(analyses)
     return (
@@ -512,6 +528,7 @@ def write_report(
     verdict: Verdict | None = None,
     identification: Identification | None = None,
     title: str | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write :func:`render_report` to ``path`` (UTF-8) and return the path."""
     page = render_report(
@@ -520,6 +537,7 @@ def write_report(
         verdict=verdict,
         identification=identification,
         title=title,
+        skipped=skipped,
     )
     path = Path(path)
     path.write_text(page, encoding="utf-8")

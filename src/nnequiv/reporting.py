@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 from nnequiv.analysis import Analysis
 from nnequiv.results import Classes, Identification, Verdict
@@ -19,10 +18,6 @@ __all__ = [
     "classes_csv",
     "identification_csv",
 ]
-
-
-def _short(path: str) -> str:
-    return Path(path).name or path
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:
@@ -85,7 +80,7 @@ def format_verdict(verdict: Verdict) -> str:
     parts = verdict.parts or {}
     counts = verdict.layer_counts
     lines = [
-        f"{_short(verdict.a)} vs {_short(verdict.b)}",
+        f"{verdict.a} vs {verdict.b}",
         f"verdict: {verdict.verdict} (decided by {verdict.decided_by})",
         f"design distance {verdict.design_distance:.4f}  spread [{design_low:.4f}, "
         f"{design_high:.4f}]  eps_design {verdict.eps_design:.4f} "
@@ -121,7 +116,7 @@ def verdict_csv(verdict: Verdict) -> str:
 
 
 def format_classes(classes: Classes) -> str:
-    names = [_short(m) for m in classes.models]
+    names = list(classes.models)
     width = max(8, *(len(n) for n in names))
     lines = [
         f"{_plural(len(classes.models), 'network')}, "
@@ -131,7 +126,7 @@ def format_classes(classes: Classes) -> str:
         f"pair's {classes.eps_source} noise floor, median {classes.eps:.4f})"
     ]
     for index, members in enumerate(classes.classes, 1):
-        lines.append(f"  class {index}: {', '.join(_short(m) for m in members)}")
+        lines.append(f"  class {index}: {', '.join(members)}")
     if len(names) <= 12:
         marks = {"same network": "#", "equivalent": "=", "undecided": "?", "not equivalent": " "}
         lines.append(
@@ -158,7 +153,7 @@ def classes_csv(classes: Classes) -> str:
 
 
 def format_identification(result: Identification) -> str:
-    lines = [f"nearest designs to {_short(result.query)}:"]
+    lines = [f"nearest designs to {result.query}:"]
     for rank, match in enumerate(result.matches, 1):
         lines.append(
             f"  {rank}. {match.path}  design distance {match.design_distance:.4f}  "
