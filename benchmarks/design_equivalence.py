@@ -42,6 +42,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 import nnequiv
+import nnequiv.errors
 from nnequiv.calibration import (
     Calibration,
     fit_tolerance,
@@ -257,6 +258,48 @@ def null_report(sets: dict, calibration: Calibration, args) -> None:
           f"'not equivalent': {bad} of {2 * len(untrained)}")  # fmt: skip
 
 
+def precision_copies(path: Path, out: Path) -> list[Path]:
+    """fp16 and int8 (symmetric, one scale per tensor) copies of a network's float tensors."""
+    folder = out / "precision"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in ("fp16", "int8"):
+        target = folder / f"{path.stem}-{kind}.npz"
+        if not target.exists():
+            arrays = {}
+            with np.load(path, allow_pickle=False) as stored:
+                for name in stored.files:
+                    array = stored[name]
+                    if np.issubdtype(array.dtype, np.floating):
+                        if kind == "fp16":
+                            array = array.astype(np.float16)
+                        else:
+                            scale = float(np.abs(array).max()) / 127 or 1.0
+                            array = (np.round(array / scale) * scale).astype(np.float32)
+                    arrays[name] = array
+            np.savez(target, **arrays)
+        written.append(target)
+    return written
+
+
+def precision_report(sets: dict, calibration: Calibration, args) -> None:
+    print("\n# the same weights in another precision (shipped calibration)")
+    paths, _ = read_zoo(Path(args.zoo))
+    out = Path(args.out)
+    counts: dict = {}
+    for path, analysis in zip(paths, sets["zoo"][0]):
+        copies = precision_copies(path, out)
+        for kind, copy in zip(("fp16", "int8"), analyses_of(copies, out / "cache", 0)):
+            verdict = nnequiv.compare(analysis, copy, calibration=calibration).verdict
+            counts.setdefault(kind, {}).setdefault(verdict, []).append(path.stem)
+    for kind, verdicts in counts.items():
+        summary = ", ".join(f"{v} {len(n)}" for v, n in sorted(verdicts.items()))
+        print(f"zoo vs its {kind} copy: {summary}")
+        for verdict, names in verdicts.items():
+            if verdict not in ("same network", "equivalent"):
+                print(f"  {verdict}: {', '.join(names)}")
+
+
 def init_networks(out: Path) -> list[Path]:
     """Untrained (initial) weights of every design at every width, seed 0."""
     import torch
@@ -324,12 +367,12 @@ def validation_report(args, calibration: Calibration) -> None:
             continue
         paths.append(path)
         families.append(row["family"])
-    errors = []
-    analyses = nnequiv.analyze_all(
-        [str(p) for p in paths],
-        cache_dir=Path(args.out) / "cache",
-        on_error=lambda label, error: errors.append((label, str(error))),
-    )
+    errors, analyses = [], []
+    for path in paths:
+        try:
+            analyses += nnequiv.analyze_all([str(path)], cache_dir=Path(args.out) / "cache")
+        except nnequiv.errors.NNEquivError as error:
+            errors.append((path.name, str(error)))
     kept = {Path(a.path).stem for a in analyses}
     families = [f for p, f in zip(paths, families) if p.stem in kept]
     for label, error in errors:
@@ -351,6 +394,17 @@ def validation_report(args, calibration: Calibration) -> None:
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
     for k, members in enumerate(classes.classes, 1):
         print(f"  class {k}: {', '.join(Path(m).stem for m in members)}")
+    print("same weights in two files (manifest 'same_weights_as'):")
+    index = {Path(a.path).stem: k for k, a in enumerate(analyses)}
+    precision = {row["name"]: row["precision"] for row in rows}
+    for row in rows:
+        other = row.get("same_weights_as")
+        if not other or row["name"] not in index or other not in index:
+            continue
+        i, j = index[row["name"]], index[other]
+        print(f"  {row['name']} ({precision[row['name']]}) vs {other} ({precision[other]}): "
+              f"{classes.verdicts[i, j]} (d {classes.distance[i, j]:.4f}, eps "
+              f"{classes.eps_pairs[i, j]:.4f}; D {classes.design_distance[i, j]:.4f})")  # fmt: skip
 
 
 def main() -> None:
@@ -374,6 +428,7 @@ def main() -> None:
     design_report(all_seeds, calibration)
     if "null" not in args.skip:
         null_report(all_seeds[args.seeds[0]], calibration, args)
+        precision_report(all_seeds[args.seeds[0]], calibration, args)
     if "validation" not in args.skip:
         validation_report(args, calibration)
     print(f"\n({time.perf_counter() - start:.0f} s)")
