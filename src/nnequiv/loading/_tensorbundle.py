@@ -225,7 +225,7 @@ def _items(prefix: Path, label: str, limit: int):
                 raise FormatError(f"{label}: variable '{shown(name)}' names a missing shard")
             if entry.shard not in handles:
                 shard = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{shards:05d}")
-                handles[entry.shard] = open_regular(shard)
+                handles[entry.shard] = open_regular(shard, f"{label}: data shard '{shard.name}'")
             handle = handles[entry.shard]
             if entry.offset + entry.size > handle.seek(0, 2):
                 raise FormatError(

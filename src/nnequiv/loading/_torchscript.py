@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nnequiv.errors import FormatError
-from nnequiv.loading._limits import reading, shown
+from nnequiv.loading._limits import reading, require_depth, shown
 from nnequiv.loading._restricted import ScriptObject, TensorRef
 
 _CLASS_LINE = re.compile(r"class ([A-Za-z_][A-Za-z0-9_]*)(?:\(([^)]*)\))?:")
@@ -98,6 +98,8 @@ def script_state_dict(
             and isinstance(value, ScriptObject)
             and _is_module(value, lookup)
         ]
+        if children:
+            require_depth(label, prefix.count(".") + 1)
         stack.extend(reversed(children))
     return tensors
 
