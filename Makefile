@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint install clean golden mutation
+.PHONY: demo test test-fast bench lint install clean golden mutation
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  # the suite less the tests marked slow (about a minute on 2 cores)
+	$(PY) -m pytest -q -m "not slow"
 
 $(VENV)/.bench: $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q -r requirements-bench.txt

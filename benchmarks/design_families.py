@@ -122,8 +122,9 @@ def digits_split():
     )
 
 
-def design_network(design: str, width: int):
-    """A small CNN of ``design`` and ``width``; every design has the same layer shapes."""
+def design_network(design: str, width: int, depth: int = 3):
+    """A small CNN of ``design``, ``width`` and ``depth`` block convolutions; every design has
+    the same layer shapes."""
     import torch
     from torch import nn
 
@@ -135,7 +136,7 @@ def design_network(design: str, width: int):
             super().__init__()
             self.stem = nn.Conv2d(1, width, 3, padding=1)
             self.down = nn.Conv2d(width, width, 3, stride=2, padding=1)
-            self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(3))
+            self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(depth))
             self.head = nn.Linear(width, 10)
 
         def forward(self, x):
@@ -148,7 +149,7 @@ def design_network(design: str, width: int):
 
 
 def train_design(
-    design: str, width: int, seed: int, data, recipe: Recipe = RECIPES["adam"]
+    design: str, width: int, seed: int, data, recipe: Recipe = RECIPES["adam"], depth: int = 3
 ) -> tuple[dict, float]:
     """Train one network on one torch thread; its weights and test accuracy."""
     import torch
@@ -156,7 +157,7 @@ def train_design(
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     x_train, x_test, y_train, y_test = (torch.as_tensor(part) for part in data)
-    net = design_network(design, width)
+    net = design_network(design, width, depth)
     if recipe.optimiser == "adam":
         optimiser = torch.optim.Adam(
             net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
@@ -188,29 +189,33 @@ class Member:
     path: Path
     label: str
     width: int = 0
+    depth: int = 3
 
 
 def design_set(
-    out: Path, recipe: Recipe = RECIPES["adam"], widths=WIDTHS, seeds=TRAIN_SEEDS
+    out: Path, recipe: Recipe = RECIPES["adam"], widths=WIDTHS, seeds=TRAIN_SEEDS, depths=(3,)
 ) -> list[Member]:
-    """The trained design networks, trained now or read from ``out/weights-<recipe>``."""
+    """The trained design networks, trained now or read from ``out/weights-<recipe>``: every
+    design at every width and depth (number of block convolutions) and seed."""
     folder = out / f"weights-{recipe.name}"
     folder.mkdir(parents=True, exist_ok=True)
     data = None
     members = []
     for width in widths:
-        for design in DESIGNS:
-            for seed in seeds:
-                path = folder / f"{design}-w{width}-s{seed}.npz"
-                meta = path.with_suffix(".json")
-                if not (path.exists() and meta.exists()):
-                    data = data if data is not None else digits_split()
-                    start = time.perf_counter()
-                    weights, accuracy = train_design(design, width, seed, data, recipe)
-                    seconds = time.perf_counter() - start
-                    np.savez(path, **weights)
-                    meta.write_text(json.dumps({"test_accuracy": accuracy, "seconds": seconds}))
-                members.append(Member(path, design, width))
+        for depth in depths:
+            for design in DESIGNS:
+                for seed in seeds:
+                    name = f"{design}-w{width}" + ("" if depth == 3 else f"-d{depth}")
+                    path = folder / f"{name}-s{seed}.npz"
+                    meta = path.with_suffix(".json")
+                    if not (path.exists() and meta.exists()):
+                        data = data if data is not None else digits_split()
+                        start = time.perf_counter()
+                        weights, accuracy = train_design(design, width, seed, data, recipe, depth)
+                        seconds = time.perf_counter() - start
+                        np.savez(path, **weights)
+                        meta.write_text(json.dumps({"test_accuracy": accuracy, "seconds": seconds}))
+                    members.append(Member(path, design, width, depth))
     return members
 
 

@@ -209,6 +209,7 @@ def test_zero_and_subnormal_layers():
         analyze({"dead": np.zeros((20, 30))}, realizations=2)
 
 
+@pytest.mark.slow
 def test_alpha_interval_covers_other_seeds_on_the_cifar_resnets():
     """At least 8 of seeds 0-9 give an alpha inside the interval reported at seed 0."""
     zoo = require_shared(ZOO)

@@ -41,6 +41,7 @@ def models(tmp_path):
     return paths + [deep]
 
 
+@pytest.mark.slow
 def test_analyze_table_csv_json_plots_and_report(capsys, models, tmp_path):
     code, out, _ = run(capsys, "analyze", models[0], "--realizations", 3)
     assert code == 0 and "decay rate alpha" in out and "fc0.weight" in out
@@ -110,6 +111,7 @@ def test_loading_flags(capsys, models, tmp_path):
     assert code == 1 and "kernel.npz" in err
 
 
+@pytest.mark.slow
 def test_compare_json_csv_plots_report_and_explanation(capsys, models, tmp_path):
     payload = run_json(
         capsys, "compare", models[0], models[3], "--realizations", 4,
@@ -213,8 +215,25 @@ def test_keep_going(capsys, models, tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
     code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3)
     assert code == 1 and out == "" and "broken.npz" in err
-    code, out, err = run(capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going")
-    assert code == 1 and "broken.npz" in err and "4 networks" in out
+    report = tmp_path / "kept.html"
+    code, out, err = run(
+        capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going", "--report", report
+    )
+    assert code == 0 and "4 networks" in out
+    lines = err.splitlines()
+    assert lines[0].startswith("nnequiv: skipped: broken.npz: ") and "error" not in err
+    assert lines[-1] == "nnequiv: skipped 1 input (--keep-going); see above"
+    page = report.read_text()
+    assert "Skipped inputs" in page and "<td>broken.npz</td>" in page
+    payload = run_json(capsys, "cluster", tmp_path, "--realizations", 3, "--keep-going")
+    ((skipped,),) = [payload["skipped"]]
+    assert skipped["input"] == "broken.npz" and "not a readable .npz" in skipped["reason"]
+    assert len(payload["models"]) == 4
+    code, out, err = run(capsys, "cluster", tmp_path / "broken.npz", "--keep-going")
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1] == (
+        "nnequiv: error: no network could be analysed (1 input skipped, see above)"
+    )
 
 
 def test_cache_dir_is_used(capsys, models, tmp_path):
@@ -279,6 +298,7 @@ def test_every_option_and_argument_has_help_with_its_default():
         "cluster"].format_help())  # fmt: skip
 
 
+@pytest.mark.slow
 def test_console_entry_point_and_broken_pipe(models):
     result = subprocess.run(
         [sys.executable, "-m", "nnequiv.cli", "--version"], capture_output=True, text=True
@@ -308,8 +328,11 @@ def test_keep_going_covers_missing_paths_and_index_builds(capsys, models, tmp_pa
     code, out, err = run(
         capsys, "cluster", models[0], models[1], missing, "--realizations", 3, "--keep-going"
     )
-    assert code == 1 and "2 networks" in out
-    assert err.strip() == f"nnequiv: error: {missing}: no such file or directory"
+    assert code == 0 and "2 networks" in out
+    assert err.splitlines() == [
+        f"nnequiv: skipped: {missing}: no such file or directory",
+        "nnequiv: skipped 1 input (--keep-going); see above",
+    ]
     code, _, err = run(capsys, "cluster", models[0], models[1], missing, "--realizations", 3)
     assert code == 1 and "no such file" in err and err.count("\n") == 1
     broken = tmp_path / "broken.pt"
@@ -319,7 +342,7 @@ def test_keep_going_covers_missing_paths_and_index_builds(capsys, models, tmp_pa
         capsys, "index", "build", models[0], broken, "-o", library, "--realizations", 3,
         "--keep-going",
     )  # fmt: skip
-    assert code == 1 and "broken.pt" in err and "mlp0.npz" in out and library.exists()
+    assert code == 0 and "skipped: broken.pt: " in err and "mlp0.npz" in out and library.exists()
     code, _, err = run(capsys, "index", "build", models[0], broken, "-o", tmp_path / "no.sqlite")
     assert code == 1 and "broken.pt" in err and not (tmp_path / "no.sqlite").exists()
 
@@ -337,7 +360,15 @@ def test_one_network_a_folder_and_an_index_where_they_do_not_fit(capsys, models,
     library = tmp_path / "lib.sqlite"
     assert run(capsys, "index", "build", *models[:2], "-o", library, "--realizations", 3)[0] == 0
     code, _, err = run(capsys, "compare", models[0], library, "--realizations", 3)
-    assert code == 1 and "compare takes two networks" in err and "hold 3" in err
+    assert code == 1 and f"{library}: a fingerprint index keeps layer summaries" in err
+    one = tmp_path / "one.sqlite"
+    assert run(capsys, "index", "build", models[1], "-o", one, "--realizations", 3)[0] == 0
+    for pair in ((models[0], one), (one, models[0])):
+        code, out, err = run(capsys, "compare", *pair, "--realizations", 3)
+        assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"nnequiv: error: {one}: a fingerprint index") and "identify" in err
+    code, _, err = run(capsys, "compare", models[0], tmp_path, "--realizations", 3)
+    assert code == 1 and "compare takes two networks" in err
     for argv in (
         ["cluster", library, "--report", tmp_path / "r.html"],
         ["report", library, "-o", tmp_path / "r.html"],

@@ -107,6 +107,7 @@ def test_null_keeps_strengths_and_symmetry(tmp_path):
     np.testing.assert_allclose(reread.matrices["chemical"], null.matrices["chemical"])
 
 
+@pytest.mark.slow
 def test_structured_connectome_is_not_equivalent_to_its_null(tmp_path):
     connectome = _as(*modular_connectome(2, size=80))
     save_connectome(connectome, tmp_path / "real.npz")

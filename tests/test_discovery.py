@@ -106,13 +106,14 @@ def test_nested_folders_found_and_non_networks_skipped_with_one_note_each(tmp_pa
     assert len(noted(notes, "config.json")) == 1
 
 
+@pytest.mark.slow
 def test_optimizer_states_and_pickles_without_tensors_skipped_checkpoints_found(tmp_path, state):
     model = torch.nn.Linear(6, 4)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(3, 6)).sum().backward()
     optimizer.step()
     torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
-    torch.save({"lr": 0.1, "epochs": [1, 2]}, tmp_path / "scheduler.pt")
+    torch.save({"lr": 0.1, "epochs": [1, 2]}, tmp_path / "lr_schedule.pt")
     torch.save(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3},
         tmp_path / "checkpoint.pth",
@@ -127,7 +128,7 @@ def test_optimizer_states_and_pickles_without_tensors_skipped_checkpoints_found(
     assert [f.label for f in found] == ["checkpoint.pth", "legacy_model.pt"]
     for name in ("optimizer.pt", "opt_only.ckpt", "legacy_optimizer.pt"):
         assert "optimizer state" in noted(notes, name)[0]
-    assert "no tensor" in noted(notes, "scheduler.pt")[0]
+    assert "no tensor" in noted(notes, "lr_schedule.pt")[0]
     assert "not written by torch.save" in noted(notes, "encoder.pkl")[0]
     assert len(notes) == 5
 

@@ -251,3 +251,85 @@ def test_a_summary_names_its_network_layers_and_realisations():
     assert repr(summary) == f"Summary({a.source!r}, 3 layers, 5 realisations)"
     assert summary.streams.tolist() == [list(layer.stream) for layer in a.layers]
     assert summarize(summary) is summary
+
+
+# ---- the design distance (method item 15) -------------------------------------------------
+
+
+def conv_net(width: int, blocks: int, kernel: int = 3, seed: int = 0) -> dict:
+    """A CNN between hidden widths (PyTorch layout): an expanding 1x1, ``blocks`` kernel x
+    kernel convolutions, a depthwise kernel and a contracting 1x1."""
+    rng = np.random.default_rng(seed)
+    state = {"expand.weight": rng.standard_normal((2 * width, width, 1, 1))}
+    for b in range(blocks):
+        state[f"block{b}.weight"] = rng.standard_normal((2 * width, 2 * width, kernel, kernel))
+    state["dw.weight"] = rng.standard_normal((2 * width, 1, kernel, kernel))
+    state["project.weight"] = rng.standard_normal((width, 2 * width, 1, 1))
+    return state
+
+
+def test_layer_structure_points():
+    from nnequiv.layers import layer_structure
+
+    assert layer_structure((64, 32, 3, 3), "oihw") == (np.log(2), np.log(9), 0.0)
+    assert layer_structure((3, 3, 32, 64), "hwio") == (np.log(2), np.log(9), 0.0)
+    assert layer_structure((64, 3, 3, 32), "ohwi") == (np.log(2), np.log(9), 0.0)
+    assert layer_structure((32, 1, 5, 5), "oihw") == (0.0, np.log(25), 1.0)  # depthwise
+    assert layer_structure((5, 5, 32, 1), "hwio") == (0.0, np.log(25), 1.0)
+    assert layer_structure((10, 40), "oihw") == layer_structure((40, 10), "oihw")
+    assert layer_structure((16, 8, 7), "oihw") == (np.log(2), np.log(7), 0.0)  # conv1d
+
+
+def test_structural_part_ignores_width_multipliers_repeated_blocks_and_layouts():
+    from transforms import to_hwio
+
+    from nnequiv.distances import design_prints, structural_distance
+
+    base = conv_net(16, 2)
+    variants = {
+        "twice as wide": conv_net(32, 2, seed=1),
+        "twice the blocks": {
+            **conv_net(16, 2, seed=2),
+            **{f"{k}.again": v for k, v in conv_net(16, 2, seed=3).items()},
+        },  # fmt: skip
+        "tensorflow layout": to_hwio(base),
+    }
+    first = design_prints([analyze(base, realizations=2)])[0]
+    for name, state in variants.items():
+        other = design_prints([analyze(state, realizations=2)])[0]
+        assert structural_distance(first, other) == pytest.approx(0.0, abs=1e-12), name
+    five = design_prints([analyze(conv_net(16, 2, kernel=5), realizations=2)])[0]
+    assert structural_distance(first, five) > 0.3  # 5x5 kernels are another design
+
+
+def test_design_distance_is_the_hypotenuse_of_its_parts_with_a_spread():
+    from nnequiv.distances import (
+        SPECTRAL_PART,
+        design_distances_with_spread,
+        design_prints,
+        structural_distance,
+    )
+
+    a, b = pair(realizations=6)
+    first, second = design_prints([a, b])
+    ((value, (low, high), (spectral, structural)),) = design_distances_with_spread(
+        first, [second], 0.5
+    )
+    assert spectral == distance(fingerprint(a, SPECTRAL_PART), fingerprint(b, SPECTRAL_PART))
+    assert structural == 0.5 * structural_distance(first, second) > 0
+    assert value == pytest.approx(np.hypot(spectral, structural), rel=1e-15)
+    assert low < value < high
+    (none,) = design_distances_with_spread(first, [second], 0.0)
+    assert none[0] == spectral and none[2][1] == 0.0  # the weight is used
+    # the spectral part has no order coordinate: the order weight does not enter it
+    assert SPECTRAL_PART.order_weight == 0.0
+
+
+def test_a_summary_without_layer_shapes_is_refused_for_the_design_distance():
+    from dataclasses import replace
+
+    from nnequiv.distances import design_prints
+
+    a, _ = pair(realizations=3)
+    with pytest.raises(InputError, match="rebuild it"):
+        design_prints([replace(summarize(a), structure=None)])

@@ -60,6 +60,7 @@ def _svg_texts(path) -> list[str]:
     return [re.sub(r"\s+", " ", t).strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", text)]
 
 
+@pytest.mark.slow
 def test_analysis_figures_name_their_quantities(networks, tmp_path):
     written = plot_analysis(networks[0], tmp_path)
     assert sorted(p.rsplit(".", 1)[1] for p in written) == ["png", "png", "svg", "svg"]
@@ -96,6 +97,7 @@ def test_band_ends_where_the_data_end(networks):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_two_inputs_with_one_file_name_get_their_own_files(networks, tmp_path):
     first = dataclasses.replace(networks[0], source="run1/model.npz")
     second = dataclasses.replace(networks[3], source="run2/model.npz")
@@ -118,7 +120,9 @@ def test_pair_figure_shows_both_curves_and_the_verdict(networks, tmp_path):
     assert len(written) == 2
     texts = _svg_texts(next(p for p in written if p.endswith(".svg")))
     assert f"deep.npz vs wide.npz: {verdict.verdict}" in texts
-    assert any(f"eps {verdict.eps:.4g} ({verdict.eps_source})" in t for t in texts)
+    assert any(f"eps_design {verdict.eps_design:.4g}" in t for t in texts)
+    assert any(f"design distance {verdict.design_distance:.4g}" in t for t in texts)
+    assert any(f"eps {verdict.eps:.4g}" in t for t in texts)
     assert any(t.startswith("deep.npz (alpha = ") for t in texts)
     assert any(t.startswith("wide.npz (alpha = ") for t in texts)
     with pytest.raises(InputError, match="verdict compares"):
@@ -133,7 +137,7 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
     assert [classes.classes[k].count(m) for m, k in zip(classes.models, labels)] == [1] * 4
     runs = class_runs(labels[order])
     assert sorted(stop - start for start, stop, _ in runs)[-1] == 2  # the pair is adjacent
-    links = link_classes(classes.linkage, labels, classes.eps)
+    links = link_classes(classes.linkage, labels, classes.eps_design)
     joined = [set(row[:2].astype(int)) for row in classes.linkage]
     assert links[joined.index({1, 2})] == labels[1]  # the merge of wide and its copy
     assert links[-1] == -1  # the root joins different classes
@@ -145,7 +149,7 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
         "dendrogram.svg",
     ]
     tree = _svg_texts(written[3])
-    assert eps_label(classes.eps, classes.eps_source) in tree
+    assert eps_label(classes.eps_design, "design") in tree
     heatmap = _svg_texts(written[1])
     names = display_names(classes.models)
     shown = [t for t in heatmap if t in names]

@@ -11,6 +11,9 @@ import pytest
 
 from nnequiv.errors import FormatError
 
+#: Hundreds of mutants per format: minutes on 2 cores (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 #: Mutants per format and the seed of their random streams (fixed: the same mutants every run).
 MUTANTS_PER_FORMAT = 200
 SEED = 0

@@ -279,6 +279,7 @@ def svd_kept(matrix, rtol=1e-12):
 SMALL = [1e-2, 1e-3, 1e-4, 3e-5, 1e-8, 1e-9, 1e-10]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(384, 384), (480, 384), (384, 480)])
 @pytest.mark.parametrize("block_bytes", [None, 8 * 50 * 480])
 def test_refined_eigenvalues_match_an_svd(shape, block_bytes):
@@ -302,6 +303,7 @@ def test_many_unresolved_eigenvalues_go_to_an_svd():
     np.testing.assert_allclose(values, svd_kept(w), rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_rank_deficient_square_layer_drops_its_null_space():
     w = graded_matrix(384, 384, [1e-3, 1e-4], seed=2)
     w[:, 7] = w[:, 8]  # a column repeated: one singular value exactly 0 in exact arithmetic
@@ -333,6 +335,7 @@ def wait_for_cpu_seconds(pid: int, seconds: float, patience: float = 120.0) -> N
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc")
 def test_ctrl_c_during_a_large_layer_ends_with_one_line(tmp_path):
     """A rank-one 3000 x 3000 layer (a 100 KB npz) goes to a long SVD; SIGINT ends it."""

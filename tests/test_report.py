@@ -73,10 +73,10 @@ def test_classes_section_in_tree_order_with_eps(networks, classes):
     rows = titles[: len(sources)]
     assert rows == [sources[i] for i in leaves_list(classes.linkage)]
     assert heatmap.count('class="cell"') == len(sources) ** 2
-    assert f"d = {classes.distance[0, 1]:.4g}" in heatmap  # hover text of a cell
+    assert f"d = {classes.design_distance[0, 1]:.4g}" in heatmap  # hover text of a cell
     tree = page[page.index('<svg class="figure dendrogram"') :].split("</svg>", 1)[0]
-    assert eps_label(classes.eps, classes.eps_source) in tree
-    assert f"{len(classes.classes)} classes at {eps_label(classes.eps, classes.eps_source)}" in page
+    assert eps_label(classes.eps_design, "design") in tree
+    assert f"{len(classes.classes)} classes at {eps_label(classes.eps_design, 'design')}" in page
     curves = _section(page, "curves")
     assert curves.count('<svg class="figure curves"') == len(classes.classes)
 

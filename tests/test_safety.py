@@ -175,6 +175,7 @@ def test_torchscript_setstate_never_runs(tmp_path):
     assert not (tmp_path / "created.txt").exists()
 
 
+@pytest.mark.slow
 def test_trust_code_runs_the_archive_code(tmp_path):
     """The opt-in does what it says (and the payloads above are real)."""
     hostile_archives(tmp_path)
@@ -343,6 +344,7 @@ def onnx_with_external(directory: Path, location: str, length=None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_onnx_external_data_stays_beside_the_model(tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -483,6 +485,7 @@ def test_tensors_outside_their_storage_are_corrupt(tmp_path):
     assert dict(open_weights(tmp_path / "fine.pt").shapes()) == {"w": (3, 3)}
 
 
+@pytest.mark.slow
 def test_llm_sized_tensor_passes_the_default_limit(tmp_path):
     shape = [16384, 8192]  # 512 MiB of float32, as in a 7B language model
     header = {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 * 16384 * 8192]}}
@@ -523,6 +526,7 @@ def peak_memory_loading(path: Path) -> tuple[str, int]:
     return outcome, int(peak)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_decompression_stops_at_the_declared_size(tmp_path):
     """A member that declares 128 bytes but inflates to 1 GiB is refused while inflating:

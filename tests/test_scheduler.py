@@ -64,6 +64,7 @@ def test_worker_processes_give_the_serial_bits(paths):
     assert parallel.to_dict() == serial.to_dict()
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line(monkeypatch, paths):
     import nnequiv.scheduler
 
@@ -84,6 +85,7 @@ def dask_cluster():
         yield local.scheduler_address
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_serial_bits(dask_cluster, paths, tmp_path):
     assert one_thread_each(run_tasks(blas_threads, range(4), scheduler=dask_cluster))
     options = {"realizations": 4, "cache_dir": False}

@@ -82,6 +82,7 @@ def zoo_rows():
     return list(csv.DictReader(path.open()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", zoo_rows(), ids=lambda r: r["file"] if r else "zoo")
 def test_zoo_models_load_with_inferred_layout_and_match_svd(row):
     path = require_shared(ZOO) / row["file"]

@@ -282,15 +282,54 @@ def test_an_index_is_read_only_with_its_own_settings(library):
         add_to_index(index.path, paths[:1], seed=1)
 
 
-def test_add_replaces_a_network_with_the_same_label(library, tmp_path):
+def test_add_never_loses_a_network_and_replaces_only_when_asked(library, tmp_path):
     paths, index = library
+    labels = [e.label for e in index.entries]
     extra = tmp_path / "extra.npz"
     np.savez(extra, **random_mlp([20, 20, 20], seed=9))
     grown = add_to_index(index.path, [str(extra), paths[0]])
-    assert [e.label for e in grown.entries] == [
-        Path(p).name for p in paths[1:] + [str(extra), paths[0]]
+    assert [e.label for e in grown.entries] == labels + ["extra.npz"]
+    assert [(c.label, c.action) for c in grown.changes] == [
+        ("extra.npz", "added"),
+        ("net0.npz", "unchanged"),
     ]
-    assert grown.entries[-1].content_hash == index.entries[0].content_hash
+    other = tmp_path / "other" / "net0.npz"  # another network under a label the index holds
+    other.parent.mkdir()
+    np.savez(other, **random_mlp([20, 20, 20], seed=10))
+    grown = add_to_index(index.path, [str(other)])
+    assert [e.label for e in grown.entries] == labels + ["extra.npz", "other/net0.npz"]
+    assert [(c.label, c.action, c.detail) for c in grown.changes] == [
+        ("other/net0.npz", "renamed", "net0.npz")
+    ]
+    assert grown.entries[0].content_hash == index.entries[0].content_hash
+    replaced = add_to_index(index.path, [str(other)], replace=True)
+    assert [(c.label, c.action) for c in replaced.changes] == [("net0.npz", "replaced")]
+    assert len(replaced) == len(grown)
+    (entry,) = [e for e in replaced.entries if e.label == "net0.npz"]
+    assert entry.content_hash != index.entries[0].content_hash
+
+
+def test_index_add_says_what_it_did_and_keeps_every_folder(capsys, tmp_path):
+    folders = []
+    for seed, name in enumerate("abc"):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.savez(folder / "model.npz", **random_mlp([20, 16, 12], seed=seed))
+        folders.append(folder)
+    lib = tmp_path / "lib.sqlite"
+    assert run(capsys, "index", "build", folders[0], "-o", lib, "--realizations", R)[0] == 0
+    for folder in folders[1:]:
+        code, out, _ = run(capsys, "index", "add", lib, folder)
+        assert code == 0
+        assert out.startswith(f"added: {folder.name}/model.npz (the index holds another")
+    code, out, _ = run(capsys, "index", "add", lib, folders[0], "--json")
+    payload = json.loads(out)
+    assert code == 0 and len(payload["networks"]) == 3
+    assert payload["changes"] == [
+        {"label": "model.npz", "action": "unchanged", "detail": "model.npz"}
+    ]
+    code, out, _ = run(capsys, "index", "add", lib, folders[2], "--replace")
+    assert code == 0 and out.startswith("replaced: model.npz\n") and "3 networks" in out
 
 
 def damage_index(path: Path, how: str) -> None:
@@ -412,3 +451,85 @@ def test_an_empty_index_is_an_empty_set(tmp_path):
     with pytest.raises(InputError, match="empty"):
         cluster(index.path)
     assert identify(first, index.path, realizations=R).matches == []
+
+
+# ---- an index is read without being changed, and only as tables (issue 20, item 2) -----------
+
+
+def test_reading_an_index_in_wal_mode_writes_nothing_beside_it(capsys, tmp_path):
+    (first, second) = write_nets(tmp_path / "nets", count=2)[:2]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    connection = sqlite3.connect(lib)
+    assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    connection.close()
+    before = (lib.read_bytes(), lib.stat().st_mtime_ns, sorted(os.listdir(tmp_path)))
+    for argv in (
+        ["index", "list", lib],
+        ["identify", second, "--library", lib, "--realizations", R],
+        ["cluster", lib, second, "--realizations", R],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
+        assert (lib.read_bytes(), lib.stat().st_mtime_ns, sorted(os.listdir(tmp_path))) == before
+    assert len(open_index(lib)) == 1  # and with changes still in its -wal file, they are read
+    writer = sqlite3.connect(lib)
+    writer.execute("UPDATE networks SET label = 'renamed.npz'")
+    writer.commit()  # the change sits in lib.sqlite-wal while this connection is open
+    assert os.path.exists(f"{lib}-wal")
+    assert [e.label for e in open_index(lib).entries] == ["renamed.npz"]
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "a view looping forever",
+        "a trigger",
+        "a view in place of the table",
+        "a virtual table",
+        "nested settings",
+    ],
+)
+def test_indexes_that_would_run_queries_or_nest_deeply_are_refused_in_one_line(tmp_path, how):
+    (first,) = write_nets(tmp_path / "nets", count=1)[:1]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    connection = sqlite3.connect(lib)
+    with connection:
+        if how == "a view looping forever":
+            connection.execute("ALTER TABLE networks RENAME TO stored")
+            connection.execute(
+                "CREATE VIEW networks AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                "SELECT i + 1 FROM n) SELECT s.* FROM stored s, n"
+            )
+        elif how == "a trigger":
+            connection.execute(
+                "CREATE TRIGGER grow AFTER INSERT ON networks BEGIN "
+                "INSERT INTO meta VALUES (NEW.label, 'x'); END"
+            )
+        elif how == "a view in place of the table":
+            connection.execute("ALTER TABLE meta RENAME TO stored")
+            connection.execute("CREATE VIEW meta AS SELECT * FROM stored")
+        elif how == "a virtual table":
+            connection.execute("CREATE VIRTUAL TABLE extra USING rtree(id, x0, x1)")
+        else:
+            nested = "[" * 100_000 + "]" * 100_000
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (nested,))
+    connection.close()
+    with pytest.raises(FormatError) as info:
+        open_index(lib)
+    message = str(info.value)
+    assert message.startswith(f"{lib}: not a valid nnequiv index: ") and "\n" not in message
+
+
+def test_a_query_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
+    import nnequiv.index
+
+    (first,) = write_nets(tmp_path / "nets", count=1)[:1]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    monkeypatch.setattr(nnequiv.index, "MAX_QUERY_STEPS", 10)
+    monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
+    with pytest.raises(FormatError, match="a query ran past 10 steps"):
+        open_index(lib)

@@ -24,6 +24,12 @@ so small layers are computed as they always were.
   backward-stable solves (as for an SVD), certifies it. Where too many eigenvalues are
   unresolved (a rank-deficient matrix) or a value is not certified, an SVD of A ("svd").
 
+Memory: :func:`working_bytes` estimates what a layer's computation allocates at its peak
+before anything is allocated (one block: the float64 matrix twice and two n x n matrices;
+several blocks: one n x n matrix, the Gram matrix accumulated in place and its eigenvalues
+computed in place, and two blocks), and :func:`plan_blocks` picks smaller blocks where the
+default ones would pass a memory budget.
+
 Ctrl-C (``KeyboardInterrupt``) takes effect between blocks and between LAPACK calls: the
 longest wait is one call on an n x n matrix (``eigvalsh`` of the Gram matrix, an LU, QR or
 SVD). LAPACK is not moved to a worker thread: OpenBLAS can hang or crash at exit when a
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dsyrk
 from scipy.linalg.lapack import dtpqrt
 
 from nnequiv.settings import CANONICAL_FORMS, check_choice
@@ -94,6 +101,65 @@ def block_step(shape: tuple[int, int], axis: int, block_bytes: int) -> int:
 def whole_bytes(shape) -> int:
     """A block size that holds the whole matrix."""
     return 8 * max(int(shape[0]) * int(shape[1]), 1)
+
+
+#: Float64 arrays of n x (refinement subspace) that the refinement holds at once.
+REFINE_ARRAYS = 8
+
+
+def _block_bytes(shape, axis: int, block_bytes: int) -> int:
+    """Bytes of the largest float64 block of rows (0) or columns (1) read at ``block_bytes``."""
+    other = max(int(shape[1 - axis]), 1)
+    step = min(block_step(shape, axis, block_bytes), max(int(shape[axis]), 1))
+    return 8 * other * step
+
+
+def working_bytes(shape, block_bytes: int = BLOCK_BYTES, cache_bytes: int = SQUARES_CACHE_BYTES):
+    """Peak bytes that the canonical form and the spectrum of an N x M matrix allocate when
+    read in blocks of ``block_bytes`` (the matrix itself, where it is held, not counted).
+
+    One block (the matrix fits ``block_bytes``): the float64 matrix and a scaled copy, the Gram
+    matrix and its copy in ``eigvalsh`` (or an LU or R factor). Several blocks: the n x n Gram
+    matrix (then the R factor, each updated in place), two blocks at a time, the squared
+    entries where they fit ``cache_bytes``, and the refinement's n x k subspace at its
+    smallest. Vectors of length N + M are counted too.
+    """
+    rows, columns = int(shape[0]), int(shape[1])
+    order = min(rows, columns)
+    square = 8 * order * order
+    vectors = 64 * (rows + columns)
+    whole = whole_bytes(shape)
+    if whole <= block_bytes:
+        return 2 * whole + 2 * square + vectors
+    balancing = 2 * _block_bytes(shape, 0, block_bytes)
+    if whole <= cache_bytes:
+        balancing += whole
+    axis = 0 if rows >= columns else 1
+    spectrum = square + 2 * _block_bytes(shape, axis, block_bytes)
+    spectrum += REFINE_ARRAYS * 8 * order * REFINE_EXTRA
+    return max(balancing, spectrum) + vectors
+
+
+def plan_blocks(
+    shape, budget: int, block_bytes: int = BLOCK_BYTES, cache_bytes: int = SQUARES_CACHE_BYTES
+) -> tuple[int, int] | None:
+    """``(block_bytes, cache_bytes)`` for an N x M matrix within ``budget`` bytes: the given
+    sizes where their :func:`working_bytes` fit, else the largest blocks that do (several
+    blocks, no squares cache where it does not fit); None where one row or column at a time
+    does not fit either."""
+    if working_bytes(shape, block_bytes, cache_bytes) <= budget:
+        return block_bytes, cache_bytes
+    whole = whole_bytes(shape)
+    smallest = 8 * max(int(shape[0]), int(shape[1]), 1)  # a block of one row and one column
+    for cache in (cache_bytes, 0):
+        size = min(block_bytes, whole - 1)
+        while size >= smallest and working_bytes(shape, size, cache) > budget:
+            size //= 2
+        if size >= smallest:
+            return size, cache
+    if working_bytes(shape, smallest, 0) <= budget:  # pragma: no cover - halving skips it
+        return smallest, 0
+    return None
 
 
 @dataclass(frozen=True)
@@ -233,25 +299,24 @@ def matrix_spectrum(
     rtol: float,
     block_bytes: int = BLOCK_BYTES,
     stage: Stage = _no_stage,
+    budget: int | None = None,
 ) -> tuple[np.ndarray, int, str]:
     """Non-zero eigenvalues of ``X X^T`` for ``X`` the scaled block matrix, ascending: the
     eigenvalues, the numerical zeros dropped (below ``rtol * max``) and the method (``"gram"``,
-    ``"refined"`` or ``"svd"``, see the module's description)."""
+    ``"refined"`` or ``"svd"``, see the module's description). The refinement is used only
+    where its subspace fits ``budget`` bytes (None: no bound); else an SVD."""
     rows, columns = matrix.shape
     axis = 0 if rows >= columns else 1
     step = block_step(matrix.shape, axis, block_bytes)
     count = -(-matrix.shape[axis] // step)
-    gram, whole = None, None
-    for index, (start, stop, block) in enumerate(matrix.blocks(axis, step)):
-        if count > 1:
-            stage(f"Gram matrix, block {index + 1} of {count}")
-        scaled = scaling.apply(block, start, stop, axis)
-        product = scaled.T @ scaled if axis == 0 else scaled @ scaled.T
-        gram = product if gram is None else np.add(gram, product, out=gram)
-        whole = scaled if count == 1 else None
-    stage("eigenvalues")
-    values = np.linalg.eigvalsh(gram)
-    del gram
+    if count == 1:
+        [(_, _, block)] = list(matrix.blocks(axis, step))
+        whole = scaling.apply(block, 0, matrix.shape[axis], axis)
+        stage("eigenvalues")
+        values = np.linalg.eigvalsh(whole.T @ whole if axis == 0 else whole @ whole.T)
+    else:
+        whole = None
+        values = _gram_eigenvalues(matrix, scaling, axis, step, count, stage)
     top = values[-1] if values.size else 0.0
     kept = values[values > rtol * top] if top > 0 else values[:0]
     if not kept.size:
@@ -262,7 +327,7 @@ def matrix_spectrum(
         return kept, int(values.size - kept.size), "gram"
     unresolved = int(np.searchsorted(values, resolved))
     size = 2 * unresolved + REFINE_EXTRA
-    if size <= REFINE_FRACTION * values.size:
+    if size <= REFINE_FRACTION * values.size and _refinement_fits(matrix.shape, size, budget):
         square = _SquareFactor.of(whole, matrix, scaling, axis, block_bytes, stage)
         stage(f"refining the {unresolved} smallest eigenvalues")
         floor = rtol * top
@@ -280,9 +345,42 @@ def matrix_spectrum(
         stage("QR factor")
         same_values = _triangular_factor(None, matrix, scaling, axis, block_bytes)
     stage("singular values")
-    values = np.linalg.svd(same_values, compute_uv=False)[::-1] ** 2
+    if whole is not None:
+        values = np.linalg.svd(same_values, compute_uv=False)[::-1] ** 2
+    else:  # the n x n factor, overwritten in place
+        values = (
+            scipy.linalg.svd(same_values, compute_uv=False, overwrite_a=True, check_finite=False)[
+                ::-1
+            ]
+            ** 2
+        )
     kept = values[values > rtol * values[-1]]
     return kept, int(values.size - kept.size), "svd"
+
+
+def _refinement_fits(shape, size: int, budget: int | None) -> bool:
+    """Whether the refinement's square factor and n x ``size`` subspace fit ``budget``."""
+    order = min(shape)
+    return budget is None or 8 * order * (order + REFINE_ARRAYS * size) <= budget
+
+
+def _gram_eigenvalues(matrix, scaling: Scaling, axis: int, step: int, count: int, stage):
+    """Eigenvalues of the smaller Gram matrix of the scaled block matrix, ascending: one n x n
+    float64 matrix, accumulated in place (BLAS ``dsyrk``, lower triangle) and overwritten by
+    LAPACK's ``syevd``."""
+    order = min(matrix.shape)
+    gram = np.zeros((order, order), order="F")
+    for index, (start, stop, block) in enumerate(matrix.blocks(axis, step)):
+        stage(f"Gram matrix, block {index + 1} of {count}")
+        scaled = scaling.apply(block, start, stop, axis)
+        # scaled.T is a Fortran view: W_b^T W_b (rows) or W_b W_b^T (columns), no copy
+        trans = 0 if axis == 0 else 1
+        gram = dsyrk(1.0, scaled.T, beta=1.0, c=gram, trans=trans, lower=1, overwrite_c=1)
+        del scaled, block
+    stage("eigenvalues")
+    return scipy.linalg.eigh(
+        gram, lower=True, eigvals_only=True, overwrite_a=True, check_finite=False, driver="evd"
+    )
 
 
 @dataclass
@@ -396,4 +494,6 @@ def _triangular_factor(whole, matrix, scaling: Scaling, axis: int, block_bytes: 
         )
         if info != 0:  # pragma: no cover - LAPACK argument errors
             raise RuntimeError(f"dtpqrt failed (info {info})")
-    return np.triu(triangle)
+    for column in range(order - 1):  # np.triu in place (a Fortran column at a time)
+        triangle[column + 1 :, column] = 0.0
+    return triangle

@@ -27,6 +27,7 @@ from nnequiv.csd import (
     sample_curves,
 )
 from nnequiv.ensembles import conjugate_ensemble
+from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import SkippedTensor
 from nnequiv.settings import Settings, split_options
 from nnequiv.sources import open_source
@@ -265,8 +266,8 @@ def analyze(
         Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
         normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
         :class:`~nnequiv.settings.LoadOptions` (include, exclude, layout, trust_code,
-        max_tensor_bytes) or, for connectomes, :class:`~nnequiv.settings.ConnectomeOptions`
-        (mixture, submatrices, format).
+        max_tensor_bytes, max_memory) or, for connectomes,
+        :class:`~nnequiv.settings.ConnectomeOptions` (mixture, submatrices, format).
 
     Returns
     -------
@@ -275,17 +276,32 @@ def analyze(
     Raises
     ------
     nnequiv.errors.NNEquivError
-        Unreadable or unsafe input, a network with no layer, a bad option.
+        Unreadable or unsafe input, a network with no layer, a bad option; a layer that does
+        not fit ``max_memory``, or an allocation that fails (``MemoryError``), is a
+        :class:`~nnequiv.errors.ResourceLimitError` naming the input.
     """
     from nnequiv.cache import lookup, store  # the cache reads and writes Analysis
 
     chosen = split_options(options, base=settings)[0]
-    cached, entry = lookup(source, chosen, options, cache_dir)
-    if cached is not None:
-        return cached
-    analysis = _computed(source, chosen, options, n_jobs, progress)
+    try:
+        cached, entry = lookup(source, chosen, options, cache_dir)
+        if cached is not None:
+            return cached
+        analysis = _computed(source, chosen, options, n_jobs, progress)
+    except MemoryError as exc:  # numpy's _ArrayMemoryError too: one line naming the input
+        raise ResourceLimitError(
+            f"{_label_of(source)}: out of memory ({' '.join(str(exc).split()) or 'MemoryError'})"
+            "; a smaller max_memory (--max-memory) computes large layers in smaller blocks"
+        ) from None
     store(entry, analysis)
     return analysis
+
+
+def _label_of(source) -> str:
+    """How an error names a source: its path, or its label, or its type."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "label", None) or f"<{type(source).__name__}>")
 
 
 def _computed(
@@ -297,7 +313,7 @@ def _computed(
     spectra = network_spectra(
         weights, load.include, load.exclude, load.layout, rtol=chosen.rtol,
         canonical=chosen.canonical,
-        n_jobs=n_jobs, progress=progress,
+        n_jobs=n_jobs, progress=progress, max_memory=load.max_memory,
     )  # fmt: skip
     analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
     analysis.layout, analysis.skipped = spectra.layout, spectra.skipped

@@ -55,6 +55,7 @@ ARRAYS = ("edges", "p_net", "p_circ", "csd", "layer_points")
 MAX_ENTRY_BYTES = 256 * 2**20
 _CHUNK = 2**20
 _FILE_DIGESTS: dict = {}
+_CODE_DIGEST: str | None = None
 _MAX_REMEMBERED = 100_000
 
 
@@ -85,12 +86,16 @@ def cache_directory(cache_dir=None) -> Path | None:
 
 def _file_digest(path: Path) -> bytes:
     """BLAKE2b of a file's bytes, remembered in this process while its size, modification
-    time and inode stay the same."""
-    status = path.stat()
-    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+    and change times and inode stay the same. Only a regular file is opened (a FIFO or device is
+    refused before it is)."""
+    from nnequiv.loading._limits import open_regular, require_regular
+
+    status = require_regular(path)
+    times = (status.st_mtime_ns, status.st_ctime_ns)
+    key = (str(path.resolve()), status.st_size, *times, status.st_ino)
     if key not in _FILE_DIGESTS:
         digest = hashlib.blake2b(digest_size=32)
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
         if len(_FILE_DIGESTS) >= _MAX_REMEMBERED:
@@ -103,13 +108,66 @@ def _hash_file(path: Path, digest) -> None:
     digest.update(_file_digest(path))
 
 
+def _hash_named(name: str, path: Path, digest) -> None:
+    encoded = name.encode("utf-8", "surrogateescape")
+    digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    _hash_file(path, digest)
+
+
 def _hash_tree(path: Path, digest) -> None:
-    """Names and bytes of every file under a directory, in sorted order."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        name = file.relative_to(path).as_posix().encode()
-        digest.update(len(name).to_bytes(8, "little") + name)
-        _hash_file(file, digest)
+    """Names and bytes of every regular file under a directory, in sorted order (symbolic
+    links to folders are not followed)."""
+    files, folders = [], [path]
+    while folders:  # a loop, not a recursion; links to folders are not followed
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.is_file():
+                    files.append(Path(entry.path))
+    for file in sorted(files):
+        _hash_named(file.relative_to(path).as_posix(), file, digest)
+
+
+def read_files(path: Path) -> list[Path]:
+    """Every file a reader reads for the network at ``path`` besides ``path`` itself: the
+    shards a ``*.index.json`` names, the external data files of an ONNX model.
+
+    Raises
+    ------
+    NNEquivError
+        The index or model cannot be read (the analysis then gives its error).
+    """
+    from nnequiv.loading._shards import index_shards, is_index_path
+
+    if is_index_path(path):
+        return list(index_shards(path)[0])
+    if path.suffix.lower() == ".onnx":
+        return _onnx_external_files(path)
+    return []
+
+
+def _onnx_external_files(path: Path) -> list[Path]:
+    """The external data files an ONNX model names (inside its folder; the reader refuses
+    the others), parsed as the reader parses it."""
+    try:
+        import onnx
+    except ImportError:
+        return []  # the reader names the missing package
+    from nnequiv.loading._limits import inside, open_regular, reading
+    from nnequiv.loading._onnx import _weight_tensors
+
+    with open_regular(path) as handle, reading(str(path), "not a readable ONNX model"):
+        model = onnx.load_model_from_string(handle.read())
+    files = {}
+    for _, tensor in _weight_tensors(model, str(path)):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location")
+        target = inside(path.parent, location or "")
+        if target is not None:
+            files.setdefault(os.path.normpath(target), target)
+    return list(files.values())
 
 
 def _hash_tensors(weights, digest) -> None:
@@ -120,27 +178,65 @@ def _hash_tensors(weights, digest) -> None:
         digest.update(memoryview(array).cast("B") if array.size else b"")
 
 
+def _hash_source_files(main: Path, others, digest) -> None:
+    """The main file's bytes, then each other file's name (relative to the main file's
+    folder) and bytes."""
+    _hash_file(main, digest)
+    for other in others:
+        _hash_named(os.path.relpath(other, main.parent), Path(other), digest)
+
+
 def content_hash(source, load: LoadOptions, connectome: ConnectomeOptions, given, seed: int):
-    """``(hash, label)`` of what ``source`` holds: the bytes of a file or of every file under
-    a directory, or the names, dtypes, shapes and bytes of an in-memory network's tensors.
+    """``(hash, label)`` of what ``source`` holds: every byte that its reader reads (a file
+    with the shards its index names or the external data of an ONNX model; every file of a
+    set of shards or under a directory), or the names, dtypes, shapes and bytes of an
+    in-memory network's tensors.
 
     ``hash`` is None where the source cannot be hashed without analysing it (a path that
-    does not exist: the analysis reports it, or resolves it otherwise).
+    does not exist, an unreadable index: the analysis reports it, or resolves it otherwise).
     """
+    from nnequiv.errors import NNEquivError
+    from nnequiv.loading import ShardSet
+
     digest = hashlib.blake2b(digest_size=32)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            return None, str(path)
-        digest.update(b"tree" if path.is_dir() else b"file")
-        (_hash_tree if path.is_dir() else _hash_file)(path, digest)
-        return digest.hexdigest(), str(path)
+    try:
+        if isinstance(source, ShardSet):
+            paths = [Path(p) for p in source.paths]
+            digest.update(b"shards")
+            _hash_source_files(paths[0], paths[1:], digest)
+            return digest.hexdigest(), source.label
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not os.path.lexists(path):
+                return None, str(path)
+            if path.is_dir():
+                digest.update(b"tree")
+                _hash_tree(path, digest)
+            else:
+                digest.update(b"file")
+                _hash_source_files(path, read_files(path), digest)
+            return digest.hexdigest(), str(path)
+    except (NNEquivError, OSError, RecursionError, MemoryError):
+        return None, str(getattr(source, "label", source))
     from nnequiv.sources import open_source
 
     weights = open_source(source, load, connectome, given, seed)
     digest.update(b"tensors" + weights.label.encode())
     _hash_tensors(weights, digest)
     return digest.hexdigest(), weights.label
+
+
+def code_digest() -> str:
+    """BLAKE2b of nnequiv's own code (every module's source): part of every key, so that an
+    entry is never served to code that would compute it otherwise (a changed reader)."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        digest = hashlib.blake2b(digest_size=16)
+        package = Path(__file__).resolve().parent
+        for module in sorted(package.rglob("*.py")):
+            _hash_named(module.relative_to(package).as_posix(), module, digest)
+        _CODE_DIGEST = digest.hexdigest()
+    return _CODE_DIGEST
 
 
 def analysis_key(
@@ -155,9 +251,14 @@ def analysis_key(
     described = {
         "format": ENTRY_FORMAT,
         "version": __version__,
+        "code": code_digest(),
         "content": content,
         "settings": settings.to_dict(),
-        "load": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(load).items()},
+        "load": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(load).items()
+            if k != "max_memory"  # sizes the blocks, not the result
+        },
         "connectome": connectome.to_dict(),
         "connectome_given": sorted(given),
     }

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -56,6 +57,9 @@ class _Progress:
 
 
 def _emit(args, payload: dict, text: str, csv_text: str | None = None) -> None:
+    skipped = getattr(args, "skipped_inputs", None)
+    if skipped:
+        payload = {**payload, "skipped": skipped.to_list()}
     print(json.dumps(payload, indent=2) if args.json else text)
     if getattr(args, "csv", None) and csv_text is not None:
         Path(args.csv).write_text(csv_text)
@@ -75,12 +79,12 @@ def _null(args) -> None:
     print(f"wrote {args.output}: {args.kind} null of {args.source} (seed {args.seed})")
 
 
-def _write_report(path: str | None, analyses, **results) -> None:
+def _write_report(path: str | None, analyses, skipped=(), **results) -> None:
     if path:
         from nnequiv.report import write_report
 
         _require_suffix(path, (".html", ".htm"), "an HTML report")
-        write_report(path, analyses=analyses, **results)
+        write_report(path, analyses=analyses, skipped=list(skipped), **results)
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:
@@ -109,17 +113,28 @@ def run(argv=None) -> int:
     from nnequiv.equivalence import analyze_all, check_eps
 
     check_eps(getattr(args, "eps", None))
+    check_eps(getattr(args, "eps_design", None), "eps_design")
+    if args.command == "calibrate":
+        return _calibrate(args)
     options = _options(args, distance=args.command != "analyze")
+    tolerances = {
+        "eps": getattr(args, "eps", None),
+        "eps_design": getattr(args, "eps_design", None),
+        "calibration": getattr(args, "calibration", None),
+    }
     distance_names = {f.name for f in fields(DistanceSettings)}
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
-    failed = _Failures()
+    if args.command == "compare":
+        _refuse_index(args.a, args.b)
+    failed = args.skipped_inputs = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
-        source = _one_network(args.path, args.connectome)
+        source, label = _one_network(args.path, args.connectome)
         with _Progress("layers") as progress:
             analysis = nnequiv.analyze(source, progress=progress, **options)
+        analysis.source = label or analysis.source
         _emit(
             args,
             analysis.to_dict(),
@@ -138,7 +153,7 @@ def run(argv=None) -> int:
         "report": lambda: args.paths,
         "identify": lambda: [args.query, *args.library],
     }[args.command]()
-    with _Progress("analysing") as progress:
+    with _Progress("analysing") as progress, failed.counted():
         analyses = analyze_all(
             paths,
             progress=progress,
@@ -159,7 +174,7 @@ def run(argv=None) -> int:
 
         require_analyses(analyses)
     if args.command == "compare":
-        verdict = nnequiv.compare(*analyses, eps=args.eps, **options)
+        verdict = nnequiv.compare(*analyses, **tolerances, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
         _emit(args, verdict.to_dict(), text, table)
         if args.plot:
@@ -168,31 +183,56 @@ def run(argv=None) -> int:
             for analysis in analyses:
                 figures.plot_analysis(analysis, args.plot)
             figures.plot_pair(*analyses, verdict, args.plot)
-        _write_report(args.report, analyses, verdict=verdict)
+        _write_report(args.report, analyses, failed, verdict=verdict)
     elif args.command in ("cluster", "report"):
         several = len(analyses) > 1 or args.command == "cluster"
-        classes = nnequiv.cluster(analyses, eps=args.eps, **options) if several else None
+        classes = nnequiv.cluster(analyses, **tolerances, **options) if several else None
         if args.command == "report":
-            _write_report(args.output, analyses, classes=classes)
+            _write_report(args.output, analyses, failed, classes=classes)
             print(f"wrote {args.output}: {len(analyses)} networks")
-            return 1 if failed else 0
+            return failed.finish()
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
         if args.plot:
             from nnequiv import figures
 
             figures.plot_classes(classes, args.plot)
-        _write_report(args.report, analyses, classes=classes)
+        _write_report(args.report, analyses, failed, classes=classes)
     elif args.command == "identify":
-        result = nnequiv.identify(analyses[0], analyses[1:], top=args.top, eps=args.eps, **options)
+        result = nnequiv.identify(analyses[0], analyses[1:], top=args.top, **tolerances, **options)
         _emit(
             args,
             result.to_dict(),
             reporting.format_identification(result),
             reporting.identification_csv(result),
         )
-        _write_report(args.report, analyses, identification=result)
-    return 1 if failed else 0
+        _write_report(args.report, analyses, failed, identification=result)
+    return failed.finish()
+
+
+def _calibrate(args) -> int:
+    """nnequiv calibrate: fit the design tolerance and write it as JSON."""
+    from nnequiv import reporting
+    from nnequiv.equivalence import calibrate
+
+    _require_suffix(args.output, (".json",), "the output of 'calibrate'")
+    options = _options(args, distance=False)
+    options.pop("scheduler", None)
+    with _Progress("analysing") as progress:
+        calibration = calibrate(
+            args.paths,
+            args.families,
+            max_false_rate=args.max_false_rate,
+            progress=progress,
+            **options,
+        )
+    calibration.save(args.output)
+    print(
+        json.dumps(calibration.to_dict(), indent=2)
+        if args.json
+        else reporting.format_calibration(calibration, args.output)
+    )
+    return 0
 
 
 def _note(line: str) -> None:
@@ -201,21 +241,56 @@ def _note(line: str) -> None:
 
 
 class _Failures(list):
-    """The labels of the networks that failed; called as ``on_error`` (``--keep-going``), it
-    records one and prints its error in one line."""
+    """The inputs skipped under ``--keep-going``, as ``(input, reason)``. Called as
+    ``on_error``, it records one and prints it in one line."""
 
     def __call__(self, label: str, error: Exception) -> None:
-        self.append(label)
-        print(f"nnequiv: error: {_one_line(error)}", file=sys.stderr)
+        reason = _one_line(error)
+        first, _, rest = reason.partition(": ")
+        if rest and (first == label or os.path.basename(first) == os.path.basename(label)):
+            reason = rest  # the message's own name of the input, said once
+        self.append((label, reason))
+        print(f"nnequiv: skipped: {label}: {reason}", file=sys.stderr)
+
+    def to_list(self) -> list[dict]:
+        return [{"input": label, "reason": reason} for label, reason in self]
+
+    @contextmanager
+    def counted(self):
+        """Errors that end the run (nothing could be analysed) say how many were skipped."""
+        try:
+            yield
+        except InputError as error:
+            if not self:
+                raise
+            count = f"{len(self)} input{'s' if len(self) > 1 else ''}"
+            raise InputError(f"{_one_line(error)} ({count} skipped, see above)") from error
+
+    def finish(self) -> int:
+        """The exit status once at least one input was analysed (0), after the last line
+        counting the inputs skipped."""
+        if self:
+            count = f"{len(self)} input{'s' if len(self) > 1 else ''}"
+            print(f"nnequiv: skipped {count} (--keep-going); see above", file=sys.stderr)
+        return 0
 
 
-def _one_network(path: str, connectomes: bool) -> str:
-    """The one network at ``path``: a file as it is (the loader reads it once), or what a
-    folder holds when that is one network or checkpoint."""
-    if not os.path.isdir(path):
-        return path
+def _one_network(path: str, connectomes: bool) -> tuple:
+    """``(source, label)`` of the one network at ``path``: a file as it is (the loader reads
+    it once), or what a folder, Hugging Face cache folder or hub id holds when that is one
+    network or checkpoint. A fingerprint index is refused: it holds no whole analysis.
+    ``label`` is the hub id or checkpoint that names a network in a folder, else its path
+    (None for a file)."""
     from nnequiv.discovery import discover
+    from nnequiv.index import is_index
 
+    if os.path.lexists(path) and not os.path.isdir(path):
+        if is_index(path):
+            raise InputError(
+                f"{path}: a fingerprint index holds layer summaries, not the whole analysis "
+                "that analyze shows; give the network's file"
+            )
+        return path, None
     found = discover(path, connectomes=connectomes, notes=_note)
     if len(found) > 1:
         named = ", ".join(item.label for item in found[:3]) + (", ..." if len(found) > 3 else "")
@@ -223,7 +298,22 @@ def _one_network(path: str, connectomes: bool) -> str:
             f"{path}: holds {len(found)} networks ({named}); analyze takes one "
             "(cluster or report takes many)"
         )
-    return found[0].source
+    item = found[0]
+    named = item.path is None or not item.label.endswith(item.path.name)  # org/name, checkpoint
+    return item.source, item.label if named else str(item.path)
+
+
+def _refuse_index(*paths: str) -> None:
+    """compare explains its verdict by the layers of both networks, which an index does not
+    keep: an index given to it is refused in one line."""
+    from nnequiv.index import is_index
+
+    for path in paths:
+        if is_index(path):
+            raise InputError(
+                f"{path}: a fingerprint index keeps layer summaries, not the whole analyses "
+                f"that compare needs; give the networks' files, or use identify --library {path}"
+            )
 
 
 def _one_line(error: Exception) -> str:
@@ -261,19 +351,24 @@ def _format_library(library) -> str:
 def _index(args) -> int:
     from nnequiv.index import add_to_index, build_index, open_index
 
-    failed = _Failures()
+    failed = args.skipped_inputs = _Failures()
     if args.action == "list":
         library = open_index(args.index)
     else:
         options = _options(args, distance=False)
         options.update(notes=_note, on_error=failed if args.keep_going else None)
-        with _Progress("analysing") as progress:
+        with _Progress("analysing") as progress, failed.counted():
             if args.action == "build":
                 library = build_index(args.paths, args.output, progress=progress, **options)
             else:
-                library = add_to_index(args.index, args.paths, progress=progress, **options)
-    print(json.dumps(library.to_dict(), indent=2) if args.json else _format_library(library))
-    return 1 if failed else 0
+                library = add_to_index(
+                    args.index, args.paths, progress=progress, replace=args.replace, **options
+                )
+    if not args.json:
+        for change in library.changes:
+            print(change.line())
+    _emit(args, library.to_dict(), _format_library(library))
+    return failed.finish()
 
 
 def main(argv=None) -> None:
@@ -288,6 +383,9 @@ def main(argv=None) -> None:
         code = 0
     except (NNEquivError, OSError, ValueError) as exc:
         print(f"nnequiv: error: {_one_line(exc)}", file=sys.stderr)
+        code = 1
+    except MemoryError as exc:  # outside an analysis (which names its input)
+        print(f"nnequiv: error: out of memory ({_one_line(exc) or 'MemoryError'})", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("nnequiv: interrupted", file=sys.stderr)

@@ -62,7 +62,7 @@ def _type_of(default, f):
         return str.upper
     if isinstance(default, bool):
         return None
-    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed"):
+    if isinstance(default, int) or f.name in ("submatrices", "realizations", "seed", "max_memory"):
         return int
     if isinstance(default, float):
         return float
@@ -81,8 +81,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--keep-going",
         action="store_true",
-        help="when a network cannot be read, print its one-line error, go on with the rest, "
-        "and exit with status 1 at the end (default: stop at the first error)",
+        help="when an input cannot be read, print 'skipped: INPUT: reason', go on with the "
+        "rest, count the skipped inputs on the last line and list them in JSON and the "
+        "report; exit 0 when at least one was analysed, 1 when none was (default: stop at "
+        "the first error)",
     )
     _add_cache_options(group)
     group.add_argument(
@@ -122,11 +124,25 @@ def _add_outputs(parser: argparse.ArgumentParser, table: str, plot: bool = True)
 
 
 def _add_eps(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    group = parser.add_argument_group("tolerances (docs/method.md items 11 and 15)")
+    group.add_argument(
         "--eps",
         type=float,
-        help="accuracy: pairs with d <= eps are equivalent (default: calibrated per pair "
-        "from the two networks' noise floors)",
+        help="same-network resolution: pairs with d <= eps are the same network (default: "
+        "calibrated per pair from the two networks' noise floors)",
+    )
+    group.add_argument(
+        "--eps-design",
+        type=float,
+        metavar="E",
+        help="design tolerance: pairs with design distance <= E are equivalent (default: "
+        "the calibration's)",
+    )
+    group.add_argument(
+        "--calibration",
+        metavar="CAL.json",
+        help="design calibration written by 'nnequiv calibrate' (default: the one shipped "
+        "with nnequiv, fitted on labelled families)",
     )
 
 
@@ -179,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster",
         parents=[method, distance],
         help="equivalence classes of many networks",
-        description="Pairwise distances and verdicts, and the classes: connected "
-        "components of the pairs judged equivalent.",
+        description="Pairwise distances and verdicts at two resolutions, and the classes: "
+        "the average-linkage tree of the design distances cut at the design tolerance.",
     )
     p.add_argument(
         "paths",
@@ -195,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "identify",
         parents=[method, distance],
         help="which known design is this network?",
-        description="Rank library networks by distance to a query network.",
+        description="Rank library networks by design distance to a query network.",
     )
     p.add_argument("query", help="the network to identify")
     p.add_argument(
@@ -221,6 +237,36 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="OUT.html", help="output file; must end in .html"
     )
     _add_eps(p)
+
+    p = sub.add_parser(
+        "calibrate",
+        parents=[method],
+        help="fit the design tolerance to your own labelled networks",
+        description="Analyse labelled networks, choose the structural weight and the design "
+        "tolerance (at most --max-false-rate of pairs of different families equivalent), "
+        "check them leaving one family out, and write them as JSON for --calibration.",
+    )
+    p.add_argument("paths", nargs="+", metavar="LIB", help="network files or directories")
+    p.add_argument(
+        "--families",
+        required=True,
+        metavar="MANIFEST.csv",
+        help="CSV with a 'family' column and the file name in a 'file', 'path', 'name', "
+        "'network' or 'model' column",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="CAL.json", help="output file; must end in .json"
+    )
+    p.add_argument(
+        "--max-false-rate",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="largest share of different-family pairs judged equivalent (default: 0.01)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the calibration as JSON (default: text)"
+    )
 
     _add_index_parser(sub, method)
 
@@ -298,11 +344,18 @@ def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
         "add",
         parents=[method, scheduler],
         help="add networks to an index",
-        description="Analyse networks with the index's settings and add them (a network "
-        "with the same label is replaced).",
+        description="Analyse networks with the index's settings and add them. The index "
+        "never loses a network: one whose label another network holds is added under a "
+        "longer label, unless --replace is given.",
     )
     q.add_argument("index", metavar="LIB", help="the index file")
     q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    q.add_argument(
+        "--replace",
+        action="store_true",
+        help="a network whose label the index holds replaces that network (default: it is "
+        "added under a longer label)",
+    )
     q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
     q = actions.add_parser(
         "list", help="the networks of an index", description="The networks of an index."

@@ -12,6 +12,8 @@ import csv
 import io
 import os
 import zipfile
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from nnequiv.errors import FormatError, InputError, MissingDependencyError
 from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, OIHW, WeightSource
 from nnequiv.loading._limits import (
     check_limit,
+    describe,
     open_regular,
     reading,
     require_regular,
@@ -44,17 +47,12 @@ __all__ = [
 ]
 
 CONNECTOME_SUFFIXES = {".csv", ".graphml"}
+#: A connection matrix read from a CSV or GraphML file is a float64 array up to this size
+#: (N x N x 8 bytes), a SciPy CSR matrix of its non-zero entries above it; the layers drawn
+#: from it are the same either way.
+DENSE_CONNECTOME_BYTES = 64 << 20
 #: Null models of :func:`null_model`.
 NULL_MODELS = ("strength-preserving",)
-
-
-@dataclass
-class Connectome:
-    """Named nodes and their connection matrices (``matrices['chemical']`` is pre x post)."""
-
-    label: str
-    nodes: list[str]
-    matrices: dict[str, np.ndarray]
 
 
 def is_connectome(source) -> bool:
@@ -75,14 +73,46 @@ def is_connectome(source) -> bool:
     return False
 
 
-def _check_matrix(label: str, name: str, matrix: np.ndarray) -> np.ndarray:
-    with reading(label, f"'{name}' is not a numeric matrix", (ValueError, TypeError)):
-        matrix = np.asarray(matrix, dtype=float)
+@dataclass
+class Connectome:
+    """Named nodes and their connection matrices (``matrices['chemical']`` is pre x post):
+    float64 arrays, or SciPy CSR matrices where a large one was read from a sparse file."""
+
+    label: str
+    nodes: list[str]
+    matrices: dict
+
+
+def is_sparse(matrix) -> bool:
+    """True for a SciPy sparse matrix (a connection matrix kept as its non-zero entries)."""
+    return hasattr(matrix, "tocsr") and hasattr(matrix, "nnz")
+
+
+def dense_matrix(matrix) -> np.ndarray:
+    """A connection matrix as a float64 array."""
+    return matrix.toarray() if is_sparse(matrix) else np.asarray(matrix, dtype=float)
+
+
+def principal_submatrix(matrix, members: np.ndarray) -> np.ndarray:
+    """``matrix[members][:, members]`` as a float64 array (only it is densified)."""
+    if is_sparse(matrix):
+        return matrix.tocsr()[members][:, members].toarray()
+    return matrix[np.ix_(members, members)]
+
+
+def _check_matrix(label: str, name: str, matrix):
+    if is_sparse(matrix):
+        matrix = matrix.tocsr().astype(float)
+        values = matrix.data
+    else:
+        with reading(label, f"'{name}' is not a numeric matrix", (ValueError, TypeError)):
+            matrix = np.asarray(matrix, dtype=float)
+        values = matrix
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise FormatError(f"{label}: '{name}' is not a square matrix (shape {matrix.shape})")
-    if not np.all(np.isfinite(matrix)):
+    if not np.all(np.isfinite(values)):
         raise FormatError(f"{label}: '{name}' holds NaN or Inf values")
-    if (matrix < 0).any():
+    if (values < 0).any():
         raise FormatError(f"{label}: '{name}' has negative entries (counts or weights)")
     return matrix
 
@@ -166,116 +196,248 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _csv_rows(path: Path, limit: int) -> list[list[str]]:
-    """The non-blank rows of a CSV file, cells stripped."""
+def _csv_rows(path: Path, limit: int) -> Iterator[list[str]]:
+    """The non-blank rows of a CSV file, cells stripped, one at a time (the file is read as a
+    stream, never whole)."""
     label = str(path)
     with open_regular(path) as handle:
-        raw = handle.read(limit + 1)
-    require_within(label, "the CSV file", len(raw), limit)
-    with reading(label, "is not UTF-8 text", (UnicodeDecodeError,)):
-        text = raw.decode("utf-8-sig")
-    with reading(label, "is not a readable CSV file", (csv.Error,)):
-        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
-    rows = [row for row in rows if any(row)]
-    if not rows:
-        raise FormatError(f"{label}: no rows")
-    return rows
+        require_within(label, "the CSV file", os.fstat(handle.fileno()).st_size, limit)
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        try:
+            for row in csv.reader(text):
+                cells = [cell.strip() for cell in row]
+                if any(cells):
+                    yield cells
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{label}: is not UTF-8 text ({describe(exc)})") from exc
+        except csv.Error as exc:
+            raise FormatError(f"{label}: is not a readable CSV file ({describe(exc)})") from exc
 
 
-def _edge_shape(rows: list[list[str]]) -> tuple[list[list[str]] | None, str]:
-    """The edges of a table that reads as an edge list, or None and the reason it does not.
+class _EdgeReader:
+    """An edge list read row by row: node names to indices and (pre, post, weight) arrays;
+    ``reason`` says why the table is not one (None while it may be).
 
     Every row has three cells (pre, post, weight); the first row is a header when its
     weight cell is not a number, and then names all three columns (no empty cell); every
     edge has two non-empty node names and a number as weight; node names that are numbers
     are integers.
     """
-    if any(len(row) != 3 for row in rows):
-        return None, "rows do not all have three cells (pre, post, weight)"
-    has_header = _number(rows[0][2]) is None
-    if has_header and not all(rows[0]):
-        return None, "its header row has an empty cell"
-    body = rows[1:] if has_header else rows
-    for line, (pre, post, weight) in enumerate(body, 1):
-        if not pre or not post or _number(weight) is None:
-            return None, f"edge {line} has no node names or a non-numeric weight"
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.three = True
+        self.header: bool | None = None
+        self.ids: dict[str, int] = {}
+        self.pre, self.post, self.weights = array("q"), array("q"), array("d")
+        self.invalid: tuple[int, str] | None = None
+
+    def add(self, row: list[str]) -> None:
+        if len(row) != 3:
+            self.three = False
+        if not self.three or self.reason is not None:
+            self.pre = self.post = self.weights = None  # no longer needed
+            return
+        if self.header is None:
+            self.header = _number(row[2]) is None
+            if self.header:
+                if not all(row):
+                    self.reason = "its header row has an empty cell"
+                return
+        pre, post, weight = row
+        line = len(self.weights) + 1
+        value = _number(weight)
+        if not pre or not post or value is None:
+            self.reason = f"edge {line} has no node names or a non-numeric weight"
+            return
         if any(
             _number(node) is not None and not _number(node).is_integer() for node in (pre, post)
         ):
-            return None, f"edge {line} names a node by a non-integer number"
-    return body, ""
+            self.reason = f"edge {line} names a node by a non-integer number"
+            return
+        if self.invalid is None and not (np.isfinite(value) and value >= 0):
+            self.invalid = (line, weight)
+        self.pre.append(self.ids.setdefault(pre, len(self.ids)))
+        self.post.append(self.ids.setdefault(post, len(self.ids)))
+        self.weights.append(value)
+
+    def finish(self) -> str | None:
+        """Why the whole table is not an edge list, or None."""
+        if not self.three:
+            return "rows do not all have three cells (pre, post, weight)"
+        return self.reason
+
+    def nodes(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The node names (first as a pre, then the rest first as a post) and the edges'
+        pre and post indices in that order."""
+        pre = np.frombuffer(self.pre, dtype=np.int64)
+        post = np.frombuffer(self.post, dtype=np.int64)
+        names = np.array(list(self.ids), dtype=object)
+        order = _first_seen(np.concatenate([pre, post]))
+        position = np.empty(len(names), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        return [str(n) for n in names[order]], position[pre], position[post]
 
 
-def _adjacency_shape(rows: list[list[str]]) -> tuple[tuple | None, str]:
-    """``(node names or None, N x N cells)`` of a table that reads as an adjacency matrix,
-    or None and the reason it does not.
+def _first_seen(ids: np.ndarray) -> np.ndarray:
+    """The distinct values of ``ids`` in order of first appearance."""
+    _, first = np.unique(ids, return_index=True)
+    return ids[np.sort(first)]
+
+
+class _AdjacencyReader:
+    """An adjacency matrix read row by row, each row kept as its non-zero entries; ``finish``
+    says why the table is not one (None where it is).
 
     The first row is a header when any of its cells after the first is not a number; the
     first column holds names when none of its body cells is a number; the remaining cells
     (empty ones count as 0) are numbers and form a square table; a header holds N names,
     or N + 1 with a corner cell first.
     """
-    header = rows[0] if any(_number(cell) is None for cell in rows[0][1:]) else None
-    body = rows[1:] if header is not None else rows
-    if not body:
-        return None, "there are no matrix rows"
-    row_names = all(_number(row[0]) is None for row in body)
-    values = [row[1:] if row_names else row for row in body]
-    for line, row in enumerate(values, 1):
-        bad = next((cell for cell in row if cell and _number(cell) is None), None)
-        if bad is not None:
-            return None, f"non-numeric entry '{shown(bad, 40)}' in row {line} of the matrix"
-    size = len(values)
-    if any(len(row) != size for row in values):
-        return None, f"the matrix is not square ({size} rows of {len(values[0])} values)"
-    names = [row[0] for row in body] if row_names else None
-    if header is not None:
-        if len(header) not in (size, size + 1):
-            return None, f"the header has {len(header)} cells for a {size}-node matrix"
-        names = header[-size:] if size else []
-    return (names, values), ""
+
+    def __init__(self):
+        self.header: list[str] | None = None
+        self.first_row = True
+        self.count = 0
+        self.first_cells: list[float | None] = []
+        self.names: list[str] = []
+        self.lengths: set[int] = set()
+        self.first_length = 0
+        self.bad_rest: tuple[int, str] | None = None  # a non-number after the first cell
+        self.bad_first: tuple[int, str] | None = None  # a non-number as the first cell
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, row: list[str]) -> None:
+        if self.first_row:
+            self.first_row = False
+            if any(_number(cell) is None for cell in row[1:]):
+                self.header = row
+                return
+        self.count += 1
+        line = self.count
+        if self.count == 1:
+            self.first_length = len(row)
+        self.lengths.add(len(row))
+        first = _number(row[0])  # None: a name (an empty cell too)
+        self.first_cells.append(first)
+        self.names.append(row[0])
+        if row[0] and first is None and self.bad_first is None:
+            self.bad_first = (line, row[0])
+        if self.bad_rest is not None or self.count > self.first_length + 1:
+            return  # not a matrix, or not a square one: its values are not needed
+        values = np.zeros(len(row))
+        for column, cell in enumerate(row[1:], 1):
+            if cell:
+                number = _number(cell)
+                if number is None:
+                    self.bad_rest, self.rows = (line, cell), []
+                    return
+                values[column] = number
+        columns = np.flatnonzero(values[1:]) + 1
+        self.rows.append((columns, values[columns]))
+
+    @property
+    def row_names(self) -> bool:
+        return all(first is None for first in self.first_cells)
+
+    def finish(self) -> str | None:
+        """Why the whole table is not a square adjacency matrix, or None."""
+        if not self.count:
+            return "there are no matrix rows"
+        named = self.row_names
+        found = [self.bad_rest] if named else [self.bad_first, self.bad_rest]
+        found = [bad for bad in found if bad is not None]
+        if found:
+            line, cell = min(found, key=lambda bad: bad[0])  # the first cell first on a tie
+            return f"non-numeric entry '{shown(cell, 40)}' in row {line} of the matrix"
+        size, shift = self.count, 1 if named else 0
+        if any(length - shift != size for length in self.lengths):
+            return f"the matrix is not square ({size} rows of {self.first_length - shift} values)"
+        if self.header is not None and len(self.header) not in (size, size + 1):
+            return f"the header has {len(self.header)} cells for a {size}-node matrix"
+        return None
+
+    def size(self) -> int:
+        return self.count
+
+    def nodes(self) -> list[str]:
+        if self.header is not None:
+            return self.header[-self.count :]
+        return list(self.names) if self.row_names else [str(i) for i in range(self.count)]
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and values of the non-zero entries."""
+        shift = 1 if self.row_names else 0
+        rows, columns, values = [], [], []
+        for index, ((kept, numbers), first) in enumerate(zip(self.rows, self.first_cells)):
+            if not shift and first:  # the first column holds values, not names
+                kept, numbers = np.concatenate([[0], kept]), np.concatenate([[first], numbers])
+            rows.append(np.full(kept.size, index))
+            columns.append(kept - shift)
+            values.append(numbers)
+        if not rows:
+            return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+        return np.concatenate(rows), np.concatenate(columns), np.concatenate(values)
 
 
 def _load_csv(path: Path, format: str | None, limit: int) -> Connectome:
     label = str(path)
-    rows = _csv_rows(path, limit)
-    edges, edge_reason = _edge_shape(rows) if format != "adjacency" else (None, "")
-    table, table_reason = _adjacency_shape(rows) if format != "edges" else (None, "")
-    if edges is not None and table is not None:
+    edges = _EdgeReader() if format != "adjacency" else None
+    table = _AdjacencyReader() if format != "edges" else None
+    empty = True
+    for row in _csv_rows(path, limit):
+        empty = False
+        for reader in (edges, table):
+            if reader is not None:
+                reader.add(row)
+    if empty:
+        raise FormatError(f"{label}: no rows")
+    edge_reason = edges.finish() if edges is not None else ""
+    table_reason = table.finish() if table is not None else ""
+    if edges is not None and edge_reason is None and table is not None and table_reason is None:
         raise FormatError(
             f"{label}: reads both as an edge list (pre, post, weight) and as a "
-            f"{len(table[1])} x {len(table[1])} adjacency matrix; say which with "
+            f"{table.size()} x {table.size()} adjacency matrix; say which with "
             "format='edges' or format='adjacency' (--format edges|adjacency)"
         )
-    if edges is not None:
+    if edges is not None and edge_reason is None:
         return _edge_list(path, edges, limit)
-    if table is not None:
-        names, values = table
-        _require_matrix_size(label, len(values), limit)
-        matrix = np.array([[_number(c) if c else 0.0 for c in row] for row in values], float)
-        matrix = _check_matrix(label, "adjacency", matrix.reshape(len(values), len(values)))
-        nodes = list(names) if names is not None else [str(i) for i in range(len(values))]
-        return Connectome(label, nodes, {"chemical": matrix})
+    if table is not None and table_reason is None:
+        size = table.size()
+        _require_matrix_size(label, size, limit)
+        matrix = _assembled(size, *table.entries())
+        return Connectome(
+            label, table.nodes(), {"chemical": _check_matrix(label, "adjacency", matrix)}
+        )
     reasons = {"edges": f"not an edge list: {edge_reason}", "adjacency": table_reason}
     if format is None:
-        three = all(len(row) == 3 for row in rows)
-        reason = reasons["edges"] if three else f"not an adjacency matrix: {table_reason}"
+        reason = reasons["edges"] if edges.three else f"not an adjacency matrix: {table_reason}"
     else:
         reason = reasons[format]
     raise FormatError(f"{label}: {reason}")
 
 
-def _edge_list(path: Path, rows, limit: int) -> Connectome:
-    nodes = list(dict.fromkeys([r[0] for r in rows] + [r[1] for r in rows]))
-    _require_matrix_size(str(path), len(nodes), limit)
-    index = {name: i for i, name in enumerate(nodes)}
-    matrix = np.zeros((len(nodes), len(nodes)))
-    for line, (pre, post, weight) in enumerate(rows, 1):
-        value = _number(weight)
-        if value is None or not np.isfinite(value) or value < 0:
-            raise FormatError(f"{path}: edge {line} has an invalid weight '{shown(weight, 40)}'")
-        matrix[index[pre], index[post]] += value
-    return Connectome(str(path), nodes, {"chemical": _check_matrix(str(path), "edges", matrix)})
+def _assembled(size: int, rows: np.ndarray, columns: np.ndarray, values: np.ndarray):
+    """The ``size`` x ``size`` matrix with ``values`` added at (rows, columns): a float64
+    array up to :data:`DENSE_CONNECTOME_BYTES`, a SciPy CSR matrix above it."""
+    if 8 * size * size <= DENSE_CONNECTOME_BYTES:
+        matrix = np.zeros((size, size))
+        np.add.at(matrix, (rows, columns), values)
+        return matrix
+    from scipy.sparse import coo_matrix
+
+    return coo_matrix((values, (rows, columns)), shape=(size, size)).tocsr()
+
+
+def _edge_list(path: Path, edges: _EdgeReader, limit: int) -> Connectome:
+    label = str(path)
+    if edges.invalid is not None:
+        line, weight = edges.invalid
+        raise FormatError(f"{label}: edge {line} has an invalid weight '{shown(weight, 40)}'")
+    nodes, pre, post = edges.nodes()
+    _require_matrix_size(label, len(nodes), limit)
+    matrix = _assembled(len(nodes), pre, post, np.frombuffer(edges.weights, dtype=np.float64))
+    return Connectome(label, nodes, {"chemical": _check_matrix(label, "edges", matrix)})
 
 
 def _load_graphml(path: Path, limit: int) -> Connectome:
@@ -288,8 +450,14 @@ def _load_graphml(path: Path, limit: int) -> Connectome:
         with reading(label, "not a readable GraphML file"):
             graph = nx.read_graphml(handle)
     _require_matrix_size(label, graph.number_of_nodes(), limit)
+    size = graph.number_of_nodes()
     with reading(label, "has edge weights that are not numbers"):
-        matrix = nx.to_numpy_array(graph, nodelist=list(graph.nodes), weight="weight")
+        if 8 * size * size <= DENSE_CONNECTOME_BYTES:
+            matrix = nx.to_numpy_array(graph, nodelist=list(graph.nodes), weight="weight")
+        else:
+            matrix = nx.to_scipy_sparse_array(
+                graph, nodelist=list(graph.nodes), weight="weight", format="csr"
+            )
     nodes = [str(n) for n in graph.nodes]
     return Connectome(label, nodes, {"chemical": _check_matrix(label, "graph", matrix)})
 
@@ -309,12 +477,27 @@ def mixed_ensemble(
     ``("connectome-submatrix", m, k)`` (method item 14). With a
     ``partition`` (node -> group), the blocks ``A[G, G]`` of the groups are the layers instead.
     """
-    connectome = load_connectome(connectome)
+    return dict(ensemble_draws(connectome, mixture, submatrices, seed, partition))
+
+
+def _check_ensemble(mixture: float, submatrices: int) -> None:
     if not 0 < mixture <= 1:
         raise InputError(f"mixture p must be in (0, 1], got {mixture}")
     if submatrices < 1:
         raise InputError(f"submatrices must be >= 1, got {submatrices}")
-    layers = {}
+
+
+def ensemble_draws(
+    connectome,
+    mixture: float = ConnectomeOptions.mixture,
+    submatrices: int = ConnectomeOptions.submatrices,
+    seed: int = 0,
+    partition: dict[str, str] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """The layers of :func:`mixed_ensemble` one at a time: each submatrix is made (as a
+    float64 array) only when it is reached."""
+    connectome = load_connectome(connectome)
+    _check_ensemble(mixture, submatrices)
     if partition is not None:
         groups: dict[str, list[int]] = {}
         for i, node in enumerate(connectome.nodes):
@@ -324,15 +507,14 @@ def mixed_ensemble(
             raise InputError(f"{connectome.label}: the partition names none of its nodes")
         for name, matrix in connectome.matrices.items():
             for group, members in groups.items():
-                layers[f"{name}/{group}"] = matrix[np.ix_(members, members)]
-        return layers
+                yield f"{name}/{group}", principal_submatrix(matrix, np.array(members, int))
+        return
     for m, (name, matrix) in enumerate(connectome.matrices.items()):
         size = matrix.shape[0]
         for k in range(submatrices):
             rng = np.random.default_rng(stream_seed(seed, "connectome-submatrix", m, k))
             members = np.flatnonzero(rng.random(size) < mixture)
-            layers[f"{name}/draw{k:03d}"] = matrix[np.ix_(members, members)]
-    return layers
+            yield f"{name}/draw{k:03d}", principal_submatrix(matrix, members)
 
 
 def _weighted_swaps(matrix: np.ndarray, rng, symmetric: bool, swaps_per_edge: int) -> np.ndarray:
@@ -379,6 +561,7 @@ def null_model(
     matrices = {}
     for m, (name, matrix) in enumerate(connectome.matrices.items()):
         rng = np.random.default_rng(stream_seed(seed, "null-model", m))
+        matrix = dense_matrix(matrix)  # the swaps need the whole matrix
         symmetric = bool(np.allclose(matrix, matrix.T))
         matrices[name] = _weighted_swaps(matrix, rng, symmetric, swaps_per_edge)
     return Connectome(f"null({connectome.label})", list(connectome.nodes), matrices)
@@ -396,7 +579,7 @@ def save_connectome(connectome: Connectome, path: str | os.PathLike) -> None:
             np.savez_compressed(
                 stream,
                 neurons=np.array(connectome.nodes, dtype=str),
-                **{k: v.astype(np.float32) for k, v in connectome.matrices.items()},
+                **{k: dense_matrix(v).astype(np.float32) for k, v in connectome.matrices.items()},
             )
         os.replace(temporary, path)
     except BaseException:
@@ -413,5 +596,9 @@ def connectome_weights(
     """A connectome as a network: its Mixed Matrix Ensemble (:func:`mixed_ensemble`) as the
     layers of a :class:`~nnequiv.loading.WeightSource` (the source adapter of the analysis)."""
     connectome = load_connectome(source, format=options.format, max_tensor_bytes=max_tensor_bytes)
-    layers = mixed_ensemble(connectome, options.mixture, options.submatrices, seed)
-    return WeightSource(connectome.label, OIHW, lambda: iter(layers.items()))
+    _check_ensemble(options.mixture, options.submatrices)
+
+    def layers():  # drawn one at a time, as the analysis reaches them
+        return ensemble_draws(connectome, options.mixture, options.submatrices, seed)
+
+    return WeightSource(connectome.label, OIHW, layers)

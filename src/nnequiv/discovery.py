@@ -16,10 +16,18 @@ sharded checkpoints, Hugging Face caches and hub ids.
   ``labels``, ``label``, ``targets``, ``target``, ``classes``) of at most two dimensions with the
   same first (sample) dimension; ``train``/``test``/``val`` affixes are ignored (``x_train``,
   ``y_test``, ``train_images``). Network tensors are not named so, and never come in such pairs.
+* **Training runs**: the states a run writes beside its weights are skipped by name, as
+  optimizer states are by content (``rng_state*.pth``, ``scheduler.pt``, ``optimizer.pt``,
+  ``scaler.pt``, ``trainer_state.json``, ``training_args.bin``, ``*optim_states.pt``); a
+  Hugging Face Trainer folder ``checkpoint-N`` is one network, labelled by its folder
+  (``run/checkpoint-500``), and DeepSpeed's ``global_stepN`` folder beside its weights is
+  skipped. A run folder thus holds one network per checkpoint.
 * **Connectomes**: an npz with a ``chemical`` matrix and GraphML files always; a CSV when
   ``connectomes=True`` and it is not a table (every cell after the first column numeric, or an
   edge list ``pre, post, weight`` in which some node is at both ends of edges), or without it
-  when it parses entirely as a connectome. A table with text columns (a manifest) never is one.
+  when it parses entirely as a connectome. A table with text columns (a manifest) never is one,
+  and a CSV found in a folder is one only when it is shaped as an edge list or a square
+  adjacency matrix, ``connectomes=True`` or not; other tables are skipped with a note.
 * **One network in several files**: a ``*.index.json`` with the shards it names
   (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), or a complete set of
   ``name-0000k-of-0000N.ext`` shards without an index (safetensors, PyTorch bins, GGUF splits).
@@ -32,7 +40,7 @@ sharded checkpoints, Hugging Face caches and hub ids.
   ``huggingface_hub`` is installed and ``HF_HUB_OFFLINE`` is not set.
 * **Labels** are unique: the shortest trailing part of each path that tells it from the others
   (``a/model.safetensors`` and ``b/model.safetensors``); a Hugging Face model that is one network
-  is labelled ``org/name``.
+  is labelled ``org/name``. Text output, JSON, CSV and reports all use these labels.
 
 Sniffing reads headers only (zip directories, npy and safetensors headers, the first rows of a
 CSV); PyTorch files are opened with ``torch.load(weights_only=True, mmap=True)``, which runs no
@@ -43,6 +51,7 @@ found: the analysis gives its one-line error.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -58,7 +67,24 @@ from nnequiv.hub import (
     hub_weight_files,
     repo_snapshot,
 )
+from nnequiv.loading._limits import require_regular
 from nnequiv.sniffing import CONNECTOME, NETWORK, sniff
+
+#: Files a training run writes beside its weights (Hugging Face Trainer, Accelerate, DeepSpeed,
+#: Lightning): random generator, learning-rate scheduler, optimizer, gradient scaler and trainer
+#: states. Skipped by name, as optimizer states are skipped by content: they are not networks.
+TRAINING_STATES = (
+    (re.compile(r"^(rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$"), "a random generator state"),
+    (re.compile(r"^scheduler\.(pt|bin)$"), "a learning-rate scheduler state"),
+    (re.compile(r"^(optimizer(_\d+)?\.(pt|bin)|.*optim_states\.pt)$"), "an optimizer state"),
+    (re.compile(r"^scaler\.pt$"), "a gradient scaler state"),
+    (re.compile(r"^(trainer_state\.json|training_args\.bin)$"), "the trainer's state"),
+)
+#: Folders more than this many levels below a folder given are not searched.
+MAX_DEPTH = 100
+#: A Hugging Face Trainer checkpoint folder (one network) and DeepSpeed's state folder in it.
+CHECKPOINT_FOLDER = re.compile(r"^checkpoint-\d+$")
+DEEPSPEED_FOLDER = re.compile(r"^global_step\d+$")
 
 __all__ = ["Found", "discover", "NETWORK", "CONNECTOME", "hub_weight_files"]
 
@@ -193,7 +219,8 @@ class _Search:
 
     def add(self, item) -> None:
         if isinstance(item, list):
-            self.folder_files(item, *_virtual(Path(os.path.abspath(item[0].parent))))
+            virtual, repo = _virtual(Path(os.path.abspath(item[0].parent)))
+            self.folder_files(item, virtual, repo, given=True)
         elif isinstance(item, Path):
             self.add_path(item)
         else:
@@ -211,65 +238,103 @@ class _Search:
     def add_path(self, path: Path) -> None:
         if not os.path.lexists(path):
             if _could_be_hub_id(path):
-                self.repo(hub_folder(path.as_posix(), self.notes), ())
+                folder = hub_folder(path.as_posix(), self.notes)
+                self.search(folder, [self.repo(folder, ())])
                 return
             raise InputError(f"{path}: no such file or directory")
         if REPO_FOLDER.match(path.name):
-            self.repo(path, _virtual(Path(os.path.abspath(path.parent)))[0])
+            prefix = _virtual(Path(os.path.abspath(path.parent)))[0]
+            self.search(path, [self.repo(path, prefix)])
         else:
-            self.folder(path, *_virtual(Path(os.path.abspath(path))))
+            self.search(path, [(path, *_virtual(Path(os.path.abspath(path))))])
 
-    def repo(self, folder: Path, prefix: tuple[str, ...]) -> None:
+    def repo(self, folder: Path, prefix: tuple[str, ...]) -> tuple | None:
+        """``(snapshot, virtual parts, repo)`` of a cache folder ``models--org--name`` to
+        search, or None after a note."""
         match = REPO_FOLDER.match(folder.name)
         snapshot, reason = repo_snapshot(folder)
         if snapshot is None:
             self.skip(folder, reason)
-            return
+            return None
         if reason:
             self.notes(f"{folder}: {reason}")
-        self.folder(snapshot, (*prefix, match["org"], match["name"]), len(prefix) + 2)
+        return snapshot, (*prefix, match["org"], match["name"]), len(prefix) + 2
 
-    def folder(self, folder: Path, virtual: tuple[str, ...], repo: int = 0) -> None:
+    def search(self, root: Path, start: list) -> None:
+        """Search the folders of ``start`` (``(folder, virtual parts, repo)``) and all below
+        them, depth first in name order, files of a folder before its subfolders (a loop, not
+        a recursion: no depth overflows the stack). A symbolic link to a folder outside
+        ``root`` is not followed; a folder met twice (a link loop) is searched once; folders
+        more than :data:`MAX_DEPTH` below ``root`` are not searched."""
+        try:
+            top = os.path.realpath(root)
+        except (OSError, ValueError) as exc:
+            self.skip(root, f"cannot be resolved ({exc})")
+            return
+        stack = [(*item, 0) for item in reversed(start) if item is not None]
+        while stack:
+            folder, virtual, repo, depth = stack.pop()
+            below = self.folder(folder, virtual, repo, top)
+            if below and depth >= MAX_DEPTH:
+                self.skip(folder, f"holds folders deeper than {MAX_DEPTH} levels; not searched")
+                continue
+            stack += [(*item, depth + 1) for item in reversed(below) if item is not None]
+
+    def folder(self, folder: Path, virtual: tuple[str, ...], repo: int, top: str) -> list:
+        """Take the files of one folder; the ``(folder, virtual parts, repo)`` below it."""
         try:
             info = folder.stat()
         except OSError as exc:
             self.skip(folder, f"cannot be read ({exc.strerror})")
-            return
+            return []
         if (info.st_dev, info.st_ino) in self.folders:
             self.skip(folder, "folder already searched (a symbolic link loop or a repeat)")
-            return
+            return []
         self.folders.add((info.st_dev, info.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
             self.skip(folder, f"folder cannot be listed ({exc.strerror})")
-            return
+            return []
         files, folders = [], []
+        names = {entry.name.lower() for entry in entries}
+        weights = next((name for name in HF_WEIGHT_NAMES if name in names), None)
+        if not repo and CHECKPOINT_FOLDER.match(folder.name):
+            repo = len(virtual)  # a Trainer checkpoint: one network, labelled by its folder
         for entry in entries:
             path = folder / entry.name
+            is_dir = entry.is_dir()
             if entry.name.startswith("."):
                 self.skip(path, "hidden, not searched")
-            elif REPO_FOLDER.match(entry.name) and entry.is_dir():
-                folders.append((path, True))
-            elif entry.name.startswith(("datasets--", "spaces--")) and entry.is_dir():
+            elif is_dir and entry.is_symlink() and not _inside(path, top):
+                self.skip(path, f"a symbolic link to a folder outside {top}; not followed")
+            elif REPO_FOLDER.match(entry.name) and is_dir:
+                folders.append(self.repo(path, virtual))
+            elif entry.name.startswith(("datasets--", "spaces--")) and is_dir:
                 self.skip(path, "a Hugging Face data set or space, not a model")
-            elif entry.is_dir():
-                folders.append((path, False))
+            elif weights and DEEPSPEED_FOLDER.match(entry.name) and is_dir:
+                self.skip(path, f"DeepSpeed's training state; the weights are {weights}")
+            elif is_dir:
+                folders.append((path, (*virtual, path.name), repo))
             else:
                 files.append(path)
         self.folder_files(files, virtual, repo)
-        for path, is_repo in folders:
-            if is_repo:
-                self.repo(path, virtual)
-            else:
-                self.folder(path, (*virtual, path.name), repo)
+        return folders
 
-    def folder_files(self, files: list[Path], virtual: tuple[str, ...], repo: int = 0) -> None:
-        """Files of one folder: indexes and shard sets first, then one by one."""
+    def folder_files(
+        self, files: list[Path], virtual: tuple[str, ...], repo: int = 0, given: bool = False
+    ) -> None:
+        """Files of one folder (``given``: named one by one as arguments): indexes and shard
+        sets first, then one by one."""
         regular = []
         for path in files:
             reason = _not_regular(path)
-            if reason:
+            state = _training_state(path.name)
+            if state:
+                self.skip(path, f"{state} of a training run, not a network")
+            elif reason and given:
+                require_regular(path)  # named by the user: refused, never opened
+            elif reason:
                 self.skip(path, reason)
             else:
                 regular.append(path)
@@ -290,13 +355,18 @@ class _Search:
             )
         alternative = {path for path, _ in alternates}
         for path in rest:
-            kind = None if path in alternative else self.classify(path)
+            kind = None if path in alternative else self.classify(path, given)
             if kind is not None:
                 self.take(_Candidate((*virtual, path.name), str(path), kind, path, (path,), repo))
 
-    def classify(self, path: Path) -> str | None:
-        """NETWORK, CONNECTOME, or None after a note saying why the file is skipped."""
+    def classify(self, path: Path, given: bool = False) -> str | None:
+        """NETWORK, CONNECTOME, or None after a note saying why the file is skipped. A CSV
+        found in a folder is a connectome only where it parses as one (an edge list or a
+        square adjacency matrix), even with ``connectomes``; one named as an argument is
+        taken as ``connectomes`` says."""
         reason = sniff(path, self.connectomes)
+        if reason == CONNECTOME and self.connectomes and not given and _is_csv(path):
+            reason = _csv_connectome(path)
         if reason in (NETWORK, CONNECTOME):
             return reason
         self.skip(path, reason)
@@ -336,6 +406,44 @@ def _could_be_hub_id(path: Path) -> bool:
 
     known = path.suffix.lower() in MODEL_SUFFIXES | CONNECTOME_SUFFIXES | {".json"}
     return bool(HUB_ID.match(path.as_posix())) and not known and not path.parent.is_dir()
+
+
+def _inside(path: Path, top: str) -> bool:
+    """Whether ``path``, its links resolved, is ``top`` or lies below it."""
+    try:
+        target = os.path.realpath(path)
+    except (OSError, ValueError):
+        return False
+    return target == top or target.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _training_state(name: str) -> str | None:
+    return next((what for pattern, what in TRAINING_STATES if pattern.match(name)), None)
+
+
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _csv_connectome(path: Path) -> str:
+    """CONNECTOME for a CSV whose shape is an edge list or a square adjacency matrix (its
+    values are the loader's to check), else why not; one too large to read here is taken,
+    as ``--connectome`` asks."""
+    import csv
+
+    from nnequiv.connectomes import _adjacency_shape, _edge_shape
+    from nnequiv.sniffing import MAX_CSV_PARSE_BYTES
+
+    try:
+        if path.stat().st_size > MAX_CSV_PARSE_BYTES:
+            return CONNECTOME
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [[c.strip() for c in row] for row in csv.reader(handle) if any(row)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return "not a text table"
+    if rows and (_edge_shape(rows)[0] is not None or _adjacency_shape(rows)[0] is not None):
+        return CONNECTOME
+    return "a table that is neither an edge list nor a square adjacency matrix, not a connectome"
 
 
 def _not_regular(path: Path) -> str | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
+from nnequiv.layers import layer_structure
 from nnequiv.settings import BOOTSTRAP_RESAMPLES, DistanceSettings, Settings
 
 __all__ = [
@@ -33,6 +34,11 @@ __all__ = [
     "distance_with_spread",
     "distances_with_spread",
     "check_comparable",
+    "DesignPrint",
+    "design_prints",
+    "design_distances_with_spread",
+    "design_part_matrices",
+    "structural_distance",
 ]
 
 #: Clouds with at most this many pairs of points are compared in NumPy, batched over
@@ -61,6 +67,9 @@ class Summary:
         needed (read from an index without its curves).
     path : str or None
         The network's file, where it has one.
+    structure : numpy.ndarray or None
+        The structural point of every layer, ``(layers, 3)``
+        (:func:`nnequiv.layers.layer_structure`, method item 15); None where it was not kept.
     """
 
     source: str
@@ -70,6 +79,7 @@ class Summary:
     streams: np.ndarray
     csd: np.ndarray | None
     path: str | None = None
+    structure: np.ndarray | None = None
 
     def __repr__(self) -> str:
         count, layers = self.layer_points.shape[:2]
@@ -81,6 +91,7 @@ def summarize(analysis) -> Summary:
     if isinstance(analysis, Summary):
         return analysis
     streams = np.array([layer.stream for layer in analysis.layers], dtype=np.int64)
+    structure = [layer_structure(layer.shape, analysis.layout) for layer in analysis.layers]
     return Summary(
         analysis.source,
         analysis.settings,
@@ -89,6 +100,7 @@ def summarize(analysis) -> Summary:
         streams.reshape(-1, 2),
         analysis.csd,
         analysis.path,
+        np.array(structure, dtype=float).reshape(-1, 3),
     )
 
 
@@ -329,6 +341,11 @@ def distances_with_spread(
     """:func:`distance_with_spread` of ``a`` and each of ``others``, computed together (the
     same numbers as one pair at a time)."""
     others = list(others)
+    return [_spread(a, b, values) for b, values in zip(others, _replicates(a, others))]
+
+
+def _replicates(a: Fingerprint, others: list[Fingerprint]) -> list[np.ndarray]:
+    """The bootstrap replicates d* of ``d(a, b)`` for each of ``others``."""
     replicates: list = [None] * len(others)
     if a.level == "pooled":
         for index, b in enumerate(others):
@@ -341,15 +358,95 @@ def distances_with_spread(
             stacked = np.stack([others[index].resampled for index in members])
             for index, cross in zip(members, _cloud_means(a.resampled[None], stacked)):
                 replicates[index] = _energy(cross, a.self_resampled, others[index].self_resampled)
-    return [_spread(a, b, values) for b, values in zip(others, replicates)]
+    return replicates
 
 
 def _spread(a: Fingerprint, b: Fingerprint, replicates: np.ndarray):
-    value = distance(a, b)
-    (low, high), _ = replicate_interval(value, replicates, a.settings.realizations)
+    return _interval(distance(a, b), replicates, a.settings.realizations)
+
+
+def _interval(value: float, replicates: np.ndarray, realizations: int):
+    (low, high), _ = replicate_interval(value, replicates, realizations)
     if not np.isfinite(low):
         return value, (value, value)
     return value, (max(low, 0.0), high)
+
+
+# ---- the design distance (method item 15) ---------------------------------------------
+
+#: The spectral part of the design distance: layer clouds without the order coordinate.
+SPECTRAL_PART = DistanceSettings(level="layer", order_weight=0.0)
+
+
+@dataclass(frozen=True, repr=False)
+class DesignPrint:
+    """What the design distance compares for one analysis (method item 15).
+
+    Attributes
+    ----------
+    source : str
+        The analysed network.
+    spectral : Fingerprint
+        Its layer cloud without the order coordinate (:data:`SPECTRAL_PART`).
+    structure : numpy.ndarray
+        The structural points of its layers, ``(layers, 3)``.
+    self_structure : float
+        Mean distance between its structural points.
+    """
+
+    source: str
+    spectral: Fingerprint
+    structure: np.ndarray
+    self_structure: float
+
+    def __repr__(self) -> str:
+        return f"DesignPrint({self.source!r}, {len(self.structure)} layers)"
+
+
+def design_prints(analyses) -> list[DesignPrint]:
+    """The :class:`DesignPrint` of each analysis (or :class:`Summary` that kept its layers'
+    structure)."""
+    summaries = [summarize(analysis) for analysis in analyses]
+    missing = next((s.source for s in summaries if s.structure is None), None)
+    if missing is not None:
+        raise InputError(
+            f"{missing}: the design distance needs the layer shapes, which this index does "
+            "not keep; rebuild it with this version of nnequiv"
+        )
+    out = []
+    for summary, spectral in zip(summaries, fingerprints(summaries, SPECTRAL_PART)):
+        streams = np.asarray(summary.streams)
+        order = np.lexsort((streams[:, 1], streams[:, 0]))
+        structure = np.asarray(summary.structure, dtype=float)[order]
+        self_structure = float(_mean_pair_distance(structure, structure))
+        out.append(DesignPrint(summary.source, spectral, structure, self_structure))
+    return out
+
+
+def structural_distance(a: DesignPrint, b: DesignPrint) -> float:
+    """Energy distance between the structural points of two networks' layers."""
+    cross = _mean_pair_distance(a.structure, b.structure)
+    return float(_energy(cross, a.self_structure, b.self_structure))
+
+
+def design_distances_with_spread(
+    a: DesignPrint, others: list[DesignPrint], structure_weight: float
+) -> list[tuple[float, tuple[float, float], tuple[float, float]]]:
+    """The design distance ``D = sqrt(d_spectral^2 + (w * d_structural)^2)`` of ``a`` and each
+    of ``others``, its spread (the spectral part's bootstrap; the structural part has no
+    randomness) and its parts ``(d_spectral, w * d_structural)`` (method item 15)."""
+    others = list(others)
+    replicates = _replicates(a.spectral, [b.spectral for b in others])
+    out = []
+    for b, spectral_replicates in zip(others, replicates):
+        spectral = distance(a.spectral, b.spectral)
+        structural = structure_weight * structural_distance(a, b)
+        value = float(np.hypot(spectral, structural))
+        _, spread = _interval(
+            value, np.hypot(spectral_replicates, structural), a.spectral.settings.realizations
+        )
+        out.append((value, spread, (spectral, structural)))
+    return out
 
 
 def check_comparable(analyses) -> None:
@@ -364,3 +461,15 @@ def check_comparable(analyses) -> None:
                 f"{first.source} with {name}={getattr(first.settings, name)!r}; "
                 "compared analyses must share every analysis setting"
             )
+
+
+def design_part_matrices(prints: list[DesignPrint]) -> tuple[np.ndarray, np.ndarray]:
+    """The spectral and the (unweighted) structural part of the design distance between
+    every pair of ``prints``, as two symmetric matrices."""
+    count = len(prints)
+    spectral, structural = np.zeros((count, count)), np.zeros((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            spectral[i, j] = spectral[j, i] = distance(prints[i].spectral, prints[j].spectral)
+            structural[i, j] = structural[j, i] = structural_distance(prints[i], prints[j])
+    return spectral, structural

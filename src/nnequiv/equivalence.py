@@ -15,12 +15,25 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv._display import display_names
+from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
+from nnequiv.calibration import (
+    MAX_FALSE_RATE,
+    Calibration,
+    design_classes,
+    fit_tolerance,
+    leave_one_family_out,
+    load_calibration,
+)
 from nnequiv.discovery import discover
 from nnequiv.distances import (
+    DesignPrint,
     Fingerprint,
     Summary,
     check_comparable,
+    design_distances_with_spread,
+    design_part_matrices,
+    design_prints,
     distances_with_spread,
     fingerprint,
     fingerprints,
@@ -41,10 +54,14 @@ __all__ = [
     "identify",
     "decide",
     "pair_eps",
+    "judge_pair",
+    "calibrate",
+    "read_families",
     "VERDICTS",
 ]
 
-VERDICTS = ("equivalent", "not equivalent", "undecided")
+#: The verdicts on a pair (method item 11), from the finest resolution to none.
+VERDICTS = ("same network", "equivalent", "not equivalent", "undecided")
 
 
 def pair_eps(a: Fingerprint, b: Fingerprint) -> float:
@@ -62,14 +79,61 @@ def decide(distance: float, spread: tuple[float, float], eps: float) -> str:
     return "equivalent" if distance <= eps else "not equivalent"
 
 
-def check_eps(eps) -> float | None:
+def check_eps(eps, name: str = "eps") -> float | None:
     """``eps`` as a float, or None; refuses negative, NaN and infinite values."""
     if eps is None:
         return None
-    value = float(eps)
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {eps!r}") from None
     if not np.isfinite(value) or value < 0:
-        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise InputError(f"{name} must be a finite number >= 0, got {eps!r}")
     return value
+
+
+@dataclass(frozen=True)
+class PairJudgement:
+    """Everything decided about one pair (method item 11): the same-network resolution
+    (distance, spread, eps) and the design resolution (design distance, its spread, parts
+    and tolerance), the verdict and the part that decided it."""
+
+    distance: float
+    spread: tuple[float, float]
+    eps: float
+    eps_source: str
+    design_distance: float
+    design_spread: tuple[float, float]
+    eps_design: float
+    parts: dict
+    verdict: str
+    decided_by: str
+
+
+def judge_pair(
+    distance: float,
+    spread: tuple[float, float],
+    eps: float,
+    design_distance: float,
+    design_spread: tuple[float, float],
+    eps_design: float,
+    parts: tuple[float, float] = (0.0, 0.0),
+) -> tuple[str, str]:
+    """The verdict on a pair at two resolutions, and what decided it (method item 11).
+
+    "same network" when the distance is within the pair's noise floor ``eps``;
+    "equivalent" when, beyond it, the design distance is within ``eps_design``; "not
+    equivalent" when it is beyond; "undecided" wherever the spread of the distance that
+    decides straddles its tolerance. What decided: ``"noise floor"`` for the first
+    resolution, otherwise the part of the design distance (``"spectral"`` or
+    ``"structural"``) that makes most of its square.
+    """
+    same = decide(distance, spread, eps)
+    if same != "not equivalent":
+        return ("same network" if same == "equivalent" else "undecided"), "noise floor"
+    spectral, structural = parts
+    part = "spectral" if spectral >= structural else "structural"
+    return decide(design_distance, design_spread, eps_design), part
 
 
 def _resolve_eps(eps: float | None, a: Fingerprint, b: Fingerprint) -> tuple[float, str]:
@@ -249,13 +313,48 @@ def _check_sources(sources) -> list:
     return sources
 
 
-def _judge(a: Fingerprint, others: Sequence[Fingerprint], eps: float | None) -> list[tuple]:
-    """Distance, spread, eps, eps source and verdict of ``a`` with each of ``others``."""
+def _judge(
+    a: Fingerprint,
+    others: Sequence[Fingerprint],
+    eps: float | None,
+    design_a: DesignPrint,
+    design_others: Sequence[DesignPrint],
+    calibration: Calibration,
+) -> list[PairJudgement]:
+    """The :class:`PairJudgement` of ``a`` with each of ``others``."""
     judged = []
-    for b, (value, spread) in zip(others, distances_with_spread(a, others)):
+    noise = distances_with_spread(a, others)
+    design = design_distances_with_spread(design_a, design_others, calibration.structure_weight)
+    for b, (value, spread), (d_value, d_spread, parts) in zip(others, noise, design):
         pair, source = _resolve_eps(eps, a, b)
-        judged.append((value, spread, pair, source, decide(value, spread, pair)))
+        verdict, decided_by = judge_pair(
+            value, spread, pair, d_value, d_spread, calibration.eps_design, parts
+        )
+        judged.append(
+            PairJudgement(
+                value,
+                spread,
+                pair,
+                source,
+                d_value,
+                d_spread,
+                calibration.eps_design,
+                {"spectral": parts[0], "structural": parts[1]},
+                verdict,
+                decided_by,
+            )  # fmt: skip
+        )
     return judged
+
+
+def _calibration(calibration, eps_design) -> Calibration:
+    """The calibration asked for (None: the shipped one), with ``eps_design`` given in its
+    place where there is one."""
+    chosen = load_calibration(calibration)
+    eps_design = check_eps(eps_design, "eps_design")
+    if eps_design is None:
+        return chosen
+    return replace(chosen, eps_design=eps_design, name=f"given ({chosen.name} weight)")
 
 
 # ---- the three questions ---------------------------------------------------------------
@@ -266,6 +365,8 @@ def compare(
     b,
     *,
     eps: float | None = None,
+    eps_design: float | None = None,
+    calibration=None,
     settings: Settings | None = None,
     cache_dir=None,
     n_jobs: int | None = None,
@@ -280,9 +381,16 @@ def compare(
         The networks (anything :func:`nnequiv.analyze` accepts, or finished analyses, which
         must share their analysis settings).
     eps : float, optional
-        Accuracy. When None it is calibrated from the pair alone: the larger of the two
-        networks' noise floors (the distance expected between two independent analyses of
-        the same network).
+        The same-network resolution. When None it is calibrated from the pair alone: the
+        larger of the two networks' noise floors (the distance expected between two
+        independent analyses of the same network).
+    eps_design : float, optional
+        The design tolerance: design distances up to it are "equivalent". When None it is
+        the calibration's.
+    calibration : Calibration, path or None
+        The design calibration (:func:`nnequiv.calibration.load_calibration`; None: the one
+        shipped with nnequiv, fitted on labelled families): the tolerance and the weight of
+        the structural part of the design distance (method item 15).
     settings, n_jobs, **options
         As for :func:`nnequiv.analyze`; options also take the
         :class:`~nnequiv.settings.DistanceSettings` fields ``level`` ("layer" or "pooled")
@@ -297,28 +405,40 @@ def compare(
     Returns
     -------
     Verdict
-        Distance of the realisation means, its spread (where the distance of an analysis
-        with another seed falls, 95 %), eps, the verdict, and its explanation: the layers
-        that contribute most to the distance (:func:`nnequiv.explain.explain`).
+        At two resolutions (method item 11): the distance of the realisation means, its
+        spread (where the distance of an analysis with another seed falls, 95 %) and the
+        noise-floor eps; the design distance with its parts, spread and tolerance; the
+        verdict ("same network", "equivalent", "not equivalent" or "undecided"), what
+        decided it, and the layers that contribute most to the distance
+        (:func:`nnequiv.explain.explain`).
     """
     eps = check_eps(eps)
+    chosen = _calibration(calibration, eps_design)
     (first, second), distance_settings = _analyse_each(
         [a, b], options, settings, cache_dir, None, n_jobs, scheduler
     )
     fa, fb = fingerprint(first, distance_settings), fingerprint(second, distance_settings)
-    ((value, spread, pair, source, verdict),) = _judge(fa, [fb], eps)
+    design_a, design_b = design_prints([first, second])
+    (judged,) = _judge(fa, [fb], eps, design_a, [design_b], chosen)
     return Verdict(
-        first.source,
-        second.source,
-        distance_settings.level,
-        value,
-        spread,
-        pair,
-        source,
-        verdict,
-        first.settings,
-        distance_settings,
-        explain(first, second, distance_settings),
+        a=first.source,
+        b=second.source,
+        level=distance_settings.level,
+        distance=judged.distance,
+        spread=judged.spread,
+        eps=judged.eps,
+        eps_source=judged.eps_source,
+        verdict=judged.verdict,
+        settings=first.settings,
+        distance_settings=distance_settings,
+        explanation=explain(first, second, distance_settings),
+        design_distance=judged.design_distance,
+        design_spread=judged.design_spread,
+        eps_design=judged.eps_design,
+        parts=judged.parts,
+        decided_by=judged.decided_by,
+        calibration=chosen.summary(),
+        layer_counts=(len(design_a.structure), len(design_b.structure)),
     )
 
 
@@ -326,6 +446,8 @@ def cluster(
     sources,
     *,
     eps: float | None = None,
+    eps_design: float | None = None,
+    calibration=None,
     settings: Settings | None = None,
     cache_dir=None,
     progress: Callable | None = None,
@@ -335,61 +457,67 @@ def cluster(
 ) -> Classes:
     """Sort networks into equivalence classes (method item 12).
 
-    The classes are the connected components of the pairs judged "equivalent" ("undecided"
-    pairs do not join); the average-linkage tree of the distances shows the whole structure.
-    Every pair gets its own eps, calibrated from its two networks as in :func:`compare`.
-    ``sources`` may hold finished analyses and fingerprint indexes (paths of index files or
+    The classes are groups of networks of one design: the average-linkage tree of the design
+    distances cut at the design tolerance (:func:`nnequiv.calibration.design_classes`), so
+    the number of classes is found, not given, and one close pair does not chain two
+    families. Every pair also gets its verdict at both resolutions, as from
+    :func:`compare` (its own noise-floor eps, the design tolerance). ``sources`` may hold
+    finished analyses and fingerprint indexes (paths of index files or
     :class:`~nnequiv.index.Library` objects), whose networks join the set. Options as for
     :func:`compare`; ``progress(done, total, label)`` is called after each analysis.
     """
     eps = check_eps(eps)
+    chosen = _calibration(calibration, eps_design)
     analyses, distance_settings = _analyse_each(
         _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
     )
     prints = fingerprints(analyses, distance_settings)
+    designs = design_prints(analyses)
     count = len(prints)
     distance = np.zeros((count, count))
-    low, high, pair_eps_matrix = (np.zeros_like(distance) for _ in range(3))
-    verdicts = np.full((count, count), "equivalent", dtype=object)
+    low, high, pair_eps_matrix, design, design_low, design_high = (
+        np.zeros_like(distance) for _ in range(6)
+    )
+    verdicts = np.full((count, count), "same network", dtype=object)
     source = "given" if eps is not None else "calibrated"
     for i in range(count):
         pair_eps_matrix[i, i] = eps if eps is not None else prints[i].noise_floor
-        row = _judge(prints[i], prints[i + 1 :], eps)
-        for j, (value, (lo, hi), pair, _, verdict) in enumerate(row, start=i + 1):
-            distance[i, j] = distance[j, i] = value
-            low[i, j] = low[j, i] = lo
-            high[i, j] = high[j, i] = hi
-            pair_eps_matrix[i, j] = pair_eps_matrix[j, i] = pair
-            verdicts[i, j] = verdicts[j, i] = verdict
-    from scipy.cluster.hierarchy import linkage
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial.distance import squareform
-
+        row = _judge(prints[i], prints[i + 1 :], eps, designs[i], designs[i + 1 :], chosen)
+        for j, judged in enumerate(row, start=i + 1):
+            distance[i, j] = distance[j, i] = judged.distance
+            low[i, j] = low[j, i] = judged.spread[0]
+            high[i, j] = high[j, i] = judged.spread[1]
+            pair_eps_matrix[i, j] = pair_eps_matrix[j, i] = judged.eps
+            design[i, j] = design[j, i] = judged.design_distance
+            design_low[i, j] = design_low[j, i] = judged.design_spread[0]
+            design_high[i, j] = design_high[j, i] = judged.design_spread[1]
+            verdicts[i, j] = verdicts[j, i] = judged.verdict
     names = [a.source for a in analyses]
-    _, labels = connected_components(verdicts == "equivalent", directed=False)
-    first_member = {c: int(np.flatnonzero(labels == c)[0]) for c in set(labels)}
-    order = sorted(first_member, key=first_member.get)
-    renumber = {c: k for k, c in enumerate(order)}
-    labels = np.array([renumber[c] for c in labels], dtype=int)
-    classes = [[names[i] for i in np.flatnonzero(labels == k)] for k in range(len(order))]
-    tree = linkage(squareform(distance, checks=False), "average") if count > 1 else np.zeros((0, 4))
+    labels, tree = design_classes(design, chosen.eps_design)
+    classes = [[names[i] for i in np.flatnonzero(labels == k)] for k in range(labels.max() + 1)]
     off_diagonal = pair_eps_matrix[~np.eye(count, dtype=bool)] if count > 1 else pair_eps_matrix
     return Classes(
-        names,
-        distance_settings.level,
-        distance,
-        low,
-        high,
-        pair_eps_matrix,
-        verdicts.astype(str),
-        float(np.median(off_diagonal)),
-        source,
-        classes,
-        labels,
-        tree,
-        [getattr(a, "path", None) for a in analyses],
-        analyses[0].settings,
-        distance_settings,
+        models=names,
+        level=distance_settings.level,
+        distance=distance,
+        spread_low=low,
+        spread_high=high,
+        eps_pairs=pair_eps_matrix,
+        verdicts=verdicts.astype(str),
+        eps=float(np.median(off_diagonal)),
+        eps_source=source,
+        classes=classes,
+        labels_=labels,
+        linkage=tree,
+        paths=[getattr(a, "path", None) for a in analyses],
+        settings=analyses[0].settings,
+        distance_settings=distance_settings,
+        design_distance=design,
+        design_spread_low=design_low,
+        design_spread_high=design_high,
+        eps_design=chosen.eps_design,
+        calibration=chosen.summary(),
+        layer_counts=[len(d.structure) for d in designs],
     )
 
 
@@ -399,6 +527,8 @@ def identify(
     *,
     top: int = 5,
     eps: float | None = None,
+    eps_design: float | None = None,
+    calibration=None,
     settings: Settings | None = None,
     cache_dir=None,
     progress: Callable | None = None,
@@ -406,17 +536,19 @@ def identify(
     scheduler=None,
     **options,
 ) -> Identification:
-    """Which known design is this checkpoint? Rank ``library`` by distance to ``query``.
+    """Which known design is this checkpoint? Rank ``library`` by design distance to
+    ``query``.
 
-    Each match carries its distance, spread, eps and verdict, exactly as :func:`compare`
-    would give them for that pair. ``library`` is a list of sources, a fingerprint index
-    (the path of an index file or a :class:`~nnequiv.index.Library`), or a list mixing
-    them; an index is used only with the analysis settings it was built with. Options as for
+    Each match carries both resolutions and the verdict, exactly as :func:`compare` would
+    give them for that pair. ``library`` is a list of sources, a fingerprint index (the path
+    of an index file or a :class:`~nnequiv.index.Library`), or a list mixing them; an index
+    is used only with the analysis settings it was built with. Options as for
     :func:`compare`.
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be an integer >= 1, got {top!r}")
     eps = check_eps(eps)
+    chosen = _calibration(calibration, eps_design)
     analyses, distance_settings = _analyse_each(
         [query, *_check_sources(library)],
         options,
@@ -427,18 +559,134 @@ def identify(
         scheduler,
     )
     target = fingerprint(analyses[0], distance_settings)
+    designs = design_prints(analyses)
     matches = []
     source = "given" if eps is not None else "calibrated"
     candidates = fingerprints(analyses[1:], distance_settings)
-    for candidate, judged in zip(candidates, _judge(target, candidates, eps)):
-        value, spread, pair, _, verdict = judged
-        matches.append(Match(candidate.source, value, spread, pair, verdict))
-    matches.sort(key=lambda m: m.distance)
+    judgements = _judge(target, candidates, eps, designs[0], designs[1:], chosen)
+    for candidate, judged in zip(candidates, judgements):
+        matches.append(
+            Match(
+                path=candidate.source,
+                distance=judged.distance,
+                spread=judged.spread,
+                eps=judged.eps,
+                verdict=judged.verdict,
+                design_distance=judged.design_distance,
+                design_spread=judged.design_spread,
+                eps_design=judged.eps_design,
+                decided_by=judged.decided_by,
+            )
+        )
+    matches.sort(key=lambda m: (m.design_distance, m.distance))
     return Identification(
-        analyses[0].source,
-        distance_settings.level,
-        matches[:top],
-        source,
-        analyses[0].settings,
-        distance_settings,
+        query=analyses[0].source,
+        level=distance_settings.level,
+        matches=matches[:top],
+        eps_source=source,
+        settings=analyses[0].settings,
+        distance_settings=distance_settings,
+        calibration=chosen.summary(),
     )
+
+
+# ---- calibration of the design tolerance ------------------------------------------------
+
+#: Column names that hold a network's file in a families table, in order of preference.
+FILE_COLUMNS = ("file", "path", "name", "network", "model")
+
+
+def read_families(path) -> dict[str, str]:
+    """The family of each network from a CSV table with a header: a ``family`` column and
+    the network's file name in a ``file``, ``path``, ``name``, ``network`` or ``model``
+    column (as the zoo's MANIFEST.csv has them). Keys are file names without folders."""
+    import csv
+
+    name = os.fspath(path)
+    try:
+        with open(name, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{name}: cannot read the families table ({error})") from None
+    columns = rows[0].keys() if rows else []
+    key = next((c for c in FILE_COLUMNS if c in columns), None)
+    if "family" not in columns or key is None:
+        raise InputError(
+            f"{name}: a families table needs a 'family' column and one of {', '.join(FILE_COLUMNS)}"
+        )
+    return {Path(row[key]).name: row["family"] for row in rows if row.get(key)}
+
+
+def _family_of(analysis, families: dict[str, str]) -> str | None:
+    for candidate in (getattr(analysis, "path", None), analysis.source):
+        if candidate is None:
+            continue
+        name = Path(str(candidate)).name
+        for key in (name, Path(name).stem):
+            if key in families:
+                return families[key]
+        stems = {Path(k).stem: v for k, v in families.items()}
+        if Path(name).stem in stems:
+            return stems[Path(name).stem]
+    return None
+
+
+def calibrate(
+    sources,
+    families,
+    *,
+    max_false_rate: float = MAX_FALSE_RATE,
+    settings: Settings | None = None,
+    cache_dir=None,
+    progress: Callable | None = None,
+    n_jobs: int | None = None,
+    scheduler=None,
+    **options,
+) -> Calibration:
+    """Fit the design tolerance to labelled networks (method item 11).
+
+    Parameters
+    ----------
+    sources : sequence
+        The labelled networks (files, folders, analyses, fingerprint indexes).
+    families : mapping or path
+        The family of each network, by file name (with or without its suffix), or the path
+        of a CSV table (:func:`read_families`). Every network must have one.
+    max_false_rate : float
+        The largest share of pairs of different families that the tolerance may call
+        equivalent (default 1 %).
+    settings, cache_dir, progress, n_jobs, scheduler, **options
+        As for :func:`cluster`.
+
+    Returns
+    -------
+    Calibration
+        The weight of the structural part and the tolerance
+        (:func:`nnequiv.calibration.fit_tolerance`), with their provenance and the
+        leave-one-family-out error rates (:func:`nnequiv.calibration.leave_one_family_out`).
+    """
+    rate = check_eps(max_false_rate, "max_false_rate")
+    if rate is None or rate >= 1:
+        raise InputError(f"max_false_rate must be in [0, 1), got {max_false_rate!r}")
+    table = families if isinstance(families, dict) else read_families(families)
+    analyses, _ = _analyse_each(
+        _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
+    )
+    labels = [_family_of(a, table) for a in analyses]
+    missing = [a.source for a, label in zip(analyses, labels) if label is None]
+    if missing:
+        raise InputError(f"{missing[0]}: no family for this network in the families table")
+    prints = design_prints(analyses)
+    spectral, structural = design_part_matrices(prints)
+    weight, eps, rates = fit_tolerance(spectral, structural, labels, max_false_rate=rate)
+    checked = leave_one_family_out(spectral, structural, labels, max_false_rate=rate)
+    provenance = {
+        "networks": [a.source for a in analyses],
+        "families": labels,
+        "max_false_rate": rate,
+        "fitted": rates,
+        "settings": analyses[0].settings.to_dict(),
+        "version": __version__,
+    }
+    cross_validation = {"leave_one_family_out": checked["sets"]["0"], "folds": checked["folds"]}
+    return Calibration(eps, weight, "fitted", provenance, cross_validation)

@@ -97,10 +97,12 @@ def class_runs(labels: Sequence[int]) -> list[tuple[int, int, int]]:
 
 
 def eps_label(eps: float, source: str) -> str:
-    """How a set's eps reads on a figure: the median of the pairs' eps where each pair was
-    calibrated on its own (method item 11), else the given value."""
+    """How a set's tolerance reads on a figure: the median of the pairs' eps where each pair
+    was calibrated on its own (method item 11), the design tolerance, or the given value."""
     if source == "calibrated":
         return f"median eps = {eps:.4g} (calibrated per pair)"
+    if source == "design":
+        return f"eps_design = {eps:.4g}"
     return f"eps = {eps:.4g} ({source})"
 
 
@@ -325,12 +327,13 @@ def plot_pair(
         _draw_csd(ax, analysis, color, f"{name} (alpha = {alpha_text(analysis.decay)})")
         ax.axvline(analysis.tail_start, color=color, linestyle=":", linewidth=1)
     _csd_axes(ax, [a, b], f"{names[0]} vs {names[1]}: {verdict.verdict}")
-    low, high = verdict.spread
+    low, high = verdict.design_spread
     ax.text(
         0.98,
         0.97,
-        f"{verdict.level} distance {verdict.distance:.4g}\n"
-        f"spread [{low:.4g}, {high:.4g}]\neps {verdict.eps:.4g} ({verdict.eps_source})",
+        f"design distance {verdict.design_distance:.4g}\n"
+        f"spread [{low:.4g}, {high:.4g}]\neps_design {verdict.eps_design:.4g}\n"
+        f"same-network d {verdict.distance:.4g}, eps {verdict.eps:.4g}",
         transform=ax.transAxes,
         ha="right",
         va="top",
@@ -344,8 +347,8 @@ def plot_pair(
 
 
 def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
-    """Distance heatmap in the order of the average-linkage tree with the classes boxed, and
-    the tree with eps marked and labelled.
+    """Design-distance heatmap in the order of the average-linkage tree with the classes
+    boxed, and the tree with the design tolerance (the cut) marked and labelled.
 
     Returns
     -------
@@ -362,11 +365,13 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
     labels = class_labels(classes)
     names = display_names(classes.models)
     ordered = [names[i] for i in order]
-    eps_text = eps_label(classes.eps, classes.eps_source)
+    eps = classes.eps_design
+    eps_text = eps_label(eps, "design")
     size = max(4.0, 0.35 * len(names) + 2)
+    distance = classes.design_distance
 
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(classes.distance[np.ix_(order, order)], cmap="viridis")
+    image = ax.imshow(distance[np.ix_(order, order)], cmap="viridis")
     ax.set_xticks(range(len(order)), ordered, rotation=90, fontsize=7)
     ax.set_yticks(range(len(order)), ordered, fontsize=7)
     for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
@@ -384,19 +389,19 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
                     linewidth=width,
                 )
             )
-    bar = fig.colorbar(image, ax=ax, label=f"{classes.level} distance")
-    if classes.eps <= classes.distance.max():
-        bar.ax.axhline(classes.eps, color="w", linewidth=1.5)
-        bar.ax.text(1.05, classes.eps, " eps", transform=bar.ax.get_yaxis_transform(), va="center")
+    bar = fig.colorbar(image, ax=ax, label="design distance")
+    if eps <= distance.max():
+        bar.ax.axhline(eps, color="w", linewidth=1.5)
+        bar.ax.text(1.05, eps, " eps_design", transform=bar.ax.get_yaxis_transform(), va="center")
     ax.set_title(
-        f"distance between networks, in tree order\nboxes: {len(classes.classes)} classes "
-        f"at {eps_text}",
+        f"design distance between networks, in tree order\nboxes: {len(classes.classes)} "
+        f"classes at {eps_text}",
         fontsize=9,
     )
     written = _save(fig, directory, "distance_heatmap")
 
     if len(names) > 1:
-        links = link_classes(classes.linkage, labels, classes.eps)
+        links = link_classes(classes.linkage, labels, eps)
         count = len(names)
         fig, ax = plt.subplots(figsize=(size + 2, 4))
         dendrogram(
@@ -411,14 +416,14 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
         )
         for tick, index in zip(ax.get_xticklabels(), order):
             tick.set_color(class_color(labels[index]))
-        top = max(float(classes.linkage[:, 2].max()), classes.eps) * 1.12 or 1.0
+        top = max(float(classes.linkage[:, 2].max()), eps) * 1.12 or 1.0
         ax.set_ylim(0, top)
-        ax.axhline(classes.eps, color="#c0392b", linestyle="--", linewidth=1)
+        ax.axhline(eps, color="#c0392b", linestyle="--", linewidth=1)
         from matplotlib.transforms import offset_copy
 
         ax.text(
             0.99,
-            classes.eps,
+            eps,
             eps_text,
             transform=offset_copy(ax.get_yaxis_transform(), fig=fig, y=3, units="points"),
             ha="right",
@@ -428,8 +433,9 @@ def plot_classes(classes: Classes, directory: str | os.PathLike) -> list[str]:
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
         )
         ax.set(
-            ylabel=f"{classes.level} distance (average linkage)",
-            title="average-linkage tree of the distances; classes coloured, eps dashed",
+            ylabel="design distance (average linkage)",
+            title="average-linkage tree of the design distances; classes coloured, the cut "
+            "(eps_design) dashed",
         )
         written += _save(fig, directory, "dendrogram")
     return written

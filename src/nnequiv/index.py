@@ -21,17 +21,19 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from nnequiv._version import __version__
 from nnequiv.distances import Summary, summarize
-from nnequiv.errors import FormatError, InputError
+from nnequiv.errors import FormatError, InputError, NNEquivError
+from nnequiv.loading._limits import open_regular, shown
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
 __all__ = [
+    "IndexChange",
     "IndexEntry",
     "Library",
     "is_index",
@@ -46,6 +48,10 @@ INDEX_FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: A row claiming more layers than this is refused before its arrays are read.
 MAX_LAYERS = 1_000_000
+#: SQLite virtual-machine steps after which a query on an index is interrupted (reading a
+#: valid index of 100,000 networks takes far fewer).
+MAX_QUERY_STEPS = 500_000_000
+_STEPS_PER_CALL = 10_000
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,14 +109,50 @@ class IndexEntry:
         }
 
 
+@dataclass(frozen=True)
+class IndexChange:
+    """What :func:`add_to_index` did with one network.
+
+    Attributes
+    ----------
+    label : str
+        Its label in the index.
+    action : {"added", "renamed", "replaced", "unchanged"}
+        Added under its own label; added under a new label because another network holds
+        its own; put in the place of the network with its label (``replace=True``); or left
+        out because the index holds it already (same label and content).
+    detail : str
+        For "renamed", the label it came with; for "unchanged", the label it is held under.
+    """
+
+    label: str
+    action: str
+    detail: str = ""
+
+    def line(self) -> str:
+        if self.action == "renamed":
+            return (
+                f"added: {self.label} (the index holds another network as {self.detail}; "
+                "--replace replaces it)"
+            )
+        if self.action == "unchanged":
+            return f"unchanged: {self.label} (already in the index)"
+        return f"{self.action}: {self.label}"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "action": self.action, "detail": self.detail}
+
+
 @dataclass(repr=False)
 class Library:
-    """An opened fingerprint index: its settings and its networks."""
+    """An opened fingerprint index: its settings and its networks (and, as
+    :func:`add_to_index` returns it, what the addition did)."""
 
     path: str
     settings: Settings
     version: str
     entries: list[IndexEntry]
+    changes: list[IndexChange] = field(default_factory=list)
 
     @property
     def summaries(self) -> list[Summary]:
@@ -123,12 +165,15 @@ class Library:
         return f"Library({self.path!r}, {len(self.entries)} networks)"
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "path": self.path,
             "version": self.version,
             "settings": self.settings.to_dict(),
             "networks": [entry.to_dict() for entry in self.entries],
         }
+        if self.changes:
+            out["changes"] = [change.to_dict() for change in self.changes]
+        return out
 
 
 #: File endings taken for fingerprint indexes, whatever their bytes (a damaged index is
@@ -139,14 +184,14 @@ INDEX_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 def is_index(path) -> bool:
     """True for a file that starts like a SQLite database or ends like an index (an index,
     or a damaged one that :func:`open_index` refuses)."""
-    if not isinstance(path, (str, os.PathLike)):
-        return False
-    if Path(path).suffix.lower() in INDEX_SUFFIXES and Path(path).is_file():
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        return False  # a FIFO or device is never opened here
+    if Path(path).suffix.lower() in INDEX_SUFFIXES:
         return True
     try:
-        with open(path, "rb") as stream:
+        with open_regular(Path(path)) as stream:
             return stream.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
+    except (OSError, NNEquivError):
         return False
 
 
@@ -178,7 +223,38 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    """A read-only connection that writes nothing beside the index: ``mode=ro``, and
+    ``immutable`` (no lock, no ``-shm`` or ``-wal`` file) unless a ``-wal`` file holds
+    changes not yet in the index. Every query is bounded (:data:`MAX_QUERY_STEPS`)."""
+    query = "mode=ro" if os.path.lexists(f"{path}-wal") else "mode=ro&immutable=1"
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True)
+    _bound_queries(connection)
+    return connection
+
+
+def _bound_queries(connection: sqlite3.Connection) -> None:
+    """Interrupt any statement after :data:`MAX_QUERY_STEPS` virtual-machine steps (an
+    index made to loop gives an error, not a hang)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += _STEPS_PER_CALL
+        return 1 if steps > MAX_QUERY_STEPS else 0
+
+    connection.set_progress_handler(count, _STEPS_PER_CALL)
+
+
+def _check_schema(connection: sqlite3.Connection) -> None:
+    """Plain tables ``meta`` and ``networks`` (with their own indexes) and nothing else that
+    a query could run: no view, trigger or virtual table."""
+    rows = connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    for kind, name, sql in rows:
+        _require(kind in ("table", "index"), f"holds a {kind} ('{shown(str(name))}')")
+        virtual = isinstance(sql, str) and sql.lstrip().upper().startswith("CREATE VIRTUAL")
+        _require(not virtual, f"holds a virtual table ('{shown(str(name))}')")
+    tables = {name for kind, name, _ in rows if kind == "table"}
+    _require({"meta", "networks"} <= tables, "not an nnequiv index (tables missing)")
 
 
 def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
@@ -223,6 +299,16 @@ def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
     return IndexEntry(label, path, content, entry_version, summary)
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "too large to read into memory"
+    if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
+        return f"a query ran past {MAX_QUERY_STEPS:,} steps (a view or loop?)"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def open_index(path, curves: bool = True) -> Library:
     """Read a fingerprint index, checking every row.
 
@@ -245,6 +331,7 @@ def open_index(path, curves: bool = True) -> Library:
     try:
         connection = _connect_read_only(path)
         try:
+            _check_schema(connection)
             settings, version = _meta(connection)
             rows = []
             if version == __version__:
@@ -255,9 +342,8 @@ def open_index(path, curves: bool = True) -> Library:
         entries = [_entry(row, settings, version) for row in rows]
     except _Invalid as exc:
         raise FormatError(f"{path}: not a valid nnequiv index: {exc}") from None
-    except (sqlite3.Error, ValueError, TypeError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise FormatError(f"{path}: not a valid nnequiv index: {reason}") from None
+    except (sqlite3.Error, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise FormatError(f"{path}: not a valid nnequiv index: {_reason(exc)}") from None
     if version != __version__:
         raise FormatError(
             f"{path}: index built by nnequiv {version or 'an unknown version'}, this is "
@@ -285,10 +371,52 @@ def _row(entry: IndexEntry) -> tuple:
 
 
 def _insert(connection: sqlite3.Connection, entries: Sequence[IndexEntry]) -> None:
+    """Add entries; a label already there is an error (sqlite3.IntegrityError), never a
+    silent replacement."""
     connection.executemany(
-        f"INSERT OR REPLACE INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(entry) for entry in entries],
     )
+
+
+def _free_label(entry: IndexEntry, taken: set[str]) -> str:
+    """A label for ``entry`` that no network in ``taken`` has: the shortest trailing part of
+    its path that is free, else its label numbered (``label#2``)."""
+    parts = Path(entry.path).parts if entry.path else ()
+    for depth in range(2, len(parts) + 1):
+        label = "/".join(parts[-depth:])
+        if label not in taken and label.endswith(entry.label.rsplit("/", 1)[-1]):
+            return label
+    number = 2
+    while f"{entry.label}#{number}" in taken:
+        number += 1
+    return f"{entry.label}#{number}"
+
+
+def _placed(
+    library: Library, entries: Sequence[IndexEntry], replace_labels: bool
+) -> tuple[list[IndexEntry], list[str], list[IndexChange]]:
+    """The new entries to insert, the labels to delete first, and what happens to each."""
+    held = {entry.label: entry for entry in library.entries}
+    taken = set(held) | {entry.label for entry in entries}
+    inserts, deletes, changes = [], [], []
+    for entry in entries:
+        old = held.get(entry.label)
+        if old is not None and entry.content_hash and old.content_hash == entry.content_hash:
+            changes.append(IndexChange(entry.label, "unchanged", entry.label))
+        elif old is None:
+            inserts.append(entry)
+            changes.append(IndexChange(entry.label, "added"))
+        elif replace_labels:
+            deletes.append(entry.label)
+            inserts.append(entry)
+            changes.append(IndexChange(entry.label, "replaced"))
+        else:
+            label = _free_label(entry, taken)
+            taken.add(label)
+            inserts.append(replace(entry, label=label))
+            changes.append(IndexChange(label, "renamed", entry.label))
+    return inserts, deletes, changes
 
 
 def _entries(
@@ -308,6 +436,12 @@ def _entries(
     from nnequiv.discovery import discover
     from nnequiv.scheduler import analyse_all
 
+    for source in sources:
+        if is_index(source):
+            raise InputError(
+                f"{source}: a fingerprint index keeps layer summaries, not networks to "
+                "analyse; give the networks' files"
+            )
     found = discover(list(sources), notes=notes, on_error=on_error)
     unique = [item.source for item in found]
     analyses = analyse_all(
@@ -430,12 +564,17 @@ def add_to_index(
     progress: Callable | None = None,
     notes: Callable[[str], None] | None = None,
     on_error: Callable[[str, Exception], None] | None = None,
+    replace: bool = False,
     **options,
 ) -> Library:
-    """Analyse ``sources`` with the index's settings and add them to the index at ``index``
-    (a network already there under the same label is replaced). Analysis settings given in
-    ``options`` must be those of the index; the other arguments are those of
-    :func:`build_index`."""
+    """Analyse ``sources`` with the index's settings and add them to the index at ``index``.
+
+    The index never loses a network: one whose label is taken by another network is added
+    under a longer label (its path's shortest free trailing part, else ``label#2``); with
+    ``replace=True`` it takes that network's place instead. A network already there (same
+    label and content) is left as it is. The :class:`Library` returned lists what happened
+    to each in ``changes``. Analysis settings given in ``options`` must be those of the
+    index; the other arguments are those of :func:`build_index`."""
     library = open_index(index)
     options = _analysis_options(options)
     chosen = split_options(options, base=library.settings)[0]
@@ -448,14 +587,20 @@ def add_to_index(
     )
     if not entries:
         raise InputError("no network could be analysed: nothing to add")
+    inserts, deletes, changes = _placed(library, entries, replace)
     try:
         connection = sqlite3.connect(os.fspath(index), timeout=60)
+        _bound_queries(connection)
         try:
             with connection:
-                _insert(connection, entries)
+                connection.executemany(
+                    "DELETE FROM networks WHERE label = ?", [(label,) for label in deletes]
+                )
+                _insert(connection, inserts)
         finally:
             connection.close()
     except sqlite3.Error as exc:
-        reason = " ".join(str(exc).split())
-        raise FormatError(f"{index}: cannot add to the index: {reason}") from None
-    return open_index(index)
+        raise FormatError(f"{index}: cannot add to the index: {_reason(exc)}") from None
+    updated = open_index(index)
+    updated.changes = changes
+    return updated

@@ -49,6 +49,8 @@ __all__ = [
     "kernel_vote",
     "matrix_shape",
     "as_layer_matrix",
+    "layer_structure",
+    "STRUCTURE_COORDINATES",
 ]
 
 #: Largest spatial kernel extent that the layout inference recognises.
@@ -177,6 +179,34 @@ def matrix_shape(shape: Sequence[int], layout: str) -> tuple[int, int]:
     if _per_channel(shape, layout):
         return channels, int(math.prod(_spatial_axes(shape, layout)))
     return out, int(math.prod(shape) // out) if out else 0
+
+
+#: The coordinates of a layer's structural point (method item 15).
+STRUCTURE_COORDINATES = ("channel ratio", "kernel area", "per-channel")
+
+
+def layer_structure(shape: Sequence[int], layout: str) -> tuple[float, float, float]:
+    """The structural point of a tensor of ``shape`` in ``layout`` (method item 15).
+
+    ``(|log(out / in)|, log(kernel area), per_channel)``: the channel ratio, the number of
+    spatial taps of a kernel (1 for a dense matrix) and 1 for a per-channel kernel, whose
+    matrix is C x (kh*kw) and whose ratio is 0: one input or one output channel per filter
+    (a depthwise kernel in any layout, or a convolution of a one-channel input, which
+    PyTorch stores in the same shape). A width multiplier leaves every layer
+    between two hidden widths where it was, and more or fewer repeated blocks add or remove
+    copies of the same points. The absolute value makes a dense matrix and its transpose (as
+    another framework stores it) the same point.
+    """
+    shape = tuple(int(d) for d in shape)
+    layout = layout if layout in (OIHW, HWIO, OHWI) else OIHW
+    if len(shape) == 2:
+        rows, columns = shape
+        return (abs(math.log(rows / columns)), 0.0, 0.0)
+    area = float(math.log(math.prod(_spatial_axes(shape, layout))))
+    out, channels = _channels(shape, layout)
+    if out == 1 or channels == 1:
+        return (0.0, area, 1.0)
+    return (abs(math.log(out / channels)), area, 0.0)
 
 
 def stored_matrix_shape(shape: Sequence[int], layout: str) -> tuple[int, int, bool]:

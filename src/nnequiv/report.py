@@ -77,12 +77,23 @@ def _name_cell(name: str, source: str) -> str:
 
 def _verdict_section(verdict: Verdict, pair: Sequence[Analysis], names: Sequence[str]) -> str:
     low, high = verdict.spread
+    design_low, design_high = verdict.design_spread
+    parts = verdict.parts or {}
     rows = [
         ("networks", f"{_name_cell(names[0], verdict.a)} vs {_name_cell(names[1], verdict.b)}"),
-        ("level", _e(verdict.level)),
-        ("distance", _e(_num(verdict.distance))),
+        ("decided by", _e(verdict.decided_by)),
+        ("design distance", _e(_num(verdict.design_distance))),
+        ("design spread (another seed, 95 %)", _e(f"[{_num(design_low)}, {_num(design_high)}]")),
+        ("eps_design", _e(f"{_num(verdict.eps_design)} ({verdict.calibration.get('name')})")),
+        (
+            "parts",
+            _e(", ".join(f"{name} {_num(value)}" for name, value in parts.items())),
+        ),
+        ("layers", _e(f"{verdict.layer_counts[0]} vs {verdict.layer_counts[1]}")),
+        ("same-network level", _e(verdict.level)),
+        ("same-network distance", _e(_num(verdict.distance))),
         ("spread (another seed, 95 %)", _e(f"[{_num(low)}, {_num(high)}]")),
-        ("eps", _e(f"{_num(verdict.eps)} ({verdict.eps_source})")),
+        ("eps (noise floor)", _e(f"{_num(verdict.eps)} ({verdict.eps_source})")),
         ("order weight", _e(_num(verdict.distance_settings.order_weight))),
     ]
     tables = []
@@ -123,30 +134,34 @@ def _classes_section(classes: Classes, names: Sequence[str]) -> str:
         + "</li>"
         for k in range(len(classes.classes))
     )
+    eps = classes.eps_design
     heatmap = svg_heatmap(
-        classes.distance,
+        classes.design_distance,
         names,
         classes.models,
         labels,
         order,
-        classes.eps,
-        classes.level,
-        (classes.spread_low, classes.spread_high),
-        classes.eps_pairs,
+        eps,
+        "design",
+        (classes.design_spread_low, classes.design_spread_high),
+        np.full_like(classes.design_distance, eps),
     )
     parts = [
         '<section id="classes"><h2>Classes</h2>',
         f"<p>{len(classes.models)} networks, {len(classes.classes)} "
         f"{'class' if len(classes.classes) == 1 else 'classes'} at "
-        f"{_e(eps_label(classes.eps, classes.eps_source))} ({_e(classes.level)} level). A "
-        "class is a connected component of the graph with an edge wherever a pair is judged "
-        "equivalent: d ≤ its eps, with eps outside the spread of d.</p>",
+        f"{_e(eps_label(eps, 'design'))} ({_e(str(classes.calibration.get('name')))}). A "
+        "class is a group of networks of one design: the average-linkage tree of the design "
+        "distances cut at the design tolerance, so that two groups join only while the mean "
+        "distance between their members is within it (docs/method.md, item 12). Pairs within "
+        f"their own noise floor (median {_e(_num(classes.eps))}) are the same network.</p>",
         f'<ul class="legend">{members}</ul>',
         _figure(
             heatmap,
-            "Distance between networks in the leaf order of the average-linkage tree; boxes "
-            "enclose runs of one class (a class whose members are not adjacent in the tree "
-            "gets several boxes). Hover a cell for the distance, its spread and eps.",
+            "Design distance between networks in the leaf order of the average-linkage tree; "
+            "boxes enclose runs of one class (a class whose members are not adjacent in the "
+            "tree gets several boxes). Hover a cell for the distance, its spread and the "
+            "design tolerance.",
         ),
     ]
     if len(classes.models) > 1:
@@ -157,12 +172,13 @@ def _classes_section(classes: Classes, names: Sequence[str]) -> str:
                     names,
                     classes.models,
                     labels,
-                    classes.eps,
-                    classes.eps_source,
-                    classes.level,
+                    eps,
+                    "design",
+                    "design",
                 ),
-                "Average-linkage tree of the distances. Links inside one class below eps are "
-                "drawn in the class colour; the dashed line is eps.",
+                "Average-linkage tree of the design distances. Links inside one class below "
+                "the design tolerance are drawn in the class colour; the dashed line is the "
+                "cut (eps_design).",
             )
         )
     parts.append("</section>")
@@ -202,8 +218,9 @@ def _identification_section(
         (
             str(rank),
             _name_cell(names.get(m.path, m.path), m.path),
-            _e(_num(m.distance)),
-            _e(f"[{_num(m.spread[0])}, {_num(m.spread[1])}]"),
+            _e(_num(m.design_distance)),
+            _e(f"[{_num(m.design_spread[0])}, {_num(m.design_spread[1])}]"),
+            _e(m.verdict),
         )
         for rank, m in enumerate(result.matches, 1)
     ]
@@ -215,10 +232,14 @@ def _identification_section(
         labels[0] += " (query)"
     return (
         '<section id="identification"><h2>Nearest designs</h2>'
-        f"<p>Library networks ranked by {_e(result.level)}-level distance to "
+        "<p>Library networks ranked by design distance to "
         f"{_name_cell(names.get(result.query, result.query), result.query)}, nearest first."
         "</p>"
-        + _table(["rank", "network", "distance", "spread (2.5–97.5 %)"], rows, css="numbers")
+        + _table(
+            ["rank", "network", "design distance", "spread (2.5–97.5 %)", "verdict"],
+            rows,
+            css="numbers",
+        )
         + (
             _curves_figure(chosen, labels, "CSD curves of the query and its nearest matches")
             if chosen
@@ -381,6 +402,17 @@ _JS = """
 """
 
 
+def _skipped_section(skipped: Sequence[tuple[str, str]]) -> str:
+    rows = [[_e(label), _e(reason)] for label, reason in skipped]
+    count = f"{len(rows)} input{'s' if len(rows) > 1 else ''}"
+    return (
+        f'<section id="skipped"><h2>Skipped inputs</h2><p class="muted">{count} could not be '
+        "analysed and are left out of this report (--keep-going).</p>"
+        + _table(["input", "reason"], rows)
+        + "</section>"
+    )
+
+
 def require_analyses(analyses: Sequence) -> None:
     """Refuse anything but whole analyses: a report draws each network's curves, which a
     fingerprint index does not keep."""
@@ -422,6 +454,7 @@ def render_report(
     verdict: Verdict | None = None,
     identification: Identification | None = None,
     title: str | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The HTML report as one self-contained page.
 
@@ -439,6 +472,8 @@ def render_report(
         Adds the ranked matches and the curves of the query and its nearest matches.
     title : str, optional
         Heading and page title (default: "nnequiv report").
+    skipped : sequence of (input, reason), optional
+        Inputs left out (``--keep-going``), listed with the reason.
 
     Returns
     -------
@@ -467,6 +502,8 @@ def render_report(
             + "</section>"
         )
     sections.append(_networks_section(analyses, names, labels))
+    if skipped:
+        sections.append(_skipped_section(skipped))
     sections.append(_settings_section(analyses, names, __version__))
     count = len(analyses)
     return (
@@ -491,6 +528,7 @@ def write_report(
     verdict: Verdict | None = None,
     identification: Identification | None = None,
     title: str | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write :func:`render_report` to ``path`` (UTF-8) and return the path."""
     page = render_report(
@@ -499,6 +537,7 @@ def write_report(
         verdict=verdict,
         identification=identification,
         title=title,
+        skipped=skipped,
     )
     path = Path(path)
     path.write_text(page, encoding="utf-8")

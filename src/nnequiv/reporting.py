@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 from nnequiv.analysis import Analysis
 from nnequiv.results import Classes, Identification, Verdict
@@ -19,10 +18,6 @@ __all__ = [
     "classes_csv",
     "identification_csv",
 ]
-
-
-def _short(path: str) -> str:
-    return Path(path).name or path
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:
@@ -81,14 +76,25 @@ def layers_csv(analysis: Analysis) -> str:
 
 def format_verdict(verdict: Verdict) -> str:
     low, high = verdict.spread
+    design_low, design_high = verdict.design_spread
+    parts = verdict.parts or {}
+    counts = verdict.layer_counts
     lines = [
-        f"{_short(verdict.a)} vs {_short(verdict.b)} ({verdict.level} level)",
-        f"distance {verdict.distance:.4f}  spread [{low:.4f}, {high:.4f}]  "
-        f"eps {verdict.eps:.4f} ({verdict.eps_source})",
-        f"verdict: {verdict.verdict}",
+        f"{verdict.a} vs {verdict.b}",
+        f"verdict: {verdict.verdict} (decided by {verdict.decided_by})",
+        f"design distance {verdict.design_distance:.4f}  spread [{design_low:.4f}, "
+        f"{design_high:.4f}]  eps_design {verdict.eps_design:.4f} "
+        f"({verdict.calibration.get('name', 'calibration')})",
+        f"  parts: spectral {parts.get('spectral', float('nan')):.4f}, structural "
+        f"{parts.get('structural', float('nan')):.4f} (weight "
+        f"{verdict.calibration.get('structure_weight', float('nan')):g})",
+        f"same-network distance {verdict.distance:.4f}  spread [{low:.4f}, {high:.4f}]  "
+        f"eps {verdict.eps:.4f} ({verdict.eps_source} noise floor; {verdict.level} level)",
     ]
+    if counts[0] != counts[1]:
+        lines.append(f"layers: {counts[0]} vs {counts[1]} (the layer counts differ)")
     if verdict.explanation is not None and verdict.distance > 0:
-        lines.append("largest contributions to the distance:")
+        lines.append("largest contributions to the same-network distance:")
         lines += [f"  {line}" for line in verdict.explanation.lines()]
     if verdict.distance == 0:
         lines.append(
@@ -99,30 +105,37 @@ def format_verdict(verdict: Verdict) -> str:
 
 
 def verdict_csv(verdict: Verdict) -> str:
-    header = ["a", "b", "level", "distance", "spread_low", "spread_high", "eps", "eps_source"]
-    row = [verdict.a, verdict.b, verdict.level, verdict.distance, *verdict.spread, verdict.eps]
-    return _csv([header + ["verdict"], row + [verdict.eps_source, verdict.verdict]])
+    header = ["a", "b", "verdict", "decided_by", "design_distance", "design_spread_low"]
+    header += ["design_spread_high", "eps_design", "spectral_part", "structural_part"]
+    header += ["level", "distance", "spread_low", "spread_high", "eps", "eps_source"]
+    parts = verdict.parts or {}
+    row = [verdict.a, verdict.b, verdict.verdict, verdict.decided_by, verdict.design_distance]
+    row += [*verdict.design_spread, verdict.eps_design, parts.get("spectral")]
+    row += [parts.get("structural"), verdict.level, verdict.distance, *verdict.spread]
+    return _csv([header, row + [verdict.eps, verdict.eps_source]])
 
 
 def format_classes(classes: Classes) -> str:
-    names = [_short(m) for m in classes.models]
+    names = list(classes.models)
     width = max(8, *(len(n) for n in names))
     lines = [
         f"{_plural(len(classes.models), 'network')}, "
-        f"{_plural(len(classes.classes), 'class', 'classes')} ({classes.eps_source} eps per "
-        f"pair, median {classes.eps:.4f}; {classes.level} level)"
+        f"{_plural(len(classes.classes), 'class', 'classes')} of one design each "
+        f"(design tolerance {classes.eps_design:.4f}, "
+        f"{classes.calibration.get('name', 'calibration')}; same network within each "
+        f"pair's {classes.eps_source} noise floor, median {classes.eps:.4f})"
     ]
     for index, members in enumerate(classes.classes, 1):
-        lines.append(f"  class {index}: {', '.join(_short(m) for m in members)}")
+        lines.append(f"  class {index}: {', '.join(members)}")
     if len(names) <= 12:
-        marks = {"equivalent": "=", "undecided": "?", "not equivalent": " "}
+        marks = {"same network": "#", "equivalent": "=", "undecided": "?", "not equivalent": " "}
         lines.append(
-            "distances (= equivalent, ? undecided, each pair at its own eps; --json gives "
-            "eps_pairs):"
+            "design distances (# same network, = equivalent, ? undecided; --json gives both "
+            "resolutions):"
         )
         numbers = [f"[{i}]" for i in range(1, len(names) + 1)]
         lines.append(" " * (width + 6) + " ".join(f"{n:>7} " for n in numbers).rstrip())
-        for i, (number, name, row) in enumerate(zip(numbers, names, classes.distance)):
+        for i, (number, name, row) in enumerate(zip(numbers, names, classes.design_distance)):
             cells = (
                 f"{v:7.3f}{' ' if i == j else marks[classes.verdicts[i][j]]}"
                 for j, v in enumerate(row)
@@ -132,26 +145,56 @@ def format_classes(classes: Classes) -> str:
 
 
 def classes_csv(classes: Classes) -> str:
-    """One row per network: its class and its distance to every network."""
+    """One row per network: its class and its design distance to every network."""
     rows = [["model", "class", *classes.models]]
-    for model, label, row in zip(classes.models, classes.labels_, classes.distance):
+    for model, label, row in zip(classes.models, classes.labels_, classes.design_distance):
         rows.append([model, int(label) + 1, *(f"{v:.6g}" for v in row)])
     return _csv(rows)
 
 
 def format_identification(result: Identification) -> str:
-    lines = [f"nearest designs to {_short(result.query)} ({result.level} level):"]
+    lines = [f"nearest designs to {result.query}:"]
     for rank, match in enumerate(result.matches, 1):
         lines.append(
-            f"  {rank}. {match.path}  distance {match.distance:.4f}  "
-            f"[{match.spread[0]:.4f}, {match.spread[1]:.4f}]  eps {match.eps:.4f}  "
+            f"  {rank}. {match.path}  design distance {match.design_distance:.4f}  "
+            f"[{match.design_spread[0]:.4f}, {match.design_spread[1]:.4f}]  eps_design "
+            f"{match.eps_design:.4f}  distance {match.distance:.4f}  eps {match.eps:.4f}  "
             f"{match.verdict}"
         )
     return "\n".join(lines)
 
 
 def identification_csv(result: Identification) -> str:
-    rows = [["rank", "path", "distance", "spread_low", "spread_high", "eps", "verdict"]]
+    header = ["rank", "path", "design_distance", "design_spread_low", "design_spread_high"]
+    header += ["eps_design", "distance", "spread_low", "spread_high", "eps", "verdict"]
+    rows = [header]
     for rank, m in enumerate(result.matches, 1):
-        rows.append([rank, m.path, m.distance, *m.spread, m.eps, m.verdict])
+        rows.append(
+            [rank, m.path, m.design_distance, *m.design_spread, m.eps_design, m.distance]
+            + [*m.spread, m.eps, m.verdict]
+        )
     return _csv(rows)
+
+
+def format_calibration(calibration, path: str | None = None) -> str:
+    """The fitted tolerance, its weight and its leave-one-family-out error rates."""
+    provenance = calibration.provenance
+    families = provenance.get("families", [])
+    checked = calibration.cross_validation.get("leave_one_family_out", {})
+    fitted = provenance.get("fitted", {})
+    lines = [
+        f"design tolerance eps_design = {calibration.eps_design:.4f}, structural weight "
+        f"{calibration.structure_weight:g}" + (f" (written to {path})" if path else ""),
+        f"fitted on {_plural(len(families), 'network')} of "
+        f"{_plural(len(set(families)), 'family', 'families')}: "
+        f"{fitted.get('true_rate', float('nan')):.3f} of same-family pairs equivalent, "
+        f"{fitted.get('false_rate', float('nan')):.4f} of different-family pairs",
+    ]
+    if checked:
+        lines.append(
+            f"leaving one family out: {checked['true_rate']:.3f} of "
+            f"{checked['same_family_pairs']} same-family pairs equivalent, "
+            f"{checked['false_rate']:.4f} of {checked['different_family_judgements']} "
+            "different-family judgements"
+        )
+    return "\n".join(lines)

@@ -16,9 +16,37 @@ from nnequiv.settings import DistanceSettings, Settings
 __all__ = ["Verdict", "Classes", "Match", "Identification"]
 
 
-@dataclass(repr=False)
+def _interval_text(interval) -> str:
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
+@dataclass(repr=False, kw_only=True)
 class Verdict:
-    """Equivalence of two networks at accuracy eps (method item 11)."""
+    """Equivalence of two networks at two resolutions (method item 11).
+
+    Attributes
+    ----------
+    a, b : str
+        The two networks.
+    level : str
+        The level of the same-network distance (``"layer"`` or ``"pooled"``).
+    distance, spread, eps, eps_source
+        The same-network resolution: the distance, where another seed's distance falls
+        (95 %), and the pair's noise floor (or the eps given).
+    design_distance, design_spread, eps_design
+        The design resolution (method item 15): the design distance, its spread and the
+        design tolerance.
+    parts : dict
+        The two parts of the design distance: ``spectral`` and (weighted) ``structural``.
+    verdict : str
+        "same network", "equivalent", "not equivalent" or "undecided".
+    decided_by : str
+        "noise floor", or the part of the design distance that makes most of its square.
+    calibration : dict
+        The design tolerance, the structural weight and where they came from.
+    layer_counts : tuple of int
+        The number of layers of each network.
+    """
 
     a: str
     b: str
@@ -31,23 +59,36 @@ class Verdict:
     settings: Settings = field(default_factory=Settings)
     distance_settings: DistanceSettings = field(default_factory=DistanceSettings)
     explanation: Explanation | None = None
+    design_distance: float = float("nan")
+    design_spread: tuple[float, float] = (float("nan"), float("nan"))
+    eps_design: float = float("nan")
+    parts: dict = field(default_factory=dict)
+    decided_by: str = ""
+    calibration: dict = field(default_factory=dict)
+    layer_counts: tuple[int, int] = (0, 0)
     version: str = __version__
 
     def __repr__(self) -> str:
         return (
-            f"Verdict({self.a!r} vs {self.b!r}: {self.verdict}, d={self.distance:.4f} "
-            f"[{self.spread[0]:.4f}, {self.spread[1]:.4f}], eps={self.eps:.4f})"
+            f"Verdict({self.a!r} vs {self.b!r}: {self.verdict}, design D="
+            f"{self.design_distance:.4f} {_interval_text(self.design_spread)}, "
+            f"eps_design={self.eps_design:.4f}; d={self.distance:.4f} "
+            f"{_interval_text(self.spread)}, eps={self.eps:.4f})"
         )
 
     def _repr_html_(self) -> str:
         rows = [
             ("a", self.a),
             ("b", self.b),
-            ("level", self.level),
-            ("distance", self.distance),
-            ("spread", f"[{self.spread[0]:.4f}, {self.spread[1]:.4f}]"),
-            ("eps", f"{self.eps:.4f} ({self.eps_source})"),
-            ("verdict", self.verdict),
+            ("verdict", f"{self.verdict} (decided by {self.decided_by})"),
+            ("design distance", self.design_distance),
+            ("design spread", _interval_text(self.design_spread)),
+            ("eps_design", f"{self.eps_design:.4f} ({self.calibration.get('name', '')})"),
+            ("parts", ", ".join(f"{k} {v:.4f}" for k, v in self.parts.items())),
+            ("layers", f"{self.layer_counts[0]} vs {self.layer_counts[1]}"),
+            (f"distance ({self.level})", self.distance),
+            ("spread", _interval_text(self.spread)),
+            ("eps (noise floor)", f"{self.eps:.4f} ({self.eps_source})"),
         ]
         if self.explanation is not None:
             rows += [("because", line) for line in self.explanation.lines()]
@@ -62,7 +103,14 @@ class Verdict:
             "spread": list(self.spread),
             "eps": self.eps,
             "eps_source": self.eps_source,
+            "design_distance": self.design_distance,
+            "design_spread": list(self.design_spread),
+            "eps_design": self.eps_design,
+            "parts": dict(self.parts),
             "verdict": self.verdict,
+            "decided_by": self.decided_by,
+            "layer_counts": list(self.layer_counts),
+            "calibration": dict(self.calibration),
             "explanation": None if self.explanation is None else self.explanation.to_dict(),
             "settings": self.settings.to_dict(),
             "distance_settings": self.distance_settings.to_dict(),
@@ -70,7 +118,7 @@ class Verdict:
         }
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, kw_only=True)
 class Classes:
     """Equivalence classes of a set of networks (method item 12).
 
@@ -83,15 +131,25 @@ class Classes:
     labels_ : numpy.ndarray
         Class index of each network (scikit-learn style), classes numbered by first member.
     distance, spread_low, spread_high, eps_pairs : numpy.ndarray
-        Pairwise distance, its spread and the eps of each pair.
+        The same-network resolution: pairwise distance, its spread and the noise-floor eps
+        of each pair.
+    design_distance, design_spread_low, design_spread_high : numpy.ndarray
+        The design resolution: pairwise design distance and its spread (method item 15).
+    eps_design : float
+        The design tolerance at which the classes are cut.
     verdicts : numpy.ndarray
-        Pairwise verdict strings (the diagonal is "equivalent").
+        Pairwise verdict strings (the diagonal is "same network").
     eps : float
-        Summary: the median eps over the pairs.
+        Summary: the median noise-floor eps over the pairs.
     classes : list of list of str
-        Connected components of the pairs judged "equivalent".
+        The networks of each design class: the average-linkage tree of the design
+        distances cut at ``eps_design`` (method item 12).
     linkage : numpy.ndarray
-        Average-linkage tree of the distances (SciPy format).
+        Average-linkage tree of the design distances (SciPy format).
+    calibration : dict
+        The design tolerance, the structural weight and where they came from.
+    layer_counts : list of int
+        The number of layers of each network.
     """
 
     models: list[str]
@@ -109,13 +167,19 @@ class Classes:
     paths: list = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     distance_settings: DistanceSettings = field(default_factory=DistanceSettings)
+    design_distance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    design_spread_low: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    design_spread_high: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    eps_design: float = float("nan")
+    calibration: dict = field(default_factory=dict)
+    layer_counts: list = field(default_factory=list)
     version: str = __version__
 
     def __repr__(self) -> str:
         return (
             f"Classes({len(self.models)} networks, {len(self.classes)} "
-            f"class{'es' if len(self.classes) != 1 else ''}, {self.level} level, "
-            f"median eps={self.eps:.4f})"
+            f"class{'es' if len(self.classes) != 1 else ''} at eps_design="
+            f"{self.eps_design:.4f}, {self.level} level, median eps={self.eps:.4f})"
         )
 
     def _repr_html_(self) -> str:
@@ -124,11 +188,12 @@ class Classes:
         return html_table(caption, table=(["network", "class"], body))
 
     def to_frame(self):
-        """One row per network (pandas DataFrame): its class and its distance to each."""
+        """One row per network (pandas DataFrame): its class and its design distance to
+        each."""
         return frame(
             [
                 {"model": m, "class": int(label), **dict(zip(self.models, row))}
-                for m, label, row in zip(self.models, self.labels_, self.distance)
+                for m, label, row in zip(self.models, self.labels_, self.design_distance)
             ],
             index="model",
         )
@@ -143,6 +208,11 @@ class Classes:
             "eps": self.eps,
             "eps_pairs": self.eps_pairs.tolist(),
             "eps_source": self.eps_source,
+            "design_distance": self.design_distance.tolist(),
+            "design_spread": [self.design_spread_low.tolist(), self.design_spread_high.tolist()],
+            "eps_design": self.eps_design,
+            "calibration": dict(self.calibration),
+            "layer_counts": list(self.layer_counts),
             "verdicts": self.verdicts.tolist(),
             "classes": self.classes,
             "labels": self.labels_.tolist(),
@@ -153,29 +223,37 @@ class Classes:
         }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Match:
-    """One library network and its distance to the query."""
+    """One library network and its distances to the query (both resolutions)."""
 
     path: str
     distance: float
     spread: tuple[float, float]
     eps: float
     verdict: str
+    design_distance: float = float("nan")
+    design_spread: tuple[float, float] = (float("nan"), float("nan"))
+    eps_design: float = float("nan")
+    decided_by: str = ""
 
     def to_dict(self) -> dict:
         return {
             "path": self.path,
+            "design_distance": self.design_distance,
+            "design_spread": list(self.design_spread),
+            "eps_design": self.eps_design,
             "distance": self.distance,
             "spread": list(self.spread),
             "eps": self.eps,
             "verdict": self.verdict,
+            "decided_by": self.decided_by,
         }
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, kw_only=True)
 class Identification:
-    """Library networks ranked by distance to a query, nearest first."""
+    """Library networks ranked by design distance to a query, nearest first."""
 
     query: str
     level: str
@@ -183,6 +261,7 @@ class Identification:
     eps_source: str = "calibrated"
     settings: Settings = field(default_factory=Settings)
     distance_settings: DistanceSettings = field(default_factory=DistanceSettings)
+    calibration: dict = field(default_factory=dict)
     version: str = __version__
 
     def __repr__(self) -> str:
@@ -190,9 +269,11 @@ class Identification:
         return f"Identification({self.query!r}, {len(self.matches)} matches{best})"
 
     def _repr_html_(self) -> str:
-        header = ["rank", "network", "distance", "eps", "verdict"]
+        header = ["rank", "network", "design distance", "eps_design", "distance", "eps"]
+        header.append("verdict")
         body = [
-            (rank, m.path, m.distance, m.eps, m.verdict) for rank, m in enumerate(self.matches, 1)
+            (rank, m.path, m.design_distance, m.eps_design, m.distance, m.eps, m.verdict)
+            for rank, m in enumerate(self.matches, 1)
         ]
         return html_table(f"nearest to {self.query}", table=(header, body))
 
@@ -206,6 +287,7 @@ class Identification:
             "query": self.query,
             "level": self.level,
             "eps_source": self.eps_source,
+            "calibration": dict(self.calibration),
             "matches": [m.to_dict() for m in self.matches],
             "settings": self.settings.to_dict(),
             "distance_settings": self.distance_settings.to_dict(),

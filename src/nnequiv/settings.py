@@ -233,11 +233,20 @@ class LoadOptions:
         "refuse a tensor declared larger than this many bytes, before reading it",
         metavar="BYTES",
     )
+    max_memory: int | None = option(
+        None,
+        "memory one layer's computation may take: a larger layer is computed in smaller "
+        "blocks, one that needs more even so is refused (default: the smallest of the "
+        "available RAM, the room under the address-space limit and the cgroup limit)",
+        metavar="BYTES",
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "include", _patterns(self.include))
         object.__setattr__(self, "exclude", _patterns(self.exclude))
         _check_positive_int("max_tensor_bytes", self.max_tensor_bytes)
+        if self.max_memory is not None:
+            _check_positive_int("max_memory", self.max_memory)
 
 
 @dataclass(frozen=True)

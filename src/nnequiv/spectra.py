@@ -11,7 +11,11 @@ eigenvalue left (all zero, or all below float64's range once squared) is skipped
 
 Large layers are computed from blocks of rows or columns in bounded memory, read from the
 file where the loader allows it (see :mod:`nnequiv._blockwise`); the result is the same as
-from the matrix in memory, up to rounding.
+from the matrix in memory, up to rounding. Each layer's working memory is estimated before
+anything is allocated and held to a budget (``max_memory``, by default what the process can
+still allocate; :mod:`nnequiv._memory`): smaller blocks where the default ones would not fit,
+a one-line :class:`~nnequiv.errors.ResourceLimitError` naming the layer where even one row at
+a time would not, and the same line where an allocation fails all the same.
 """
 
 from __future__ import annotations
@@ -33,13 +37,18 @@ from nnequiv._blockwise import (
     BALANCE_TOLERANCE,
     BLOCK_BYTES,
     GRAM_RELATIVE_ACCURACY,
+    SQUARES_CACHE_BYTES,
     ArrayBlocks,
     Scaling,
     canonical_scaling,
     matrix_spectrum,
+    plan_blocks,
     whole_bytes,
+    working_bytes,
 )
+from nnequiv._memory import format_gib, memory_budget
 from nnequiv._seeding import resolve_n_jobs
+from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import (
     LayerMatrix,
     SkippedTensor,
@@ -184,17 +193,40 @@ def gram_eigenvalues(matrix: np.ndarray, rtol: float = DEFAULT_RTOL) -> tuple[np
 
 
 def _spectrum_of(
-    matrix, rtol: float, canonical: str, block_bytes: int | None = None, stage=None
+    matrix,
+    rtol: float,
+    canonical: str,
+    block_bytes: int | None = None,
+    stage=None,
+    *,
+    budget: int | None = None,
+    where: str = "layer",
 ) -> tuple[np.ndarray, int, str, str]:
     """Eigenvalues, numerical zeros, method and canonical form applied, from blocks of the
     matrix (one block where it fits ``block_bytes``; ``stage`` hears the stages of larger
-    ones)."""
+    ones). With a ``budget`` (bytes), smaller blocks where the working memory would pass it,
+    and a :class:`ResourceLimitError` naming ``where`` where no block size fits."""
     blocks = matrix if isinstance(matrix, StoredMatrix) else ArrayBlocks(matrix)
     size = BLOCK_BYTES if block_bytes is None else block_bytes
+    cache = SQUARES_CACHE_BYTES
+    if budget is not None:
+        plan = plan_blocks(blocks.shape, budget, size, cache)
+        if plan is None:
+            rows, columns = blocks.shape
+            needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)
+            raise ResourceLimitError(
+                f"{where} ({rows} x {columns}) needs {format_gib(needed)} of working memory "
+                f"even in blocks, above the {format_gib(budget)} available "
+                "(max_memory, --max-memory)"
+            )
+        size, cache = plan
     large = whole_bytes(blocks.shape) > size
     report = stage if stage is not None and large else (lambda text: None)
-    scaling = canonical_scaling(blocks, canonical, block_bytes=size, stage=report)
-    return (*matrix_spectrum(blocks, scaling, rtol, block_bytes=size, stage=report), scaling.form)
+    scaling = canonical_scaling(
+        blocks, canonical, block_bytes=size, cache_bytes=cache, stage=report
+    )
+    spectrum = matrix_spectrum(blocks, scaling, rtol, block_bytes=size, stage=report, budget=budget)
+    return (*spectrum, scaling.form)
 
 
 def layer_spectrum(
@@ -277,14 +309,31 @@ def cached_layer_spectrum(
     *,
     block_bytes: int | None = None,
     stage=None,
+    max_memory: int | None = None,
+    label: str = "",
 ) -> LayerSpectrum:
-    """:func:`layer_spectrum`, read from ``cache_dir`` when this tensor was seen before."""
+    """:func:`layer_spectrum`, read from ``cache_dir`` when this tensor was seen before.
+
+    The working memory is held to ``max_memory`` bytes (None: what the process can still
+    allocate); a layer that does not fit, or whose allocation fails, is a
+    :class:`ResourceLimitError` naming ``label`` and the layer."""
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"{_content_key(layer, rtol, canonical)}.npz"
     hit = _cache_read(path, layer) if path is not None and path.exists() else None
     if hit is None:
-        hit = _spectrum_of(layer.matrix, rtol, canonical, block_bytes, stage)
+        where = f"{label}: layer '{layer.name}'" if label else f"layer '{layer.name}'"
+        budget = memory_budget(max_memory)
+        try:
+            hit = _spectrum_of(
+                layer.matrix, rtol, canonical, block_bytes, stage, budget=budget, where=where
+            )
+        except MemoryError as exc:  # numpy's _ArrayMemoryError too
+            rows, columns = layer.matrix_shape
+            raise ResourceLimitError(
+                f"{where} ({rows} x {columns}): out of memory ({' '.join(str(exc).split())}); "
+                f"the budget was {format_gib(budget)} (max_memory, --max-memory)"
+            ) from None
         if path is not None:
             _cache_write(path, *hit)
     return LayerSpectrum(layer.name, layer.shape, layer.matrix_shape, *hit)
@@ -302,6 +351,7 @@ def network_spectra(
     progress: Progress | None = None,
     block_bytes: int | None = None,
     n_jobs: int | None = None,
+    max_memory: int | None = None,
 ) -> NetworkSpectra:
     """Spectra of every layer of a network, computed one layer at a time.
 
@@ -318,9 +368,13 @@ def network_spectra(
         workers = min(resolve_n_jobs(n_jobs), total)
     report = progress or (lambda done, total, label: None)
     options = {"rtol": rtol, "canonical": canonical, "cache_dir": cache_dir}
+    options.update(label=weights.label, max_memory=max_memory)
     layers = []
-    if workers > 1:
-        task = partial(cached_layer_spectrum, **options, block_bytes=block_bytes)
+    if workers > 1:  # each worker has its share of the budget
+        share = memory_budget(max_memory) // workers
+        task = partial(
+            cached_layer_spectrum, **{**options, "max_memory": share}, block_bytes=block_bytes
+        )
         spectra = _in_processes(task, matrices, workers)
     else:
         spectra = _in_turn(matrices, report, total, options, block_bytes)
@@ -379,6 +433,7 @@ def layer_spectra(
     progress: Progress | None = None,
     block_bytes: int | None = None,
     n_jobs: int | None = None,
+    max_memory: int | None = None,
 ) -> list[LayerSpectrum]:
     """Raw spectra (method item 2) of every eligible layer of a network.
 
@@ -411,6 +466,12 @@ def layer_spectra(
         tensors from headers (safetensors files, shards, indexes; others are computed in
         turn). Each worker holds one layer's working memory and uses one BLAS thread; stages
         are not reported from workers. Does not change the result.
+    max_memory : int or None
+        Bytes one layer's computation may take (shared among the workers); None: the
+        smallest of the available RAM, the room under ``RLIMIT_AS`` and the cgroup limit.
+        A layer whose default blocks would pass it is computed in smaller blocks (the same
+        result up to rounding); one that needs more even so is refused with a
+        :class:`~nnequiv.errors.ResourceLimitError` that names it and the GiB it needs.
 
     Returns
     -------
@@ -429,4 +490,5 @@ def layer_spectra(
         progress=progress,
         block_bytes=block_bytes,
         n_jobs=n_jobs,
+        max_memory=max_memory,
     ).layers
