@@ -11,6 +11,7 @@ code would know their names.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def parse_classes(text: str) -> dict[str, ScriptClass]:
     classes: dict[str, ScriptClass] = {}
     current = None
     members: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
+    for line in io.StringIO(text):  # one line at a time: a file of newlines costs its size
         header = _CLASS_LINE.fullmatch(line.rstrip())
         if header:
             current = header.group(1)
