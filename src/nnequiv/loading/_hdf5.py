@@ -10,8 +10,8 @@ without stored data is refused (it would read as fill values of any size), and e
 deflate-compressed chunk is decompressed once with an output cap first, so a chunk that
 expands past its declared size is refused before HDF5 allocates for it.
 
-The metadata is checked before any data is read, in a worker process where the platform can
-fork: the visit of links and datasets stops past ``LIMITS.max_hdf5_depth`` nested groups or
+The metadata is checked before any data is read, in a forked worker process on Linux: the
+visit of links and datasets stops past ``LIMITS.max_hdf5_depth`` nested groups or
 ``LIMITS.max_hdf5_objects`` objects (so the library never recurses far), chunk counts are
 bounded (``LIMITS.max_hdf5_chunks``), a chunked dataset must store all its chunks (a partly
 filled one would read as fill values), and the datasets together may decode to at most
@@ -101,16 +101,18 @@ def _h5py(path):
 
 
 def checked_datasets(source, label: str, limit: int, size: int) -> list[DatasetInfo]:
-    """The numeric datasets of an HDF5 file, its metadata checked first in a worker process
-    (where the platform can fork): links, nesting depth and object count bounded while they
-    are visited, external and virtual storage refused, each dataset's size checked against
-    the limit and the file, its chunks counted and their index read (and deflated chunks
-    inflated with a cap). If the HDF5 library itself fails on a crafted file, the worker
-    dies and the file gets one line; the caller reads only what passed."""
+    """The numeric datasets of an HDF5 file, its metadata checked first in a forked worker
+    process (on Linux; elsewhere in-process): links, nesting depth and object count
+    bounded while they are visited, external and virtual storage refused, each dataset's
+    size checked against the limit and the file, its chunks counted and their index read
+    (and deflated chunks inflated with a cap). If the HDF5 library itself fails on a
+    crafted file, the worker dies and the file gets one line; the caller reads only what
+    passed."""
     import multiprocessing
+    import sys
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return _metadata(source, label, limit, size)  # pragma: no cover - no fork: in-process
+    if not sys.platform.startswith("linux"):  # fork is safe to use on Linux only
+        return _metadata(source, label, limit, size)  # pragma: no cover - in-process
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     worker = context.Process(target=_metadata_worker, args=(send, source, label, limit, size))
