@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import random_mlp
 
+from nnequiv.calibration import load_calibration
 from nnequiv.cli import main
 from nnequiv.cli_parser import build_parser
 from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
@@ -141,7 +142,14 @@ def test_distance_flags(capsys, models):
     assert pooled["level"] == "pooled" and pooled["distance"] != base["distance"]
     assert heavier["distance_settings"]["order_weight"] == 4
     assert heavier["distance"] > base["distance"]
-    assert given["eps"] == 9 and given["eps_source"] == "given" and given["verdict"] == "equivalent"
+    assert given["eps"] == 9 and given["eps_source"] == "given"
+    assert given["verdict"] == "same network" and given["decided_by"] == "noise floor"
+    design = run_json(
+        capsys, "compare", models[0], models[3], "--realizations", 4, "--eps-design", 50
+    )
+    assert design["eps_design"] == 50 and design["verdict"] == "equivalent"
+    assert design["calibration"]["name"].startswith("given")
+    assert base["eps_design"] == load_calibration().eps_design
 
 
 def test_cluster_folder_json_csv_plots_and_report(capsys, models, tmp_path):
@@ -179,8 +187,11 @@ def test_identify_json_csv_and_top(capsys, models, tmp_path):
     )  # fmt: skip
     assert payload["query"] == "mlp0.npz" and len(payload["matches"]) == 2
     assert set(payload["matches"][0]) >= {"path", "distance", "spread", "eps", "verdict"}
-    assert payload["matches"][0]["distance"] <= payload["matches"][1]["distance"]
-    assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("rank,path,distance")
+    assert set(payload["matches"][0]) >= {"design_distance", "design_spread", "eps_design"}
+    first, second = payload["matches"]
+    assert first["design_distance"] <= second["design_distance"]  # ranked by design
+    header = (tmp_path / "m.csv").read_text().splitlines()[0]
+    assert header.startswith("rank,path,design_distance,") and ",eps," in header
     copy = run_json(capsys, "identify", models[3], "--library", *models, "--realizations", 4)
     assert copy["matches"][0]["path"] == "deep.npz#2" or copy["matches"][0]["distance"] == 0
 
@@ -385,7 +396,7 @@ def test_cluster_text_marks_each_pair_by_its_verdict(capsys, models):
     rows = [line for line in out.splitlines() if line.lstrip().startswith("[")]
     assert rows[0].split()[0:2] == ["[1]", "[2]"]  # the header numbers the columns
     first, last = rows[1].split(), rows[3].split()
-    assert first[2:4] == ["0.000", "0.000="]  # a copy: equivalent
+    assert first[2:4] == ["0.000", "0.000#"]  # a copy: the same network
     assert not last[-2].endswith(("=", "?")) and last[-1] == "0.000"
 
 
@@ -395,3 +406,28 @@ def test_layer_names_are_shown_whole(capsys, tmp_path):
     np.savez(path, **{name: np.random.default_rng(0).standard_normal((12, 10))})
     code, out, _ = run(capsys, "analyze", path, "--realizations", 3)
     assert code == 0 and f"\n{name} " in out
+
+
+def test_calibrate_writes_a_calibration_that_every_command_takes(capsys, tmp_path):
+    rows = ["file,family"]
+    for seed in range(3):
+        for name, widths in (("wide", [90, 120, 90, 60]), ("deep", [40] * 7)):
+            np.savez(tmp_path / f"{name}{seed}.npz", **random_mlp(widths, seed=seed))
+            rows.append(f"{name}{seed}.npz,{name}")
+    (tmp_path / "families.csv").write_text("\n".join(rows) + "\n")
+    nets = sorted(str(p) for p in tmp_path.glob("*.npz"))
+    out = tmp_path / "cal.json"
+    code, text, _ = run(
+        capsys, "calibrate", *nets, "--families", tmp_path / "families.csv", "-o", out,
+        "--realizations", 4,
+    )  # fmt: skip
+    assert code == 0 and "leaving one family out" in text and out.exists()
+    fitted = json.loads(out.read_text())
+    assert fitted["nnequiv_calibration"] == 1 and fitted["provenance"]["families"]
+    classes = run_json(capsys, "cluster", *nets, "--realizations", 4, "--calibration", out)
+    assert classes["eps_design"] == fitted["eps_design"] and len(classes["classes"]) == 2
+    assert classes["calibration"]["name"] == str(out)
+    code, _, err = run(capsys, "cluster", *nets, "--calibration", tmp_path / "families.csv")
+    assert code == 1 and "not a calibration file" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "calibrate", *nets, "--families", out, "-o", tmp_path / "x.json")
+    assert code == 1 and "families table" in err

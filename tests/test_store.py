@@ -265,7 +265,7 @@ def test_identify_and_cluster_through_an_index_equal_the_files(library, level):
     assert from_index.to_dict() == from_files.to_dict()
     best = from_index.matches[0]
     assert {best.distance, from_index.matches[1].distance} == {0.0}
-    assert best.verdict == "equivalent"
+    assert best.verdict == "same network"
     from_index = cluster(index.path, level=level)  # no setting given: the index's are used
     assert from_index.to_dict() == cluster(paths, level=level, realizations=R).to_dict()
 

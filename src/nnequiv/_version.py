@@ -1,3 +1,3 @@
 """The version of nnequiv, recorded in every result (one place; pyproject reads it)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

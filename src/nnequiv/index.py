@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 INDEX_FORMAT = "nnequiv-index"
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: A row claiming more layers than this is refused before its arrays are read.
 MAX_LAYERS = 1_000_000
@@ -65,10 +65,11 @@ CREATE TABLE networks (
     orders BLOB NOT NULL,
     streams BLOB NOT NULL,
     points BLOB NOT NULL,
+    structure BLOB NOT NULL,
     csd BLOB NOT NULL
 );
 """
-_COLUMNS = "label, path, content_hash, version, n_layers, orders, streams, points, csd"
+_COLUMNS = "label, path, content_hash, version, n_layers, orders, streams, points, structure, csd"
 
 
 @dataclass(frozen=True, repr=False)
@@ -278,8 +279,8 @@ def _meta(connection: sqlite3.Connection) -> tuple[Settings, str]:
 
 
 def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
-    label, path, content, entry_version, layers, orders, streams, points, csd = (
-        row if len(row) == 9 else (*row, None)
+    label, path, content, entry_version, layers, orders, streams, points, structure, csd = (
+        row if len(row) == 10 else (*row, None)
     )
     for name, value in [("label", label), ("path", path), ("content hash", content)]:
         _require(isinstance(value, str), f"{name} is not text")
@@ -290,12 +291,14 @@ def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
     streams = _array(streams, "<i8", (layers, 2), "streams")
     points = _array(points, "<f8", (count, layers, len(settings.locations)), "points")
     csd = None if csd is None else _array(csd, "<f8", (count, bins), "csd")
+    structure = _array(structure, "<f8", (layers, 3), "structure")
     _require(bool((orders >= 1).all()), f"{label}: an order below 1")
     _require(np.array_equal(streams[:, 0], orders), f"{label}: stream keys do not match orders")
     _require(bool((streams[:, 1] >= 0).all()), f"{label}: a negative stream rank")
-    finite = np.isfinite(points).all() and (csd is None or np.isfinite(csd).all())
+    finite = np.isfinite(points).all() and np.isfinite(structure).all()
+    finite = finite and (csd is None or np.isfinite(csd).all())
     _require(bool(finite), f"{label}: NaN or Inf")
-    summary = Summary(label, settings, points, orders, streams, csd)
+    summary = Summary(label, settings, points, orders, streams, csd, structure=structure)
     return IndexEntry(label, path, content, entry_version, summary)
 
 
@@ -366,6 +369,7 @@ def _row(entry: IndexEntry) -> tuple:
         np.ascontiguousarray(summary.orders, dtype="<i8").tobytes(),
         np.ascontiguousarray(summary.streams, dtype="<i8").tobytes(),
         np.ascontiguousarray(summary.layer_points, dtype="<f8").tobytes(),
+        np.ascontiguousarray(summary.structure, dtype="<f8").tobytes(),
         np.ascontiguousarray(summary.csd, dtype="<f8").tobytes(),
     )
 
@@ -374,7 +378,7 @@ def _insert(connection: sqlite3.Connection, entries: Sequence[IndexEntry]) -> No
     """Add entries; a label already there is an error (sqlite3.IntegrityError), never a
     silent replacement."""
     connection.executemany(
-        f"INSERT INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO networks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(entry) for entry in entries],
     )
 
