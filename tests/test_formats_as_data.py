@@ -187,3 +187,25 @@ def test_npy_pickle_that_calls_code_is_refused(tmp_path):
         handle.write(b"\x80\x02cos\nsystem\n(X\x05\x00\x00\x00touch" + b"tR.")
     with pytest.raises(UnsafeFileError, match=r"evil\.npy: refused: the pickle calls os\.system"):
         open_weights(path)
+
+
+# ---- folders: the same readers decide what discovery finds ----------------------------------
+
+
+def test_discovery_finds_new_formats_and_skips_what_is_not_a_network(tmp_path):
+    from nnequiv.discovery import discover
+
+    module = SmallCNN()
+    torch.jit.script(module).save(str(tmp_path / "model.jit"))
+    torch.save(module, tmp_path / "whole.pt")  # a whole model: read through placeholders
+    optimizer = torch.optim.Adam(module.parameters())
+    module(torch.randn(1, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    np.save(tmp_path / "images.npy", np.zeros((10, 8, 8), np.float32))
+    np.save(tmp_path / "weights.npy", keras_port_weights(), allow_pickle=True)
+    notes: list[str] = []
+    found = discover([tmp_path], notes=notes.append)
+    assert sorted(f.label for f in found) == ["model.jit", "weights.npy", "whole.pt"]
+    assert any("optimizer.pt" in n and "optimizer state" in n for n in notes), notes
+    assert any("images.npy" in n and "single array" in n for n in notes), notes

@@ -114,8 +114,8 @@ def _sniff_npz(path: Path) -> str:
             if "chemical" in members:
                 return CONNECTOME
             return _arrays_reason(list(members), lambda name: _npy_header(archive, members[name]))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        return NETWORK  # corrupt: the loader gives the error
+    except Exception:  # noqa: BLE001 - corrupt or encrypted: the loader gives the error
+        return NETWORK
 
 
 def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool]:
@@ -166,21 +166,21 @@ def _sniff_safetensors(path: Path) -> str:
 
 
 def _sniff_hdf5(path: Path) -> str:
+    """The datasets from the loader's checked metadata pass (bounded, in a worker process),
+    optimizer variables left out."""
     try:
-        import h5py
+        import h5py  # noqa: F401
     except ImportError:
         return NETWORK  # the loader names the missing package
-    arrays = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            arrays.append((name, tuple(obj.shape), obj.dtype.kind == "f"))
+    from nnequiv.loading._hdf5 import checked_datasets, is_optimizer_name
 
     try:
-        with h5py.File(path, "r") as handle:
-            handle.visititems(visit)
-    except Exception:  # h5py raises many kinds on a corrupt file; the loader reports it
-        return NETWORK
+        datasets = checked_datasets(
+            str(path), str(path), DEFAULT_MAX_TENSOR_BYTES, path.stat().st_size
+        )
+    except (NNEquivError, OSError):
+        return NETWORK  # corrupt or refused: the loader reports it
+    arrays = [(d.name, d.shape, d.kind == "f") for d in datasets if not is_optimizer_name(d.name)]
     return _listed_reason(arrays)
 
 
@@ -189,7 +189,7 @@ def _sniff_torch(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
+        except Exception:  # noqa: BLE001 - corrupt: the loader gives the error
             return NETWORK
         parts = [name.split("/") for name in names]
         if any(len(p) >= 2 and p[1] == "code" for p in parts):
@@ -347,7 +347,7 @@ def _zip_format(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - zipfile raises many kinds on a crafted archive
         return None
     if any(name.endswith("/data.pkl") and name.count("/") == 1 for name in names):
         return "torch"

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._hdf5 import iter_keras
-from nnequiv.loading._limits import check_limit, open_regular, require_regular, shown
+from nnequiv.loading._limits import (
+    LIMITS,
+    ReaderLimits,
+    check_limit,
+    guarded,
+    open_regular,
+    require_regular,
+    shown,
+)
 from nnequiv.loading._npz import iter_npz, npz_shapes
 from nnequiv.loading._onnx import iter_onnx
 from nnequiv.loading._pytorch import TorchFile, open_torch
@@ -54,6 +62,8 @@ from nnequiv.loading._source import (
 __all__ = [
     "WeightSource",
     "Dropped",
+    "LIMITS",
+    "ReaderLimits",
     "OPTIMIZER_STATE",
     "open_weights",
     "LAYOUTS",
@@ -125,12 +135,13 @@ def open_weights(
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    if path.is_dir():
-        opened = _open_folder(path, forced, limit)
-    else:
-        if require_regular(path).st_size == 0:
-            raise FormatError(f"{path}: file is empty")
-        opened = _open_file(path, forced, limit, trust_code)
+    with guarded(str(path)):
+        if path.is_dir():
+            opened = _open_folder(path, forced, limit)
+        else:
+            if require_regular(path).st_size == 0:
+                raise FormatError(f"{path}: file is empty")
+            opened = _open_file(path, forced, limit, trust_code)
     if config_ties_embeddings(path if path.is_dir() else path.parent):
         opened = dataclasses.replace(opened, tied_embeddings=True)
     return opened

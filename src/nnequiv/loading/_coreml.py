@@ -29,6 +29,7 @@ from nnequiv.errors import FormatError
 from nnequiv.loading._limits import (
     inside,
     open_regular,
+    require_count,
     require_regular,
     require_within,
     shown,
@@ -38,8 +39,6 @@ from nnequiv.loading._source import OIHW, WeightSource
 
 #: Largest model.mlmodel read whole (an ML program's graph, not its weights).
 MAX_SPEC_BYTES = 512 << 20
-#: Most operations read from one program (raise it for larger graphs).
-MAX_OPERATIONS = 5_000_000
 _SENTINEL = 0xDEADBEEF
 _BLOB_DTYPES = {1: "<f2", 2: "<f4", 3: "u1", 4: "i1"}
 #: MIL DataType ids -> NumPy dtypes.
@@ -155,11 +154,7 @@ def program_constants(spec: bytes, label: str) -> list[CoreMLTensor]:
                 if field != 3 or wire != 2:
                     continue
                 seen += 1
-                if seen > MAX_OPERATIONS:
-                    raise FormatError(
-                        f"{label}: the program has more than {MAX_OPERATIONS:,} operations "
-                        "(nnequiv.loading._coreml.MAX_OPERATIONS)"
-                    )
+                require_count(label, "operations", seen, "max_tensors")
                 blocks += [v for n, w, v in fields(operation) if n == 4 and w == 2]
                 if (_one(operation, 1) or b"") != b"const":
                     continue

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnequiv.errors import FormatError
 from nnequiv.loading._gguf import MAX_DIMS, GGUFTensor, _gguf_module, iter_tensors
-from nnequiv.loading._limits import require_regular, shown
+from nnequiv.loading._limits import require_count, require_regular, shown
 from nnequiv.loading._source import OIHW, WeightSource
 
 MAGICS = {b"lmgg": "ggml", b"fmgg": "ggmf", b"tjgg": "ggjt"}
@@ -159,6 +159,7 @@ def _records(path, reader: _Reader, sizes, aligned: bool, current_blocks: bool):
                 f"than ggjt v3, which nnequiv does not read; {CONVERT_HINT}"
             )
         tensors.append(GGUFTensor(name, tuple(reversed(dims)), ggml_type, offset, nbytes))
+        require_count(str(path), "tensors", len(tensors), "max_tensors")
     if not tensors:
         raise _Layout("no tensors")
     return tensors

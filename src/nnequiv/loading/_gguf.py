@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._limits import read_tensor_bytes, tensor_byte_limit
+from nnequiv.loading._limits import read_tensor_bytes, require_count, tensor_byte_limit
 from nnequiv.loading._source import OIHW, WeightSource
 
 GGUF_MAGIC = b"GGUF"
@@ -145,6 +145,8 @@ def gguf_tensors(path: Path) -> list[GGUFTensor]:
         n_keys = cursor.unpack("Q", "metadata count")
         if n_tensors > size // 24 or n_keys > size // 12:
             raise FormatError(f"{path}: corrupt GGUF header (counts larger than the file)")
+        require_count(str(path), "tensors", n_tensors, "max_tensors")
+        require_count(str(path), "metadata keys", n_keys, "max_tensors")
         alignment = DEFAULT_ALIGNMENT
         for _ in range(n_keys):
             key = cursor.string("metadata key")

@@ -12,6 +12,7 @@ import math
 import os
 import stat
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,107 @@ from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
 
 #: Longest text taken from a file into a message.
 SHOWN_CHARS = 120
+
+
+@dataclass
+class ReaderLimits:
+    """Bounds on the work one file may ask of a reader, each checked from what the file
+    declares before the work is done (docs/security.md lists them). A legitimate file beyond
+    one is refused with a line naming the limit; raise it for such a file, e.g.
+    ``nnequiv.loading.LIMITS.max_tensors = 5_000_000``.
+
+    Attributes
+    ----------
+    max_tensors : int
+        Tensors, header keys, archive members, variables or constants one file may list.
+    max_pickle_objects : int
+        Objects (records, containers, tensors) one pickle may build.
+    max_depth : int
+        Nesting of the containers and modules a file's tensors are found in (their dotted
+        names grow with it).
+    max_storage_views : int
+        Tensors that may view one PyTorch storage.
+    max_subgraphs : int
+        Subgraphs of a TFLite model.
+    max_hdf5_objects : int
+        Groups, datasets and links of an HDF5 file.
+    max_hdf5_depth : int
+        Nesting of HDF5 groups.
+    max_hdf5_chunks : int
+        Chunks of one HDF5 dataset.
+    max_expansion : int
+        Bytes the tensors of a file may decode to per byte of the file (decompression,
+        dequantisation, densifying, views of one storage), above ``expansion_floor``.
+    expansion_floor : int
+        Decoded bytes any file may reach whatever its size.
+    """
+
+    max_tensors: int = 1_000_000
+    max_pickle_objects: int = 10_000_000
+    max_depth: int = 256
+    max_storage_views: int = 100_000
+    max_subgraphs: int = 10_000
+    max_hdf5_objects: int = 1_000_000
+    max_hdf5_depth: int = 64
+    max_hdf5_chunks: int = 1_000_000
+    max_expansion: int = 32
+    expansion_floor: int = 256 << 20
+
+
+#: The limits every reader checks (module-wide; raise a field for a file beyond it).
+LIMITS = ReaderLimits()
+
+
+def require_depth(label: str, depth: int) -> None:
+    """Refuse nesting deeper than ``LIMITS.max_depth``."""
+    if depth > LIMITS.max_depth:
+        raise FormatError(
+            f"{label}: nested more than {LIMITS.max_depth} levels deep "
+            "(nnequiv.loading.LIMITS.max_depth)"
+        )
+
+
+def require_count(label: str, what: str, count: int, limit_name: str) -> None:
+    """Refuse a declared count above the named field of :data:`LIMITS`."""
+    limit = getattr(LIMITS, limit_name)
+    if count > limit:
+        raise ResourceLimitError(
+            f"{label}: {what} ({format_count(count)}) above the limit of {limit:,} "
+            f"(nnequiv.loading.LIMITS.{limit_name})"
+        )
+
+
+class DecodeBudget:
+    """The bytes a file's tensors may decode to: ``max_expansion`` times its size on disk,
+    at least ``expansion_floor``; :meth:`take` refuses a tensor that would pass it."""
+
+    def __init__(self, label: str, file_size: int):
+        self.label = label
+        self.left = max(LIMITS.max_expansion * file_size, LIMITS.expansion_floor)
+        self.total = self.left
+
+    def take(self, nbytes: int, what: str) -> None:
+        if nbytes > self.left:
+            raise ResourceLimitError(
+                f"{self.label}: {what} would make its tensors decode to more than "
+                f"{format_bytes(self.total)}, {LIMITS.max_expansion} times the file's size "
+                "(nnequiv.loading.LIMITS.max_expansion)"
+            )
+        self.left -= nbytes
+
+
+@contextmanager
+def guarded(label: str):
+    """Turn a RecursionError or MemoryError while reading a file into one line naming it."""
+    try:
+        yield
+    except RecursionError:
+        raise FormatError(f"{label}: nested too deeply to read") from None
+    except MemoryError:
+        raise ResourceLimitError(
+            f"{label}: not enough memory to read it (lower max_tensor_bytes to refuse "
+            "such tensors first, or free memory)"
+        ) from None
 
 
 def shown(text, limit: int = SHOWN_CHARS) -> str:

@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError
-from nnequiv.loading._limits import open_regular, reading, require_within, tensor_nbytes
+from nnequiv.loading._limits import (
+    open_regular,
+    reading,
+    require_depth,
+    require_within,
+    tensor_nbytes,
+)
 from nnequiv.loading._source import WeightSource, count_once
 
 _HEADER_READERS = {
@@ -78,6 +84,7 @@ def _arrays_in(root, label: str) -> dict[str, np.ndarray]:
             found[prefix.rstrip(".")] = value
         elif isinstance(value, (Mapping, list, tuple)) and id(value) not in seen:
             seen.add(id(value))
+            require_depth(label, prefix.count(".") + 1)
             items = value.items() if isinstance(value, Mapping) else enumerate(value)
             stack.extend(reversed([(f"{prefix}{key}.", item) for key, item in items]))
     if not found:

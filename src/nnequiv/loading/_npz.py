@@ -8,6 +8,7 @@ size, and only then are exactly that many bytes decompressed.
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, UnsafeFileError
-from nnequiv.loading._limits import reading, shown, tensor_nbytes
-from nnequiv.loading._zip import read_exact, require_end, zip_archive
+from nnequiv.loading._limits import (
+    DecodeBudget,
+    reading,
+    require_count,
+    shown,
+    tensor_nbytes,
+)
+from nnequiv.loading._zip import read_exact, require_end, require_plain, zip_archive
 
 _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
@@ -27,11 +34,12 @@ _HEADER_READERS = {
 def iter_npz(path: Path, limit: int, names=None) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, array)`` for every ``.npy`` member (or only those in ``names``), in order."""
     label = str(path)
+    budget = DecodeBudget(label, os.stat(path).st_size)
     with zip_archive(path, ".npz archive") as archive:
         for info in _npy_members(archive, label):
             name = info.filename[:-4]
             if names is None or name in names:
-                yield name, _read_npy(archive, info, label, limit)
+                yield name, _read_npy(archive, info, label, limit, budget)
 
 
 def npz_shapes(path: Path, limit: int) -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -47,10 +55,12 @@ def npz_shapes(path: Path, limit: int) -> Iterator[tuple[str, tuple[int, ...]]]:
 def _npy_members(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipInfo]:
     with reading(label, "not a readable .npz archive"):
         infos = archive.infolist()
+    require_count(label, "archive members", len(infos), "max_tensors")
     return [info for info in infos if info.filename.endswith(".npy") and not info.is_dir()]
 
 
 def _member(archive, info, label):
+    require_plain(info, label, f"array '{shown(info.filename[:-4])}'")
     with reading(label, f"array '{shown(info.filename[:-4])}' is corrupt"):
         return archive.open(info)
 
@@ -75,11 +85,12 @@ def _npy_header(stream, info, label: str, limit: int):
     return tuple(shape), fortran_order, dtype
 
 
-def _read_npy(archive, info, label: str, limit: int) -> np.ndarray:
+def _read_npy(archive, info, label: str, limit: int, budget: DecodeBudget) -> np.ndarray:
     name = shown(info.filename[:-4])
     with _member(archive, info, label) as stream:
         shape, fortran_order, dtype = _npy_header(stream, info, label, limit)
         count = math.prod(shape)
+        budget.take(count * dtype.itemsize, f"array '{name}'")
         data = read_exact(stream, count * dtype.itemsize, label, f"array '{name}'")
         require_end(stream, label, f"array '{name}'")
     with reading(label, f"array '{name}' cannot be decoded"):

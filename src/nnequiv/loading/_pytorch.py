@@ -14,9 +14,11 @@ code: only for files from a trusted source.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._limits import open_regular, reading, require_within, shown
+from nnequiv.loading._limits import (
+    DecodeBudget,
+    open_regular,
+    reading,
+    require_count,
+    require_depth,
+    require_within,
+    shown,
+)
 from nnequiv.loading._restricted import Placeholder, StorageRef, TensorRef, unpickle
 from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, count_once
 from nnequiv.loading._torchscript import class_lookup, script_state_dict
@@ -150,6 +160,7 @@ def _zip_file(path: Path, limit: int) -> TorchFile:
             refs = dict(count_once(tensors.items()))
         else:
             refs = find_state_dict(root, label)
+    check_views(refs, label, os.stat(path).st_size)
     return TorchFile(path, refs, limit, "<" if byteorder == "little" else ">", prefix)
 
 
@@ -212,6 +223,7 @@ def _legacy_file(path: Path, limit: int) -> TorchFile:
             raise FormatError(f"{label}: corrupt legacy PyTorch file (no storage list)")
         offsets = _legacy_offsets(handle, size, keys, storages, "<" if little else ">", label)
     refs = find_state_dict(root, label)
+    check_views(refs, label, size)
     return TorchFile(path, refs, limit, "<" if little else ">", None, offsets)
 
 
@@ -241,6 +253,25 @@ def _legacy_offsets(handle, size, keys, storages, byteorder, label) -> dict[str,
     return offsets
 
 
+def check_views(refs: Mapping, label: str, file_size: int) -> None:
+    """Bound the work the tensors of a file ask for before any is read: their number, the
+    views of any one storage, and the bytes they decode to against the file's size (a
+    zero-stride view over a storage, or many views of it, would otherwise cost far more
+    than the file holds)."""
+    tensors = [(name, ref) for name, ref in refs.items() if isinstance(ref, TensorRef)]
+    require_count(label, "tensors", len(refs), "max_tensors")
+    views = Counter(ref.storage.key for _, ref in tensors)
+    if views:
+        key, most = views.most_common(1)[0]
+        require_count(
+            label, f"tensors viewing storage '{shown(key, 40)}'", most, "max_storage_views"
+        )
+    budget = DecodeBudget(label, file_size)
+    for name, ref in tensors:
+        itemsize = 4 if ref.element.widen is not None else ref.element.itemsize
+        budget.take(math.prod(ref.shape) * itemsize, f"tensor '{shown(name)}'")
+
+
 def _is_tensor(value) -> bool:
     if isinstance(value, (TensorRef, np.ndarray)):
         return True
@@ -263,7 +294,7 @@ def _is_module(value) -> bool:
     )
 
 
-def module_state_dict(root: Placeholder) -> dict:
+def module_state_dict(root: Placeholder, label: str = "") -> dict:
     """The parameters and buffers of a pickled module tree, named and ordered as
     ``state_dict()`` names them (non-persistent buffers left out); a module reached twice is
     read once."""
@@ -291,17 +322,19 @@ def module_state_dict(root: Placeholder) -> dict:
             for key, child in state["_modules"].items()
             if isinstance(key, str) and _is_module(child)
         ]
+        if children:
+            require_depth(label, prefix.count(".") + 1)
         stack.extend(reversed(children))
     return tensors
 
 
-def _contents(value) -> Mapping | None:
+def _contents(value, label: str = "") -> Mapping | None:
     """What to look into for tensors: a mapping; a pickled module's state dict; the state
     (or the dict items) of another placeholder."""
     if isinstance(value, Mapping):
         return value
     if _is_module(value):
-        return module_state_dict(value)
+        return module_state_dict(value, label)
     if isinstance(value, Placeholder):
         if isinstance(value.state, dict):
             return value.state
@@ -309,9 +342,10 @@ def _contents(value) -> Mapping | None:
     return None
 
 
-def _tensors_of(mapping: Mapping) -> dict:
+def _tensors_of(mapping: Mapping, label: str) -> dict:
     """The tensors under ``mapping`` by dotted name, in order; those inside an optimizer state
-    as :class:`Dropped`. Iterative, each mapping entered once."""
+    as :class:`Dropped`. Iterative, each mapping entered once, at most ``LIMITS.max_depth``
+    levels deep."""
     found: dict = {}
     stack = [("", iter(mapping.items()), _is_optimizer_state(mapping))]
     seen = {id(mapping)}
@@ -322,10 +356,11 @@ def _tensors_of(mapping: Mapping) -> dict:
             if _is_tensor(value):
                 found[name] = Dropped(tuple(value.shape), OPTIMIZER_STATE) if optimizer else value
                 continue
-            inside = _contents(value) if id(value) not in seen else None
+            inside = _contents(value, label) if id(value) not in seen else None
             if inside is not None:
                 seen.add(id(value))
                 inner = optimizer or _is_optimizer_state(inside)
+                require_depth(label, len(stack) + 1)
                 stack.append((name + ".", iter(inside.items()), inner))
                 break
         else:
@@ -339,16 +374,16 @@ def find_state_dict(obj, label: str) -> dict:
     names of a tensor already listed (the same storage, offset, shape and strides), are
     :class:`Dropped`."""
     if _is_module(obj):  # a whole model, torch.save(model)
-        return dict(count_once(module_state_dict(obj).items()))
-    obj = _contents(obj) or obj
+        return dict(count_once(module_state_dict(obj, label).items()))
+    obj = _contents(obj, label) or obj
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
-            nested = _contents(obj.get(key))
+            nested = _contents(obj.get(key), label)
             if isinstance(nested, Mapping) and not _is_optimizer_state(nested):
-                tensors = _tensors_of(nested)
+                tensors = _tensors_of(nested, label)
                 if _any_kept(tensors):
                     return dict(count_once(tensors.items()))
-        tensors = _tensors_of(obj)
+        tensors = _tensors_of(obj, label)
         if _any_kept(tensors):
             return dict(count_once(tensors.items()))
         if tensors:  # every tensor is in an optimizer state

@@ -27,7 +27,7 @@ recursion; its memo is a dict, so a hostile memo index allocates nothing), and o
 module's BUILD runs: it stores the state of a record and ignores the attributes torch
 attaches to a state dict. Dict keys and set members must be flat values (strings, numbers,
 None, bytes, tuples of those), so no nested structure is ever hashed, and the number of
-objects a pickle builds is bounded (:data:`MAX_PICKLE_OBJECTS`).
+objects a pickle builds is bounded (``LIMITS.max_pickle_objects``).
 """
 
 from __future__ import annotations
@@ -43,13 +43,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnequiv.errors import FormatError, NNEquivError, ResourceLimitError, UnsafeFileError
+from nnequiv.errors import FormatError, NNEquivError, UnsafeFileError
 from nnequiv.loading._dtypes import ELEMENT_TYPES, ElementType
-from nnequiv.loading._limits import describe, format_shape, require_within, shown
+from nnequiv.loading._limits import (
+    LIMITS,
+    describe,
+    format_shape,
+    require_count,
+    require_within,
+    shown,
+)
 
-#: Most records (placeholders, tensors, arrays, containers) one pickle may build; a user can
-#: raise it (``nnequiv.loading._restricted.MAX_PICKLE_OBJECTS``).
-MAX_PICKLE_OBJECTS = 10_000_000
 #: Modules whose names are refused outright, class or function: they run code.
 CODE_MODULES = frozenset(
     (
@@ -351,13 +355,10 @@ class _Unpickler(pickle._Unpickler):
             )
         return self.placeholders[qualname]
 
-    def _count(self, what: str = "objects") -> None:
+    def _count(self) -> None:
         self.built += 1
-        if self.built > MAX_PICKLE_OBJECTS:
-            raise ResourceLimitError(
-                f"{self.label}: the pickle builds more than {MAX_PICKLE_OBJECTS:,} {what} "
-                "(nnequiv.loading._restricted.MAX_PICKLE_OBJECTS)"
-            )
+        if self.built > LIMITS.max_pickle_objects:
+            require_count(self.label, "the pickle builds objects", self.built, "max_pickle_objects")
 
     def _reconstructor(self, cls, base, state=None):
         placeholder = isinstance(cls, type) and issubclass(cls, Placeholder)

@@ -33,6 +33,7 @@ from nnequiv.loading._limits import (
     inside,
     open_regular,
     reading,
+    require_count,
     shown,
     tensor_nbytes,
 )
@@ -109,11 +110,12 @@ def parse_json(raw: bytes, label: str, what: str):
 
 
 def _unique_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        duplicate = next(key for key in keys if keys.count(key) > 1)
+    found = dict(pairs)
+    if len(found) != len(pairs):  # a duplicate: find the first, in one pass
+        seen = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
         raise ValueError(f"duplicate key '{shown(duplicate)}'")
-    return dict(pairs)
+    return found
 
 
 def _is_int(value) -> bool:
@@ -123,6 +125,7 @@ def _is_int(value) -> bool:
 def _entries(header, data_size: int, label: str, limit: int) -> list[_Entry]:
     if not isinstance(header, dict):
         raise FormatError(f"{label}: safetensors header is not a JSON object")
+    require_count(label, "tensors in the header", len(header), "max_tensors")
     entries = []
     for name, info in header.items():
         if name == "__metadata__":

@@ -8,14 +8,14 @@ lists must be present in its shard.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError
-from nnequiv.loading._limits import tensor_byte_limit
+from nnequiv.loading._limits import open_regular, require_count, shown, tensor_byte_limit
+from nnequiv.loading._safetensors import parse_json
 
 #: Largest index file read (real ones are a few hundred KiB, even for 400-billion-parameter
 #: models).
@@ -83,30 +83,34 @@ def index_weight_map(index: Path) -> dict[str, Path]:
             f"{index}: index file is {size} bytes, more than the {MAX_INDEX_BYTES} an index "
             "can reasonably hold"
         )
-    try:
-        weight_map = json.loads(index.read_bytes())["weight_map"]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{index}: index is not valid JSON ({exc})") from exc
-    except (KeyError, TypeError) as exc:
-        raise FormatError(f"{index}: index has no 'weight_map' of tensor names") from exc
+    with open_regular(index) as handle:
+        content = parse_json(handle.read(MAX_INDEX_BYTES), str(index), "index")
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if weight_map is None:
+        raise FormatError(f"{index}: index has no 'weight_map' of tensor names")
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError(f"{index}: 'weight_map' is not a non-empty mapping of tensor names")
+    require_count(str(index), "tensors in 'weight_map'", len(weight_map), "max_tensors")
     located: dict[str, Path] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not _plain_file_name(shard):
+            shard_text = shown(shard, 60) if isinstance(shard, str) else type(shard).__name__
             raise FormatError(
-                f"{index}: tensor '{name}' maps to {shard!r}, not a file name in the index's folder"
+                f"{index}: tensor '{shown(name)}' maps to '{shard_text}', not a file name in "
+                "the index's folder"
             )
         path = index.parent / shard
         if path.suffix.lower() not in SHARD_SUFFIXES:
-            raise FormatError(f"{index}: shard '{shard}' is not a safetensors or PyTorch file")
+            raise FormatError(
+                f"{index}: shard '{shown(shard)}' is not a safetensors or PyTorch file"
+            )
         located[str(name)] = path
     suffixes = {_family(path) for path in located.values()}
     if len(suffixes) > 1:
         raise FormatError(f"{index}: shards mix formats ({', '.join(sorted(suffixes))})")
     missing = [path for path in dict.fromkeys(located.values()) if not path.is_file()]
     if missing:
-        raise InputError(f"{index}: shard missing: {missing[0]}")
+        raise InputError(f"{index}: shard missing: {shown(missing[0].name)}")
     return located
 
 

@@ -104,11 +104,14 @@ class WeightSource:
     def items(self) -> Iterator[tuple[str, np.ndarray | Dropped]]:
         """Iterate ``(name, numpy array)`` pairs, and ``(name, Dropped)`` for the tensors the
         loader leaves out, in the file's order."""
-        for name, value in self.opener():
-            if isinstance(value, Dropped):
-                yield str(name), value
-            else:
-                yield str(name), _to_numpy(value, name, self.label)
+        from nnequiv.loading._limits import guarded
+
+        with guarded(self.label):
+            for name, value in self.opener():
+                if isinstance(value, Dropped):
+                    yield str(name), value
+                else:
+                    yield str(name), _to_numpy(value, name, self.label)
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Iterate ``(name, numpy array)`` pairs, one tensor in memory at a time."""

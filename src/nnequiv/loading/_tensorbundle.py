@@ -29,6 +29,7 @@ from nnequiv.errors import FormatError, InputError
 from nnequiv.loading._limits import (
     open_regular,
     read_tensor_bytes,
+    require_count,
     require_regular,
     require_within,
     shown,
@@ -41,8 +42,6 @@ TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_BYTES = 48
 #: Largest index file read whole (real ones are kilobytes to a few MiB).
 MAX_INDEX_BYTES = 256 << 20
-#: Most variables one bundle may list (raise it for larger models).
-MAX_BUNDLE_ENTRIES = 1_000_000
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: TensorFlow DataType ids -> NumPy dtypes (bfloat16 widened below).
 _DTYPES = {
@@ -167,11 +166,7 @@ def read_index(index: Path) -> tuple[dict, list[BundleEntry]]:
                         elif number == 2 and wire == 0:
                             header["big_endian"] = field == 1
                     continue
-                if len(entries) >= MAX_BUNDLE_ENTRIES:
-                    raise FormatError(
-                        f"{label}: lists more than {MAX_BUNDLE_ENTRIES:,} variables "
-                        "(nnequiv.loading._tensorbundle.MAX_BUNDLE_ENTRIES)"
-                    )
+                require_count(label, "variables", len(entries) + 1, "max_tensors")
                 name = key.decode("utf-8", errors="replace")
                 entries.append(_entry(name, value))
     except Corrupt as exc:
@@ -225,7 +220,7 @@ def _items(prefix: Path, label: str, limit: int):
                 raise FormatError(f"{label}: variable '{shown(name)}' names a missing shard")
             if entry.shard not in handles:
                 shard = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{shards:05d}")
-                handles[entry.shard] = open_regular(shard)
+                handles[entry.shard] = open_regular(shard, f"{label}: data shard '{shard.name}'")
             handle = handles[entry.shard]
             if entry.offset + entry.size > handle.seek(0, 2):
                 raise FormatError(

@@ -27,8 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._limits import read_tensor_bytes, tensor_byte_limit
+from nnequiv.errors import FormatError, MissingDependencyError, NNEquivError
+from nnequiv.loading._limits import (
+    DecodeBudget,
+    describe,
+    read_tensor_bytes,
+    require_count,
+    shown,
+    tensor_byte_limit,
+)
 from nnequiv.loading._source import OHWI, WeightSource
 
 IDENTIFIER = b"TFL3"
@@ -122,8 +129,10 @@ def tflite_tensors(path: Path) -> list[TFLiteTensor]:
         raise FormatError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
     try:
         return _constant_tensors(path, tflite.Model.GetRootAs(data, 0), size)
+    except NNEquivError:
+        raise
     except (struct.error, IndexError, ValueError, TypeError, OverflowError) as exc:
-        raise FormatError(f"{path}: corrupt TFLite flatbuffer ({exc})") from exc
+        raise FormatError(f"{path}: corrupt TFLite flatbuffer ({describe(exc)})") from exc
 
 
 def _constant_tensors(path: Path, model, size: int) -> list[TFLiteTensor]:
@@ -132,9 +141,15 @@ def _constant_tensors(path: Path, model, size: int) -> list[TFLiteTensor]:
         for code in (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))
     ]
     n_buffers = model.BuffersLength()
-    found, seen = [], set()
+    label = str(path)
+    require_count(label, "subgraphs", model.SubgraphsLength(), "max_subgraphs")
+    found, seen, listed = [], set(), 0
+    budget = DecodeBudget(label, size)
     for index in range(model.SubgraphsLength()):
         graph = model.Subgraphs(index)
+        # subgraphs may repeat one table: the entries of all of them count together
+        listed += graph.TensorsLength() + graph.OperatorsLength()
+        require_count(label, "tensors and operators in its subgraphs", listed, "max_tensors")
         prefix = "" if index == 0 else f"{_text(graph.Name()) or f'subgraph{index}'}/"
         depthwise = _depthwise_kernels(graph, codes)
         for position in range(graph.TensorsLength()):
@@ -150,10 +165,14 @@ def _constant_tensors(path: Path, model, size: int) -> list[TFLiteTensor]:
                 continue  # empty, or strings / booleans / resources: never weights
             if offset + nbytes > size:
                 raise FormatError(
-                    f"{path}: tensor '{name}' declares {nbytes} bytes past the end of the file"
+                    f"{path}: tensor '{shown(name)}' declares {nbytes} bytes past the end of "
+                    "the file"
                 )
             seen.add(buffer)
-            found.append(_entry(path, tensor, name, offset, nbytes, position in depthwise))
+            entry = _entry(path, tensor, name, offset, nbytes, position in depthwise)
+            wide = np.dtype(_DTYPES.get(entry.tensor_type, "i1")).itemsize == 8
+            budget.take(math.prod(entry.shape) * (8 if wide else 4), f"tensor '{shown(name)}'")
+            found.append(entry)
     return found
 
 
@@ -189,19 +208,19 @@ def _buffer_span(buffer) -> tuple[int, int]:
 def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
     shape = () if tensor.ShapeIsNone() else tuple(int(d) for d in tensor.ShapeAsNumpy())
     if any(d < 0 for d in shape):
-        raise FormatError(f"{path}: tensor '{name}' has a negative dimension {shape}")
+        raise FormatError(f"{path}: tensor '{shown(name)}' has a negative dimension {shape}")
     kind = tensor.Type()
     sparsity = None
     if tensor.Sparsity() is not None:
         if kind == _INT4:
-            raise FormatError(f"{path}: tensor '{name}' is sparse int4, which is not read")
+            raise FormatError(f"{path}: tensor '{shown(name)}' is sparse int4, which is not read")
         sparsity = _sparsity(path, name, tensor.Sparsity(), shape)
         scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
         itemsize = np.dtype(_DTYPES[kind]).itemsize
         if nbytes % itemsize or nbytes // itemsize > math.prod(shape):
             raise FormatError(
-                f"{path}: tensor '{name}' holds {nbytes} bytes of sparse values, more than its "
-                f"shape {shape} has elements, or not whole elements"
+                f"{path}: tensor '{shown(name)}' holds {nbytes} bytes of sparse values, more "
+                f"than its shape {shape} has elements, or not whole elements"
             )
         return TFLiteTensor(
             name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise, sparsity
@@ -210,7 +229,8 @@ def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
     expected = (elements + 1) // 2 if kind == _INT4 else elements * np.dtype(_DTYPES[kind]).itemsize
     if expected != nbytes:
         raise FormatError(
-            f"{path}: tensor '{name}' holds {nbytes} bytes but its shape {shape} needs {expected}"
+            f"{path}: tensor '{shown(name)}' holds {nbytes} bytes but its shape {shape} "
+            f"needs {expected}"
         )
     scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
     return TFLiteTensor(name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise)
@@ -225,7 +245,9 @@ def _index_vector(path, name, kind: int, table) -> tuple[int, ...]:
     if table is None or kind == 0:
         return ()
     if kind not in _INDEX_VECTORS:
-        raise FormatError(f"{path}: tensor '{name}' has a sparse index vector of type {kind}")
+        raise FormatError(
+            f"{path}: tensor '{shown(name)}' has a sparse index vector of type {kind}"
+        )
     tflite = _tflite_module(path)
     vector = getattr(tflite, _INDEX_VECTORS[kind])()
     vector.Init(table.Bytes, table.Pos)
@@ -235,7 +257,7 @@ def _index_vector(path, name, kind: int, table) -> tuple[int, ...]:
 def _sparsity(path, name, params, shape) -> Sparsity:
     """The sparse layout of a tensor, checked so that densifying it visits each element of
     ``shape`` at most once and never indexes past an array."""
-    what = f"{path}: tensor '{name}' has an invalid sparse layout"
+    what = f"{path}: tensor '{shown(name)}' has an invalid sparse layout"
     traversal = (
         () if params.TraversalOrderIsNone() else tuple(map(int, params.TraversalOrderAsNumpy()))
     )
@@ -315,7 +337,9 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity, labe
             stack.append((level + 1, children(level + 1, step[1])))
             continue
         if taken >= values.size:
-            raise FormatError(f"{label}: tensor '{name}' lists more sparse positions than values")
+            raise FormatError(
+                f"{label}: tensor '{shown(name)}' lists more sparse positions than values"
+            )
         position = [0] * rank
         for at in range(rank):
             position[traversal[at]] = coordinate[at]
@@ -337,12 +361,13 @@ def _quantization(path, name, quant, shape) -> tuple[tuple, tuple, int]:
     channels = shape[axis] if 0 <= axis < len(shape) else None
     if len(scale) > 1 and len(scale) != channels:
         raise FormatError(
-            f"{path}: tensor '{name}' has {len(scale)} quantisation scales for dimension "
+            f"{path}: tensor '{shown(name)}' has {len(scale)} quantisation scales for dimension "
             f"{axis} of shape {shape}"
         )
     if zero_point and len(zero_point) not in (1, len(scale)):
         raise FormatError(
-            f"{path}: tensor '{name}' has {len(zero_point)} zero points for {len(scale)} scales"
+            f"{path}: tensor '{shown(name)}' has {len(zero_point)} zero points for "
+            f"{len(scale)} scales"
         )
     return scale, zero_point, axis
 

@@ -11,12 +11,13 @@ code would know their names.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from nnequiv.errors import FormatError
-from nnequiv.loading._limits import reading, shown
+from nnequiv.loading._limits import reading, require_depth, shown
 from nnequiv.loading._restricted import ScriptObject, TensorRef
 
 _CLASS_LINE = re.compile(r"class ([A-Za-z_][A-Za-z0-9_]*)(?:\(([^)]*)\))?:")
@@ -40,7 +41,7 @@ def parse_classes(text: str) -> dict[str, ScriptClass]:
     classes: dict[str, ScriptClass] = {}
     current = None
     members: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
+    for line in io.StringIO(text):  # one line at a time: a file of newlines costs its size
         header = _CLASS_LINE.fullmatch(line.rstrip())
         if header:
             current = header.group(1)
@@ -98,6 +99,8 @@ def script_state_dict(
             and isinstance(value, ScriptObject)
             and _is_module(value, lookup)
         ]
+        if children:
+            require_depth(label, prefix.count(".") + 1)
         stack.extend(reversed(children))
     return tensors
 

@@ -44,9 +44,16 @@ def read_exact(stream, count: int, label: str, what: str) -> bytearray:
     return buffer
 
 
+def require_plain(info: zipfile.ZipInfo, label: str, what: str) -> None:
+    """Refuse an encrypted member (it needs a password nnequiv does not have)."""
+    if info.flag_bits & 0x1:
+        raise FormatError(f"{label}: {what} is encrypted; nnequiv reads no encrypted archives")
+
+
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, limit: int):
     """The whole of one member, refused above ``limit`` by its declared size."""
     what = f"member '{shown(info.filename)}'"
+    require_plain(info, label, what)
     require_within(label, what, info.file_size, limit)
     with reading(label, f"{what} is corrupt"):
         stream = archive.open(info)
