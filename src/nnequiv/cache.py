@@ -320,7 +320,9 @@ def analysis_from_bytes(data: bytes, settings: Settings | None = None, label: st
         return _decode(data, settings)
     except _Invalid as exc:
         raise FormatError(f"{label}: not a valid stored analysis: {exc}") from None
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except RecursionError:
+        raise FormatError(f"{label}: not a valid stored analysis: nested too deeply") from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise FormatError(f"{label}: not a valid stored analysis: {reason}") from None
 

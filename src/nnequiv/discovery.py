@@ -473,7 +473,8 @@ def _multi_file_networks(files: list[Path]) -> tuple[list[tuple], list[Path]]:
             continue
         try:
             shards, _ = index_shards(path)
-        except NNEquivError:  # a corrupt index is still a network: its error comes later
+        except (NNEquivError, RecursionError, MemoryError):  # a corrupt index is still a
+            # network: its error comes later
             shards = _named_like_index(path, files)
         groups.append((path, str(path), (path, *shards)))
         used.update([path, *shards])
