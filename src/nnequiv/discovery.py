@@ -3,9 +3,11 @@ sharded checkpoints, Hugging Face caches and hub ids.
 
 :func:`discover` gives every command the same meaning for its paths:
 
-* **Folders** are searched recursively (symbolic links followed, loops refused). Hidden entries
-  (``.git``, ``.cache``), FIFOs, sockets and devices are skipped with a note; nothing that is
-  not a regular file is ever opened.
+* **Folders** are searched to any depth up to :data:`MAX_DEPTH` levels (in a loop, not a
+  recursion). Symbolic links to files are followed; a link to a folder only where its target
+  lies inside the folder given, and a folder met twice (a link loop) is searched once. Hidden
+  entries (``.git``, ``.cache``), FIFOs, sockets and devices are skipped with a note; nothing
+  that is not a regular file is ever opened, and one given as an argument is refused.
 * **Files that are not networks** are skipped with one note each: text and other unknown
   suffixes (README, ``config.json``), a table such as ``MANIFEST.csv``, an optimizer state
   (``{'state': ..., 'param_groups': ...}``), a pickle without tensors (``training_args.bin``),
