@@ -517,3 +517,19 @@ def test_control_characters_in_names_are_escaped_in_text_and_exact_in_json(capsy
     assert code == 0 and "\x1b" not in out and "layer\\x1b[31m.weight" in out
     code, out, err = run_cli(capsys, "analyze", folder / "broken\x1b[5m.npz")
     assert code == 1 and "\x1b" not in err and "broken\\x1b[5m.npz" in err
+
+
+def test_onnx_external_data_linked_from_outside_is_not_hashed(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    from nnequiv import cache
+    from nnequiv.settings import ConnectomeOptions, LoadOptions
+
+    path = save_onnx_external(mlp(9), tmp_path / "onnx")
+    secret = tmp_path / "secret.data"
+    (tmp_path / "onnx" / "weights.data").rename(secret)
+    os.symlink(secret, tmp_path / "onnx" / "weights.data")
+    opened = []
+    real = cache._file_digest
+    monkeypatch.setattr(cache, "_file_digest", lambda p: opened.append(p) or real(p))
+    content, _ = cache.content_hash(path, LoadOptions(), ConnectomeOptions(), (), 0)
+    assert content is None and all("weights.data" not in str(p) for p in opened)
