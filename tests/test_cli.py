@@ -163,7 +163,9 @@ def test_cluster_folder_json_csv_plots_and_report(capsys, models, tmp_path):
     names = sorted(p.name for p in models)
     assert code == 0 and sorted(payload["models"]) == names
     assert sorted(payload["paths"]) == sorted(str(p) for p in models)
-    assert "MANIFEST.csv" in err and "README.md" in err  # one note each, on stderr
+    assert err == ""  # notes only on a terminal or with --verbose
+    code, _, err = run(capsys, "cluster", tmp_path, "--realizations", 4, "--verbose")
+    assert code == 0 and "MANIFEST.csv" in err and "README.md" in err  # one note each
     assert np.array(payload["distance"]).shape == (4, 4) and len(payload["labels"]) == 4
     assert np.array(payload["eps_pairs"]).shape == (4, 4)
     assert sorted(sum(payload["classes"], [])) == names

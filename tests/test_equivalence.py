@@ -368,8 +368,12 @@ def test_a_numeric_table_that_is_not_a_connectome_is_left_out_unless_asked(files
     for item in (analyze_all([folder], realizations=3), cluster([folder], realizations=3)):
         names = item.models if hasattr(item, "models") else [x.source for x in item]
         assert sorted(names) == ["a.npz", "a2.npz", "a3.npz", "deep.npz", "wide.npz"]
-    with pytest.raises(InputError, match="table.csv"):
-        analyze_all([folder], realizations=3, connectomes=True)
+    notes = []  # in a folder, even with connectomes, a table not shaped as one is left out
+    found = analyze_all([folder], realizations=3, connectomes=True, notes=notes.append)
+    assert "table.csv" not in [x.source for x in found]
+    assert any("table.csv" in note and "not a connectome" in note for note in notes)
+    with pytest.raises(InputError, match="table.csv"):  # named, it is taken, and refused
+        analyze_all([folder / "table.csv"], realizations=3, connectomes=True)
 
 
 def test_progress_is_reported_for_every_network_in_order(files):

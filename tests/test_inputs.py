@@ -5,9 +5,11 @@ named (each case on files made here)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import zipfile
 
 import numpy as np
 import pytest
@@ -450,3 +452,84 @@ def test_fifos_and_devices_given_as_arguments_are_refused_unopened(
     assert code == 1 and out == "" and err.count("\n") == 1, err
     assert err.startswith(f"nnequiv: error: {special}: is a ") and "not a regular file" in err
     assert not (tmp_path / "lib.sqlite").exists()
+
+
+# --- One line per failure, safe for a terminal (issue 20, item 5) -------------------------------
+
+
+def test_deeply_nested_json_is_one_line_naming_the_input(capsys, tmp_path):
+    folder = tmp_path / "sharded"
+    index = shards(folder, mlp(3))
+    index.write_text('{"weight_map": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    np.savez(tmp_path / "net.npz", **mlp(1))
+    for argv in (["analyze", index], ["compare", index, tmp_path / "net.npz"], ["cluster", folder]):
+        code, out, err = run_cli(capsys, *argv, "--realizations", R)
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert str(index) in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "cluster", folder, tmp_path / "net.npz", "--keep-going")
+    assert code == 0 and "1 network" in out
+    assert err.startswith("nnequiv: skipped: model.safetensors.index.json: ")
+
+
+def test_a_deeply_nested_cache_entry_is_recomputed(tmp_path, private_cache):
+    import nnequiv
+    from nnequiv.cache import analysis_from_bytes
+
+    np.savez(tmp_path / "net.npz", **mlp(1))
+    expected = nnequiv.analyze(tmp_path / "net.npz", realizations=R)
+    (entry,) = private_cache.rglob("*.npz")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(entry) as old, zipfile.ZipFile(buffer, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename == "meta.npy":
+                meta = io.BytesIO()
+                np.save(meta, np.array("[" * 100_000 + "]" * 100_000))
+                data = meta.getvalue()
+            new.writestr(info, data)
+    entry.write_bytes(buffer.getvalue())
+    with pytest.raises(nnequiv.errors.FormatError, match="nested too deeply"):
+        analysis_from_bytes(entry.read_bytes())
+    again = nnequiv.analyze(tmp_path / "net.npz", realizations=R)
+    assert again.layer_points.tolist() == expected.layer_points.tolist()
+
+
+def test_control_characters_in_names_are_escaped_in_text_and_exact_in_json(capsys, tmp_path):
+    folder = tmp_path / "nets"
+    folder.mkdir()
+    hostile = "evil\x1b[2J\x1b]0;title\x07\u202e.npz"
+    np.savez(
+        folder / hostile, **{"layer\x1b[31m.weight": np.random.default_rng(0).normal(size=(9, 7))}
+    )
+    np.savez(folder / "plain.npz", **mlp(1))
+    (folder / "note\x1b[1m.txt").write_text("not a network")
+    (folder / "broken\x1b[5m.npz").write_bytes(b"PK\x03\x04 not")
+    code, out, err = run_cli(
+        capsys, "cluster", folder, "--realizations", R, "--keep-going", "--verbose"
+    )
+    assert code == 0 and "\x1b" not in out + err and "\u202e" not in out + err
+    assert "evil\\x1b[2J\\x1b]0;title\\x07\\u202e.npz" in out
+    assert "note\\x1b[1m.txt" in err and "broken\\x1b[5m.npz" in err
+    code, out, _ = run_cli(capsys, "cluster", folder, "--realizations", R, "--keep-going", "--json")
+    payload = json.loads(out)
+    assert hostile in payload["models"] and payload["skipped"][0]["input"] == "broken\x1b[5m.npz"
+    code, out, err = run_cli(capsys, "analyze", folder / hostile, "--realizations", R)
+    assert code == 0 and "\x1b" not in out and "layer\\x1b[31m.weight" in out
+    code, out, err = run_cli(capsys, "analyze", folder / "broken\x1b[5m.npz")
+    assert code == 1 and "\x1b" not in err and "broken\\x1b[5m.npz" in err
+
+
+def test_onnx_external_data_linked_from_outside_is_not_hashed(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    from nnequiv import cache
+    from nnequiv.settings import ConnectomeOptions, LoadOptions
+
+    path = save_onnx_external(mlp(9), tmp_path / "onnx")
+    secret = tmp_path / "secret.data"
+    (tmp_path / "onnx" / "weights.data").rename(secret)
+    os.symlink(secret, tmp_path / "onnx" / "weights.data")
+    opened = []
+    real = cache._file_digest
+    monkeypatch.setattr(cache, "_file_digest", lambda p: opened.append(p) or real(p))
+    content, _ = cache.content_hash(path, LoadOptions(), ConnectomeOptions(), (), 0)
+    assert content is None and all("weights.data" not in str(p) for p in opened)

@@ -489,6 +489,8 @@ def test_reading_an_index_in_wal_mode_writes_nothing_beside_it(capsys, tmp_path)
         "a view in place of the table",
         "a virtual table",
         "nested settings",
+        "an oversized blob",
+        "an oversized setting",
     ],
 )
 def test_indexes_that_would_run_queries_or_nest_deeply_are_refused_in_one_line(tmp_path, how):
@@ -513,6 +515,10 @@ def test_indexes_that_would_run_queries_or_nest_deeply_are_refused_in_one_line(t
             connection.execute("CREATE VIEW meta AS SELECT * FROM stored")
         elif how == "a virtual table":
             connection.execute("CREATE VIRTUAL TABLE extra USING rtree(id, x0, x1)")
+        elif how == "an oversized blob":  # refused by its length, before it is read
+            connection.execute("UPDATE networks SET points = zeroblob(10000000)")
+        elif how == "an oversized setting":
+            connection.execute("INSERT INTO meta VALUES ('notes', ?)", ("x" * 2_000_000,))
         else:
             nested = "[" * 100_000 + "]" * 100_000
             connection.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (nested,))

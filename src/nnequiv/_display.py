@@ -43,6 +43,19 @@ def html_table(caption: str, rows: Sequence[tuple[str, object]] = (), table=None
     return "".join(parts)
 
 
+def printable(text) -> str:
+    """``text`` with every character a terminal would act on or hide (control characters
+    such as ``ESC``, newlines, bidirectional overrides) written as its escape (``\\x1b``);
+    for text output and messages. JSON keeps names exact."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 def display_names(sources: Sequence[str]) -> list[str]:
     """Short labels that tell the sources apart: the file name, with as many parent folders
     as it takes to be unique; a source given twice gets ``" (2)"``, ``" (3)"``, ..."""

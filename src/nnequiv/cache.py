@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv._version import __version__
-from nnequiv.errors import FormatError
+from nnequiv.errors import FormatError, UnsafeFileError
 from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings, split_options
 
 __all__ = [
@@ -149,7 +149,8 @@ def read_files(path: Path) -> list[Path]:
 
 def _onnx_external_files(path: Path) -> list[Path]:
     """The external data files an ONNX model names (inside its folder; the reader refuses
-    the others), parsed as the reader parses it."""
+    the others), parsed as the reader parses it. One that is a link to a file outside the
+    folder is not opened here: the model is then not cached."""
     try:
         import onnx
     except ImportError:
@@ -160,13 +161,18 @@ def _onnx_external_files(path: Path) -> list[Path]:
     with open_regular(path) as handle, reading(str(path), "not a readable ONNX model"):
         model = onnx.load_model_from_string(handle.read())
     files = {}
+    folder = os.path.realpath(path.parent)
     for _, tensor in _weight_tensors(model, str(path)):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = {entry.key: entry.value for entry in tensor.external_data}.get("location")
         target = inside(path.parent, location or "")
-        if target is not None:
-            files.setdefault(os.path.normpath(target), target)
+        if target is None:
+            continue  # the reader refuses it
+        resolved = os.path.realpath(target)
+        if not resolved.startswith(folder.rstrip(os.sep) + os.sep):
+            raise UnsafeFileError(f"{path}: external data links outside the model's folder")
+        files.setdefault(resolved, target)
     return list(files.values())
 
 
@@ -320,7 +326,9 @@ def analysis_from_bytes(data: bytes, settings: Settings | None = None, label: st
         return _decode(data, settings)
     except _Invalid as exc:
         raise FormatError(f"{label}: not a valid stored analysis: {exc}") from None
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except RecursionError:
+        raise FormatError(f"{label}: not a valid stored analysis: nested too deeply") from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise FormatError(f"{label}: not a valid stored analysis: {reason}") from None
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
+from nnequiv._display import printable
 from nnequiv.cli_parser import build_parser
 from nnequiv.errors import InputError, NNEquivError
 from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
@@ -46,7 +47,7 @@ class _Progress:
                 return
             self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False)
         self.bar.update(done - self.bar.n)
-        self.bar.set_postfix_str(Path(label).name[:30])
+        self.bar.set_postfix_str(printable(Path(label).name[:30]))
 
     def __enter__(self):
         return self
@@ -76,7 +77,7 @@ def _null(args) -> None:
     _require_suffix(args.output, (".npz",), "the output of 'null'")
     null = null_model(args.source, seed=args.seed, kind=args.kind)
     save_connectome(null, args.output)
-    print(f"wrote {args.output}: {args.kind} null of {args.source} (seed {args.seed})")
+    print(printable(f"wrote {args.output}: {args.kind} null of {args.source} (seed {args.seed})"))
 
 
 def _write_report(path: str | None, analyses, skipped=(), **results) -> None:
@@ -103,6 +104,7 @@ def run(argv=None) -> int:
     parser = build_parser()
     _complete(parser)
     args = parser.parse_args(argv)
+    _NOTES["shown"] = bool(getattr(args, "verbose", False)) or sys.stderr.isatty()
     if args.command == "null":
         _null(args)
         return 0
@@ -133,7 +135,12 @@ def run(argv=None) -> int:
         options.pop("scheduler", None)
         source, label = _one_network(args.path, args.connectome)
         with _Progress("layers") as progress:
-            analysis = nnequiv.analyze(source, progress=progress, **options)
+            try:
+                analysis = nnequiv.analyze(source, progress=progress, **options)
+            except RecursionError:
+                from nnequiv.scheduler import too_deep
+
+                raise too_deep(label or args.path) from None
         analysis.source = label or analysis.source
         _emit(
             args,
@@ -189,7 +196,7 @@ def run(argv=None) -> int:
         classes = nnequiv.cluster(analyses, **tolerances, **options) if several else None
         if args.command == "report":
             _write_report(args.output, analyses, failed, classes=classes)
-            print(f"wrote {args.output}: {len(analyses)} networks")
+            print(printable(f"wrote {args.output}: {len(analyses)} networks"))
             return failed.finish()
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
@@ -235,9 +242,14 @@ def _calibrate(args) -> int:
     return 0
 
 
+#: Whether notes are printed: on a terminal, or with --verbose (set by :func:`run`).
+_NOTES = {"shown": True}
+
+
 def _note(line: str) -> None:
-    """A note on stderr (a file skipped and why)."""
-    print(f"nnequiv: {line}", file=sys.stderr)
+    """A note on stderr (a file skipped and why), where notes are shown."""
+    if _NOTES["shown"]:
+        print(printable(f"nnequiv: {line}"), file=sys.stderr)
 
 
 class _Failures(list):
@@ -250,7 +262,7 @@ class _Failures(list):
         if rest and (first == label or os.path.basename(first) == os.path.basename(label)):
             reason = rest  # the message's own name of the input, said once
         self.append((label, reason))
-        print(f"nnequiv: skipped: {label}: {reason}", file=sys.stderr)
+        print(printable(f"nnequiv: skipped: {label}: {reason}"), file=sys.stderr)
 
     def to_list(self) -> list[dict]:
         return [{"input": label, "reason": reason} for label, reason in self]
@@ -345,7 +357,7 @@ def _format_library(library) -> str:
         lines.append(
             f"{entry.summary.orders.size:>6}  {entry.content_hash[:12]:<12}  {entry.label}"
         )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _index(args) -> int:
@@ -366,7 +378,7 @@ def _index(args) -> int:
                 )
     if not args.json:
         for change in library.changes:
-            print(change.line())
+            print(printable(change.line()))
     _emit(args, library.to_dict(), _format_library(library))
     return failed.finish()
 
@@ -382,7 +394,10 @@ def main(argv=None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
     except (NNEquivError, OSError, ValueError) as exc:
-        print(f"nnequiv: error: {_one_line(exc)}", file=sys.stderr)
+        print(printable(f"nnequiv: error: {_one_line(exc)}"), file=sys.stderr)
+        code = 1
+    except RecursionError:  # outside an analysis (which names its input)
+        print("nnequiv: error: an input is nested too deeply to be read", file=sys.stderr)
         code = 1
     except MemoryError as exc:  # outside an analysis (which names its input)
         print(f"nnequiv: error: out of memory ({_one_line(exc) or 'MemoryError'})", file=sys.stderr)

@@ -79,6 +79,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "(default: off)",
     )
     group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print a note on stderr for each file skipped and why, also when stderr is not a "
+        "terminal (default: notes only on a terminal)",
+    )
+    group.add_argument(
         "--keep-going",
         action="store_true",
         help="when an input cannot be read, print 'skipped: INPUT: reason', go on with the "

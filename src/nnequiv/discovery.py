@@ -3,9 +3,11 @@ sharded checkpoints, Hugging Face caches and hub ids.
 
 :func:`discover` gives every command the same meaning for its paths:
 
-* **Folders** are searched recursively (symbolic links followed, loops refused). Hidden entries
-  (``.git``, ``.cache``), FIFOs, sockets and devices are skipped with a note; nothing that is
-  not a regular file is ever opened.
+* **Folders** are searched to any depth up to :data:`MAX_DEPTH` levels (in a loop, not a
+  recursion). Symbolic links to files are followed; a link to a folder only where its target
+  lies inside the folder given, and a folder met twice (a link loop) is searched once. Hidden
+  entries (``.git``, ``.cache``), FIFOs, sockets and devices are skipped with a note; nothing
+  that is not a regular file is ever opened, and one given as an argument is refused.
 * **Files that are not networks** are skipped with one note each: text and other unknown
   suffixes (README, ``config.json``), a table such as ``MANIFEST.csv``, an optimizer state
   (``{'state': ..., 'param_groups': ...}``), a pickle without tensors (``training_args.bin``),
@@ -58,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnequiv.errors import InputError, NNEquivError
+from nnequiv.errors import InputError, NNEquivError, ResourceLimitError
 from nnequiv.hub import (
     HF_WEIGHT_NAMES,
     HUB_ID,
@@ -427,21 +429,21 @@ def _is_csv(path: Path) -> bool:
 
 def _csv_connectome(path: Path) -> str:
     """CONNECTOME for a CSV whose shape is an edge list or a square adjacency matrix (its
-    values are the loader's to check), else why not; one too large to read here is taken,
-    as ``--connectome`` asks."""
-    import csv
-
-    from nnequiv.connectomes import _adjacency_shape, _edge_shape
+    values are the loader's to check), else why not; read as a stream by the connectome
+    readers, and one too large to read here is taken, as ``--connectome`` asks."""
+    from nnequiv.connectomes import _AdjacencyReader, _csv_rows, _EdgeReader
     from nnequiv.sniffing import MAX_CSV_PARSE_BYTES
 
+    edges, table = _EdgeReader(), _AdjacencyReader()
     try:
-        if path.stat().st_size > MAX_CSV_PARSE_BYTES:
-            return CONNECTOME
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = [[c.strip() for c in row] for row in csv.reader(handle) if any(row)]
-    except (OSError, UnicodeDecodeError, csv.Error):
+        for row in _csv_rows(path, MAX_CSV_PARSE_BYTES):
+            edges.add(row)
+            table.add(row)
+    except ResourceLimitError:
+        return CONNECTOME
+    except NNEquivError:
         return "not a text table"
-    if rows and (_edge_shape(rows)[0] is not None or _adjacency_shape(rows)[0] is not None):
+    if edges.finish() is None or table.finish() is None:
         return CONNECTOME
     return "a table that is neither an edge list nor a square adjacency matrix, not a connectome"
 
@@ -473,7 +475,8 @@ def _multi_file_networks(files: list[Path]) -> tuple[list[tuple], list[Path]]:
             continue
         try:
             shards, _ = index_shards(path)
-        except NNEquivError:  # a corrupt index is still a network: its error comes later
+        except (NNEquivError, RecursionError, MemoryError):  # a corrupt index is still a
+            # network: its error comes later
             shards = _named_like_index(path, files)
         groups.append((path, str(path), (path, *shards)))
         used.update([path, *shards])

@@ -28,7 +28,8 @@ def repo_snapshot(folder: Path) -> tuple[Path | None, str]:
     snapshots = folder / "snapshots"
     ref = folder / "refs" / "main"
     if ref.is_file():
-        commit = ref.read_text(errors="replace")[:256].strip()
+        with open(ref, "rb") as stream:  # a regular file (is_file), read 256 bytes at most
+            commit = stream.read(256).decode("utf-8", "replace").strip()
         if re.fullmatch(r"[\w.-]+", commit) and commit not in {".", ".."}:
             if (snapshots / commit).is_dir():
                 return snapshots / commit, ""

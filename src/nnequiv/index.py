@@ -52,6 +52,8 @@ MAX_LAYERS = 1_000_000
 #: valid index of 100,000 networks takes far fewer).
 MAX_QUERY_STEPS = 500_000_000
 _STEPS_PER_CALL = 10_000
+#: Longest text (label, path, setting) an index may hold, in characters or bytes.
+MAX_TEXT = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -265,7 +267,26 @@ def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype).reshape(shape)
 
 
+def _check_sizes(connection: sqlite3.Connection, settings: Settings) -> None:
+    """Every row's blobs of the size its layer count gives, and its texts short, checked
+    with SQL's ``length`` before any blob is read (a zeroblob claiming gigabytes allocates
+    nothing)."""
+    rows = connection.execute(
+        "SELECT n_layers, length(orders), length(streams), length(points), length(csd), "
+        "max(length(label), length(path), length(content_hash), length(version)) "
+        "FROM networks"
+    )
+    count, locations, bins = settings.realizations, len(settings.locations), settings.grid[2]
+    for layers, orders, streams, points, csd, text in rows:
+        _require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, "bad layer count")
+        expected = (8 * layers, 16 * layers, 8 * count * layers * locations, 8 * count * bins)
+        _require((orders, streams, points, csd) == expected, "a blob of the wrong size")
+        _require(isinstance(text, int) and text <= MAX_TEXT, "a text field too long")
+
+
 def _meta(connection: sqlite3.Connection) -> tuple[Settings, str]:
+    longest = connection.execute("SELECT max(length(key)), max(length(value)) FROM meta")
+    _require(all((n or 0) <= MAX_TEXT for n in longest.fetchone()), "a meta field too long")
     rows = connection.execute("SELECT key, value FROM meta").fetchall()
     meta = {key: value for key, value in rows if isinstance(key, str) and isinstance(value, str)}
     _require(meta.get("format") == INDEX_FORMAT, "not an nnequiv index")
@@ -338,6 +359,7 @@ def open_index(path, curves: bool = True) -> Library:
             settings, version = _meta(connection)
             rows = []
             if version == __version__:
+                _check_sizes(connection, settings)
                 columns = _COLUMNS if curves else _COLUMNS.removesuffix(", csd")
                 rows = connection.execute(f"SELECT {columns} FROM networks ORDER BY id").fetchall()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+from nnequiv._display import printable
 from nnequiv.analysis import Analysis
 from nnequiv.results import Classes, Identification, Verdict
 
@@ -18,6 +19,12 @@ __all__ = [
     "classes_csv",
     "identification_csv",
 ]
+
+
+def _joined(lines: list[str]) -> str:
+    """The lines of a text output, each made safe for a terminal (names from files may hold
+    control characters or newlines)."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def _plural(count: int, word: str, plural: str | None = None) -> str:
@@ -58,7 +65,7 @@ def format_analysis(analysis: Analysis) -> str:
         f"CSD at x = {analysis.edges[0]:.0e} (total variation): {analysis.csd_mean[0]:.4f}",
         f"conjugacy (max CSD beyond the 99th percentile): {analysis.conjugacy:.4f}",
     ]
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def layers_csv(analysis: Analysis) -> str:
@@ -101,7 +108,7 @@ def format_verdict(verdict: Verdict) -> str:
             "(distance 0: at this resolution the two layer clouds coincide; tail masses are "
             "multiples of 1/n, docs/method.md item 10)"
         )
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def verdict_csv(verdict: Verdict) -> str:
@@ -141,7 +148,7 @@ def format_classes(classes: Classes) -> str:
                 for j, v in enumerate(row)
             )
             lines.append(f"{number:>4} {name:{width}} " + " ".join(cells).rstrip())
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def classes_csv(classes: Classes) -> str:
@@ -161,7 +168,7 @@ def format_identification(result: Identification) -> str:
             f"{match.eps_design:.4f}  distance {match.distance:.4f}  eps {match.eps:.4f}  "
             f"{match.verdict}"
         )
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def identification_csv(result: Identification) -> str:

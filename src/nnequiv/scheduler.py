@@ -154,7 +154,10 @@ def _analyse(settings, options: dict, n_jobs, errors: str, job: _Job):
     from nnequiv.errors import NNEquivError
 
     try:
-        analysis = analyze(job.source, settings, cache_dir=False, n_jobs=n_jobs, **options)
+        try:
+            analysis = analyze(job.source, settings, cache_dir=False, n_jobs=n_jobs, **options)
+        except RecursionError:
+            raise too_deep(job.label or _name(job.source)) from None
     except NNEquivError as exc:
         if errors == "raise":
             raise
@@ -162,6 +165,20 @@ def _analyse(settings, options: dict, n_jobs, errors: str, job: _Job):
     if job.label is not None:
         analysis.source = job.label
     return analysis
+
+
+def too_deep(name: str):
+    """One line for a RecursionError met while reading ``name`` (a MemoryError is
+    :func:`nnequiv.analyze`'s to name)."""
+    from nnequiv.errors import ResourceLimitError
+
+    return ResourceLimitError(f"{name}: nested too deeply to be read (RecursionError)")
+
+
+def _name(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "label", None) or f"<{type(source).__name__}>")
 
 
 def _job(source, remote: bool) -> _Job:
