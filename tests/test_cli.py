@@ -121,7 +121,7 @@ def test_compare_json_csv_plots_report_and_explanation(capsys, models, tmp_path)
     assert set(payload) >= {"distance", "spread", "eps", "verdict", "explanation", "settings"}
     assert payload["a"] == "mlp0.npz" and payload["b"] == "deep.npz"
     assert payload["verdict"] == "not equivalent" and payload["explanation"]["layers"]
-    assert (tmp_path / "v.csv").read_text().startswith("a,b,level,distance")
+    assert (tmp_path / "v.csv").read_text().startswith("a,b,verdict,decided_by,design_distance,")
     assert list((tmp_path / "fig").glob("pair_*.png"))
     assert "not equivalent" in (tmp_path / "p.html").read_text()
     code, out, _ = run(capsys, "compare", models[0], models[3], "--realizations", 4)
