@@ -361,7 +361,7 @@ def validation_report(args, calibration: Calibration) -> None:
               "benchmarks/validation/fetch.py first")  # fmt: skip
         return
     rows = list(csv.DictReader(manifest.open()))
-    found = {p.stem: p for p in folder.iterdir()}
+    found = {p.name.split(".")[0]: p for p in folder.iterdir()}
     paths, families = [], []
     for row in rows:
         path = found.get(row["name"])
@@ -376,8 +376,8 @@ def validation_report(args, calibration: Calibration) -> None:
             analyses += nnequiv.analyze_all([str(path)], cache_dir=Path(args.out) / "cache")
         except nnequiv.errors.NNEquivError as error:
             errors.append((path.name, str(error)))
-    kept = {Path(a.path).stem for a in analyses}
-    families = [f for p, f in zip(paths, families) if p.stem in kept]
+    kept = {Path(a.path).name.split(".")[0] for a in analyses}
+    families = [f for p, f in zip(paths, families) if p.name.split(".")[0] in kept]
     for label, error in errors:
         print(f"  not analysed: {label}: {error}")
     classes = nnequiv.cluster(analyses, calibration=calibration)
@@ -398,7 +398,7 @@ def validation_report(args, calibration: Calibration) -> None:
     for k, members in enumerate(classes.classes, 1):
         print(f"  class {k}: {', '.join(Path(m).stem for m in members)}")
     print("same weights in two files (manifest 'same_weights_as'):")
-    index = {Path(a.path).stem: k for k, a in enumerate(analyses)}
+    index = {Path(a.path).name.split(".")[0]: k for k, a in enumerate(analyses)}
     precision = {row["name"]: row["precision"] for row in rows}
     for row in rows:
         other = row.get("same_weights_as")
@@ -432,8 +432,10 @@ def main() -> None:
     checked = leave_one_family_out(*parts(zoo_analyses), families)
     for fold in checked["folds"]:
         fold["set"] = "zoo"
-    print(f"\n# shipped calibration ({calibration.provenance.get('data', '')[:60]}...): "
-          f"eps_design {calibration.eps_design:.4f}, weight {calibration.structure_weight:g}")
+    print(
+        f"\n# shipped calibration ({calibration.provenance.get('data', '')[:60]}...): "
+        f"eps_design {calibration.eps_design:.4f}, weight {calibration.structure_weight:g}"
+    )
     zoo_report(all_seeds[args.seeds[0]], checked, calibration, args)
     design_report(all_seeds, calibration)
     if "null" not in args.skip:

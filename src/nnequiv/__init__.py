@@ -3,13 +3,14 @@ ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method
 
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis, LayerRecord, analyze
+from nnequiv.calibration import Calibration, load_calibration
 from nnequiv.ensembles import (
     cayley_spectrum,
     circular_eigenphases,
     circular_matrices,
     conjugate_ensemble,
 )
-from nnequiv.equivalence import analyze_all, cluster, compare, identify
+from nnequiv.equivalence import analyze_all, calibrate, cluster, compare, identify
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
 from nnequiv.results import Classes, Identification, Match, Verdict
@@ -18,6 +19,9 @@ from nnequiv.spectra import LayerSpectrum, layer_spectra, normalize_spectrum
 
 __all__ = [
     "Analysis",
+    "Calibration",
+    "calibrate",
+    "load_calibration",
     "Classes",
     "DistanceSettings",
     "Identification",
