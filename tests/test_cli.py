@@ -125,9 +125,9 @@ def test_compare_json_csv_plots_report_and_explanation(capsys, models, tmp_path)
     assert list((tmp_path / "fig").glob("pair_*.png"))
     assert "not equivalent" in (tmp_path / "p.html").read_text()
     code, out, _ = run(capsys, "compare", models[0], models[3], "--realizations", 4)
-    assert "largest contributions to the distance" in out
+    assert "largest contributions to the same-network distance" in out
     code, out, _ = run(capsys, "compare", models[0], models[0], "--eps", "0.1")
-    assert code == 0 and "verdict: equivalent" in out and "distance 0:" in out
+    assert code == 0 and "verdict: same network" in out and "distance 0:" in out
 
 
 def test_distance_flags(capsys, models):
