@@ -54,7 +54,12 @@ from nnequiv.calibration import (
 from nnequiv.distances import design_part_matrices, design_prints
 
 sys.path.insert(0, os.path.dirname(__file__))
-from design_families import RECIPES, design_set, null_copies  # noqa: E402
+from design_families import (  # noqa: E402
+    RECIPES,
+    design_set,
+    null_copies,
+)
+from design_families import nearest_label_accuracy as nearest_same  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,20 +70,6 @@ def analyses_of(paths, cache: Path, seed: int) -> list:
 
 def parts(analyses) -> tuple[np.ndarray, np.ndarray]:
     return design_part_matrices(design_prints(analyses))
-
-
-def nearest_same(distance: np.ndarray, labels, allowed) -> float:
-    """Share of the networks whose nearest allowed network (``allowed(i)``) has their label;
-    ties share the credit."""
-    scores = []
-    for i in range(len(labels)):
-        columns = np.asarray(allowed(i), dtype=int)
-        if columns.size == 0:
-            continue
-        row = distance[i, columns]
-        nearest = columns[row <= row.min() + 1e-12]
-        scores.append(np.mean([labels[j] == labels[i] for j in nearest]))
-    return float(np.mean(scores))
 
 
 def pair_auc(distance: np.ndarray, labels, sizes) -> float:
