@@ -617,17 +617,17 @@ def read_families(path) -> dict[str, str]:
     return {Path(row[key]).name: row["family"] for row in rows if row.get(key)}
 
 
-def _family_of(analysis, families: dict[str, str]) -> str | None:
+def _family_of(analysis, families: dict[str, str], by_stem: dict[str, str]) -> str | None:
+    """The family of an analysed network: its file name (or its label) looked up as it is,
+    without its suffix, or against the table's names without theirs (``by_stem``)."""
     for candidate in (getattr(analysis, "path", None), analysis.source):
         if candidate is None:
             continue
         name = Path(str(candidate)).name
-        for key in (name, Path(name).stem):
-            if key in families:
-                return families[key]
-        stems = {Path(k).stem: v for k, v in families.items()}
-        if Path(name).stem in stems:
-            return stems[Path(name).stem]
+        stem = Path(name).stem
+        for found in (families.get(name), families.get(stem), by_stem.get(stem)):
+            if found is not None:
+                return found
     return None
 
 
@@ -672,7 +672,8 @@ def calibrate(
     analyses, _ = _analyse_each(
         _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
     )
-    labels = [_family_of(a, table) for a in analyses]
+    by_stem = {Path(name).stem: family for name, family in table.items()}
+    labels = [_family_of(a, table, by_stem) for a in analyses]
     missing = [a.source for a, label in zip(analyses, labels) if label is None]
     if missing:
         raise InputError(f"{missing[0]}: no family for this network in the families table")
