@@ -47,7 +47,8 @@ def synthetic_summary(seed: int, layers: int, settings: Settings) -> Summary:
     base = rng.uniform(-0.5, 0.5, (1, layers, len(settings.locations)))
     points = base + 0.02 * rng.standard_normal((count, layers, len(settings.locations)))
     csd = np.cumsum(rng.uniform(0, 1e-3, (count, bins))[:, ::-1], axis=1)[:, ::-1]
-    return Summary(f"synthetic{seed}", settings, points, orders, streams, csd)
+    structure = np.column_stack([np.log(orders), np.log(orders), rng.uniform(0, 1, layers)])
+    return Summary(f"synthetic{seed}", settings, points, orders, streams, csd, None, structure)
 
 
 def zoo_summaries(directory: Path, count: int) -> list[Summary]:

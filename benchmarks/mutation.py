@@ -76,15 +76,6 @@ EQUIVALENT: dict[tuple, str] = {
      "0 -> 1", 1): "a placeholder: every key is written by the loop that follows",
     ("distances", "summarize", "streams.reshape(-1, 2),", "1", "1 -> 2", 0):
         "NumPy reads the negative size -2 as the unknown dimension, like -1",
-    ("distances", "_cloud_means", "if pairs > BATCHED_PAIRS:", "pairs > BATCHED_PAIRS",
-     "Gt -> GtE", 0): "at exactly 160 pairs the compiled path instead of the batched one: "
-        + _ROUNDING,
-    ("distances", "_cloud_means", "step = max(1, BATCH_ELEMENTS // (resamples * pairs))", "1",
-     "1 -> 2", 0): "chunks of at least 2 networks: " + _SAME_BITS,
-    ("distances", "_cloud_means",
-     "out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs", "1", "1 -> 2",
-     0): "NumPy reads the negative size -2 as the unknown dimension, like -1",
-    ("distances", "_compiled_euclidean", "@lru_cache(maxsize=1)", "1", "1 -> 2", 0): _SAME_BITS,
     ("distances", "_resamples", "@lru_cache(maxsize=64)", "64", "64 -> 65", 0): _SAME_BITS,
     ("distances", "_resamples", "resamples.setflags(write=False)", "False", "False -> True", 0):
         "a guard against writes into the cached resamples; nothing writes them",

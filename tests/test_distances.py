@@ -172,19 +172,7 @@ def test_resampled_self_terms_are_mean_point_distances():
     assert fa.resampled.shape == (32, len(a.layers), len(a.settings.locations) + 1)
 
 
-@pytest.fixture(params=["batched", "compiled"])
-def kernel(request, monkeypatch):
-    """Both ways of comparing resampled clouds: batched in NumPy, and cdist per resample."""
-    import nnequiv.distances
-
-    monkeypatch.setattr(
-        nnequiv.distances, "BATCHED_PAIRS", 10**9 if request.param == "batched" else 0
-    )
-    monkeypatch.setattr(nnequiv.distances, "BATCH_ELEMENTS", 300)  # chunks of one network
-    return request.param
-
-
-def test_one_to_many_equals_pair_by_pair(kernel):
+def test_one_to_many_equals_pair_by_pair():
     rng = np.random.default_rng(8)
     nets = [random_mlp([30, 24, 18, 12], seed=s) for s in range(3)]
     nets += [{f"w{i}": rng.standard_t(3, (20, 20)) for i in range(5)} for _ in range(3)]
@@ -200,7 +188,7 @@ def test_one_to_many_equals_pair_by_pair(kernel):
 
 
 @pytest.mark.parametrize("level", ["layer", "pooled"])
-def test_fingerprints_together_equal_one_at_a_time(kernel, level, monkeypatch):
+def test_fingerprints_together_equal_one_at_a_time(level, monkeypatch):
     import nnequiv.distances
 
     monkeypatch.setattr(nnequiv.distances, "FINGERPRINT_ELEMENTS", 20000)  # several chunks
@@ -218,7 +206,7 @@ def test_fingerprints_together_equal_one_at_a_time(kernel, level, monkeypatch):
         assert got.source == alone.source
 
 
-def test_equal_clouds_give_exact_zeros_in_every_resample(kernel):
+def test_equal_clouds_give_exact_zeros_in_every_resample():
     net = random_mlp([40, 35, 30, 20], seed=3)
     rng = np.random.default_rng(2)
     shuffled = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from nnequiv.csd import bootstrap_indices, replicate_interval
 from nnequiv.errors import InputError
@@ -40,12 +41,6 @@ __all__ = [
     "design_part_matrices",
     "structural_distance",
 ]
-
-#: Clouds with at most this many pairs of points are compared in NumPy, batched over
-#: resamples and networks; larger ones resample by resample in compiled code (``cdist``).
-BATCHED_PAIRS = 160
-#: Elements of one temporary array of the batched comparison.
-BATCH_ELEMENTS = 2**20
 
 
 @dataclass(frozen=True, repr=False)
@@ -148,63 +143,27 @@ def layer_cloud(points: np.ndarray, orders, order_weight: float) -> np.ndarray:
     return np.concatenate([points, order_column], axis=-1)
 
 
-def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean Euclidean distance between the rows of ``x`` and of ``y`` (leading axes batched).
-    Differences, not a Gram expansion, so equal clouds give exactly equal values."""
-    difference = x[..., :, None, :] - y[..., None, :, :]
-    return np.sqrt(np.einsum("...ijk,...ijk->...ij", difference, difference)).mean(axis=(-2, -1))
-
-
 def _point_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of ``x`` (..., La, D) and of ``y`` (..., Lb, D),
-    the squared differences added coordinate by coordinate in element-wise operations: a
-    pair of points gets the same bits in any batch."""
-    total = None
-    for k in range(x.shape[-1]):
-        step = x[..., :, None, k] - y[..., None, :, k]
-        step *= step
-        total = step if total is None else np.add(total, step, out=total)
-    return np.sqrt(total, out=total)
+    """Euclidean distances between the rows of ``x`` (La, D) and of ``y`` (Lb, D): SciPy's
+    ``cdist``, the one distance kernel of nnequiv. A pair of points gets the same bits
+    whatever else is compared, so equal clouds give exactly equal values."""
+    return cdist(x, y, "euclidean")
 
 
-def _cloud_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean point distance between the clouds ``x[g, b]`` (La, D) and ``y[g, b]`` (Lb, D),
-    shape (G, B); ``x`` may hold one network for all. Clouds with at most
-    :data:`BATCHED_PAIRS` pairs of points are compared in element-wise NumPy in chunks,
-    larger ones one by one in compiled code: the way depends on the sizes alone, and a pair
-    of clouds gets the same bits in any batch, so a cloud compared with an equal cloud
-    gives exactly its own self term."""
-    count, resamples, pairs = y.shape[0], y.shape[1], x.shape[2] * y.shape[2]
-    out = np.empty((count, resamples))
-    if pairs > BATCHED_PAIRS:
-        euclidean = _compiled_euclidean()
-        for g in range(count):
-            for b in range(resamples):
-                block = euclidean(x[g if len(x) > 1 else 0, b], y[g, b])
-                out[g, b] = np.add.reduce(block.ravel()) / pairs
-        return out
-    step = max(1, BATCH_ELEMENTS // (resamples * pairs))
-    for start in range(0, count, step):
-        part = slice(start, start + step)
-        block = _point_distances(x if len(x) == 1 else x[part], y[part])
-        out[part] = block.reshape(block.shape[:2] + (-1,)).sum(axis=-1) / pairs
+def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean Euclidean distance between the rows of ``x`` (..., La, D) and of ``y``
+    (..., Lb, D), leading axes broadcast: one cloud pair at a time, so memory stays at one
+    ``(La, Lb)`` block and a cloud compared with an equal cloud gives exactly its own self
+    term."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    leading = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    x = np.broadcast_to(x, leading + x.shape[-2:])
+    y = np.broadcast_to(y, leading + y.shape[-2:])
+    out = np.empty(leading)
+    for where in np.ndindex(leading):
+        block = _point_distances(x[where], y[where])
+        out[where] = np.add.reduce(block.ravel()) / block.size
     return out
-
-
-@lru_cache(maxsize=1)
-def _compiled_euclidean():
-    """SciPy's compiled ``cdist(x, y, "euclidean")``, called without its argument checks
-    where this SciPy has it (the same numbers)."""
-    try:
-        from scipy.spatial._distance_pybind import cdist_euclidean
-
-        return cdist_euclidean
-    except ImportError:  # pragma: no cover - another SciPy layout
-        from functools import partial
-
-        from scipy.spatial.distance import cdist
-
-        return partial(cdist, metric="euclidean")
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
@@ -296,7 +255,7 @@ def _fingerprint_group(summaries: list, chosen: DistanceSettings, seed: int) -> 
         self_mean, self_resampled = np.zeros(len(summaries)), np.zeros(resampled.shape[:2])
     else:
         self_mean = _mean_pair_distance(mean, mean)
-        self_resampled = _cloud_means(resampled, resampled)
+        self_resampled = _mean_pair_distance(resampled, resampled)
     floor = np.full(len(summaries), np.nan)
     if count >= 2:
         half = count // 2
@@ -356,7 +315,7 @@ def _replicates(a: Fingerprint, others: list[Fingerprint]) -> list[np.ndarray]:
             groups.setdefault(b.resampled.shape[1], []).append(index)
         for members in groups.values():
             stacked = np.stack([others[index].resampled for index in members])
-            for index, cross in zip(members, _cloud_means(a.resampled[None], stacked)):
+            for index, cross in zip(members, _mean_pair_distance(a.resampled[None], stacked)):
                 replicates[index] = _energy(cross, a.self_resampled, others[index].self_resampled)
     return replicates
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnequiv.analysis import Analysis
+from nnequiv.distances import _point_distances as _pairwise
 from nnequiv.distances import layer_cloud
 from nnequiv.settings import DistanceSettings
 
@@ -102,10 +103,6 @@ def _named_cloud(analysis: Analysis, order_weight: float) -> tuple[list[str], np
     return [layer.name for layer in analysis.layers], layer_cloud(
         points, analysis.orders, order_weight
     )
-
-
-def _pairwise(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(axis=-1))
 
 
 def explain(
