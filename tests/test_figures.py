@@ -110,7 +110,7 @@ def test_two_inputs_with_one_file_name_get_their_own_files(networks, tmp_path):
         "run2/model.npz",
         "other.npz",
     ]
-    assert display_names(["m.npz", "m.npz"]) == ["m.npz", "m.npz (2)"]
+    assert display_names(["m.npz", "m.npz"]) == ["m.npz", "m.npz#2"]
 
 
 def test_pair_figure_shows_both_curves_and_the_verdict(networks, tmp_path):

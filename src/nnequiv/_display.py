@@ -56,20 +56,42 @@ def printable(text) -> str:
     )
 
 
-def display_names(sources: Sequence[str]) -> list[str]:
-    """Short labels that tell the sources apart: the file name, with as many parent folders
-    as it takes to be unique; a source given twice gets ``" (2)"``, ``" (3)"``, ..."""
-    parts = [Path(str(s)).parts or (str(s),) for s in sources]
-    names = []
-    for own in parts:
-        others = {other for other in parts if other != own}
-        depth = 1
-        while depth < len(own) and any(other[-depth:] == own[-depth:] for other in others):
-            depth += 1
-        names.append("/".join(own[-depth:]))
+def unique_labels(
+    parts: Sequence[Sequence[str]], min_parts: Sequence[int] | None = None
+) -> list[str]:
+    """Short labels that tell paths (given as their parts) apart: the last ``min_parts`` parts
+    (default 1), with as many more as it takes to be unique. A path given twice keeps its label
+    the first time and gets ``"#2"``, ``"#3"``, ... after: the one labeller of nnequiv (text,
+    JSON, figures and reports show the same labels).
+
+    Examples
+    --------
+    >>> unique_labels([("run1", "model.npz"), ("run2", "model.npz"), ("run1", "other.npz")])
+    ['run1/model.npz', 'run2/model.npz', 'other.npz']
+    >>> unique_labels([("m.npz",), ("m.npz",)])
+    ['m.npz', 'm.npz#2']
+    """
+    parts = [tuple(p) for p in parts]
+    lengths = [min(m, len(p)) for m, p in zip(min_parts or [1] * len(parts), parts)]
+    while True:
+        labels = ["/".join(p[-k:]) for p, k in zip(parts, lengths)]
+        counts = Counter(labels)
+        grow = [
+            i for i, label in enumerate(labels) if counts[label] > 1 and lengths[i] < len(parts[i])
+        ]
+        if not grow:
+            break
+        for i in grow:
+            lengths[i] += 1
     seen: Counter = Counter()
     out = []
-    for name in names:
-        seen[name] += 1
-        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    for label in labels:
+        seen[label] += 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
     return out
+
+
+def display_names(sources: Sequence[str]) -> list[str]:
+    """:func:`unique_labels` of the sources' paths: the file name, with as many parent folders
+    as it takes to be unique; a source given twice gets ``"#2"``, ``"#3"``, ..."""
+    return unique_labels([Path(str(s)).parts or (str(s),) for s in sources])

@@ -55,11 +55,11 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnequiv._display import unique_labels
 from nnequiv.errors import InputError, NNEquivError, ResourceLimitError
 from nnequiv.hub import (
     HF_WEIGHT_NAMES,
@@ -558,23 +558,5 @@ def _labelled(candidates: list[_Candidate]) -> list[Found]:
     for c in candidates:
         if c.repo and repo_counts[c.parts[: c.repo]] == 1:
             c.parts, c.min_parts = c.parts[: c.repo], 2
-    lengths = [min(c.min_parts, len(c.parts)) for c in candidates]
-    while True:
-        labels = ["/".join(c.parts[-k:]) for c, k in zip(candidates, lengths)]
-        counts = Counter(labels)
-        grow = [
-            i
-            for i, label in enumerate(labels)
-            if counts[label] > 1 and lengths[i] < len(candidates[i].parts)
-        ]
-        if not grow:
-            break
-        for i in grow:
-            lengths[i] += 1
-    seen: Counter = Counter()
-    found = []
-    for c, label in zip(candidates, labels):
-        seen[label] += 1
-        unique = label if counts[label] == 1 else f"{label}#{seen[label]}"
-        found.append(Found(unique, c.source, c.kind, c.path, c.files))
-    return found
+    labels = unique_labels([c.parts for c in candidates], [c.min_parts for c in candidates])
+    return [Found(label, c.source, c.kind, c.path, c.files) for c, label in zip(candidates, labels)]
