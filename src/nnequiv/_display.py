@@ -60,9 +60,9 @@ def unique_labels(
     parts: Sequence[Sequence[str]], min_parts: Sequence[int] | None = None
 ) -> list[str]:
     """Short labels that tell paths (given as their parts) apart: the last ``min_parts`` parts
-    (default 1), with as many more as it takes to be unique. A path given twice keeps its label
-    the first time and gets ``"#2"``, ``"#3"``, ... after: the one labeller of nnequiv (text,
-    JSON, figures and reports show the same labels).
+    (default 1), with as many more as it takes to tell different paths apart. A path given
+    twice keeps its label the first time and gets ``"#2"``, ``"#3"``, ... after: the one
+    labeller of nnequiv (text, JSON, figures and reports show the same labels).
 
     Examples
     --------
@@ -75,9 +75,13 @@ def unique_labels(
     lengths = [min(m, len(p)) for m, p in zip(min_parts or [1] * len(parts), parts)]
     while True:
         labels = ["/".join(p[-k:]) for p, k in zip(parts, lengths)]
-        counts = Counter(labels)
+        paths_of: dict[str, set] = {}
+        for p, label in zip(parts, labels):
+            paths_of.setdefault(label, set()).add(p)
         grow = [
-            i for i, label in enumerate(labels) if counts[label] > 1 and lengths[i] < len(parts[i])
+            i
+            for i, label in enumerate(labels)
+            if len(paths_of[label]) > 1 and lengths[i] < len(parts[i])
         ]
         if not grow:
             break

@@ -20,7 +20,7 @@ def _interval_text(interval) -> str:
     return f"[{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
-@dataclass(repr=False, kw_only=True)
+@dataclass(frozen=True, repr=False, kw_only=True)
 class Verdict:
     """Equivalence of two networks at two resolutions (method item 11).
 
@@ -118,7 +118,7 @@ class Verdict:
         }
 
 
-@dataclass(repr=False, kw_only=True)
+@dataclass(frozen=True, repr=False, kw_only=True)
 class Classes:
     """Equivalence classes of a set of networks (method item 12).
 
@@ -223,7 +223,7 @@ class Classes:
         }
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Match:
     """One library network and its distances to the query (both resolutions)."""
 
@@ -251,7 +251,7 @@ class Match:
         }
 
 
-@dataclass(repr=False, kw_only=True)
+@dataclass(frozen=True, repr=False, kw_only=True)
 class Identification:
     """Library networks ranked by design distance to a query, nearest first."""
 
