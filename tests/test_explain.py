@@ -100,21 +100,45 @@ def test_any_positive_distance_is_explained():
 
 
 def test_sentences_name_the_coordinate_and_its_values():
-    order = LayerContribution("a", "fc1", 0.25, "log n", np.log(64), np.log(24), "d3")
+    order = LayerContribution(
+        network="a",
+        layer="fc1",
+        share=0.25,
+        coordinate="log n",
+        value=np.log(64),
+        other=np.log(24),
+        nearest="d3",
+    )
     assert order.sentence() == (
         "fc1 (25% of d^2): order n = 64, the other network's layers 24 (median); nearest there: d3"
     )
-    tail = LayerContribution("b", "d3", 0.5, "S(x=0.316)", 0.125, -0.05, "fc1")
+    tail = LayerContribution(
+        network="b",
+        layer="d3",
+        share=0.5,
+        coordinate="S(x=0.316)",
+        value=0.125,
+        other=-0.05,
+        nearest="fc1",
+    )
     assert tail.sentence() == (
         "d3 (50% of d^2): tail mass beyond x = 0.316 minus its conjugate's +0.125, the other "
         "network's layers -0.050 (median); nearest there: fc1"
     )
-    nearer = LayerContribution("b", "d4", -0.48, "log n", np.log(24), np.log(24), "fc1")
+    nearer = LayerContribution(
+        network="b",
+        layer="d4",
+        share=-0.48,
+        coordinate="log n",
+        value=np.log(24),
+        other=np.log(24),
+        nearest="fc1",
+    )
     assert nearer.sentence().startswith("d4 (-48% of d^2, brings the networks closer): ")
-    layered = Explanation("layer", (order, tail))
+    layered = Explanation(level="layer", contributions=(order, tail))
     assert layered.lines() == [f"a: {order.sentence()}", f"b: {tail.sentence()}"]
     assert layered.to_dict() == {"level": "layer", "layers": [order.to_dict(), tail.to_dict()]}
-    pooled = Explanation("pooled", (), 3.16, 0.5, 0.25)
+    pooled = Explanation(level="pooled", location=3.16, csd_a=0.5, csd_b=0.25)
     assert pooled.lines() == ["largest CSD difference at x = 3.16: 0.5000 against 0.2500"]
     assert pooled.to_dict() == {"level": "pooled", "location": 3.16, "csd": [0.5, 0.25]}
 

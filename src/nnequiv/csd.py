@@ -87,7 +87,7 @@ def survival_difference(p_net: np.ndarray, p_circ: np.ndarray) -> np.ndarray:
     return _tail_sum(np.asarray(p_net, float) - np.asarray(p_circ, float))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecayFit:
     """Tail decay of the CSD: ``log CSD ~ -alpha log x`` (method item 8).
 
@@ -142,7 +142,9 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
     count = int(mask.sum())
     if count < 3:
         nan = float("nan")
-        return DecayFit(nan, nan, nan, float(x_start), nan, count)
+        return DecayFit(
+            alpha=nan, stderr=nan, r2=nan, x_start=float(x_start), x_end=nan, n_points=count
+        )
     lx, ly = np.log(locations[mask]), np.log(csd[mask])
     slope, intercept = np.polyfit(lx, ly, 1)
     residual = ly - (slope * lx + intercept)
@@ -150,13 +152,13 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
     r2 = 1.0 - np.sum(residual**2) / ss_tot if ss_tot > 0 else 1.0
     stderr = np.sqrt(np.sum(residual**2) / max(count - 2, 1) / np.sum((lx - lx.mean()) ** 2))
     return DecayFit(
-        float(-slope),
-        float(stderr),
-        float(r2),
-        float(x_start),
-        float(locations[mask][-1]),
-        count,
-        float(intercept),
+        alpha=float(-slope),
+        stderr=float(stderr),
+        r2=float(r2),
+        x_start=float(x_start),
+        x_end=float(locations[mask][-1]),
+        n_points=count,
+        intercept=float(intercept),
     )
 
 

@@ -21,7 +21,7 @@ from nnequiv.settings import DistanceSettings
 __all__ = ["LayerContribution", "Explanation", "explain"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerContribution:
     """One layer's part in a layer-level distance.
 
@@ -72,7 +72,7 @@ class LayerContribution:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Explanation:
     """The largest contributions to a distance, largest first (layer level), or the location
     of the largest difference of the mean CSD curves (pooled level)."""
@@ -115,7 +115,10 @@ def explain(
         gap = np.abs(a.csd_mean - b.csd_mean)
         k = int(np.argmax(gap))
         return Explanation(
-            "pooled", (), float(a.edges[k]), float(a.csd_mean[k]), float(b.csd_mean[k])
+            level="pooled",
+            location=float(a.edges[k]),
+            csd_a=float(a.csd_mean[k]),
+            csd_b=float(b.csd_mean[k]),
         )
     labels = [f"S(x={x:.3g})" for x in a.settings.locations] + ["log n"]
     unit = np.ones(len(labels))
@@ -127,7 +130,7 @@ def explain(
     terms_b = (cross.mean(axis=0) - _pairwise(cloud_b, cloud_b).mean(axis=1)) / len(names_b)
     total = terms_a.sum() + terms_b.sum()
     if not total > 0:
-        return Explanation("layer")
+        return Explanation(level="layer")
     found = []
     for side, names, cloud, other_names, other_cloud, terms in (
         ("a", names_a, cloud_a, names_b, cloud_b, terms_a),
@@ -139,10 +142,14 @@ def explain(
             k = int(np.argmax(np.abs(cloud[i] - typical)))  # in distance units
             found.append(
                 LayerContribution(
-                    side, names[i], float(terms[i] / total), labels[k],
-                    float(cloud[i, k] / unit[k]), float(typical[k] / unit[k]),
-                    other_names[int(nearest[i])],
+                    network=side,
+                    layer=names[i],
+                    share=float(terms[i] / total),
+                    coordinate=labels[k],
+                    value=float(cloud[i, k] / unit[k]),
+                    other=float(typical[k] / unit[k]),
+                    nearest=other_names[int(nearest[i])],
                 )
-            )  # fmt: skip
+            )
     found.sort(key=lambda c: -c.share)
-    return Explanation("layer", tuple(found))
+    return Explanation(level="layer", contributions=tuple(found))
