@@ -1,26 +1,9 @@
-"""Shared fixtures: small networks built here, and the path of ../shared when present."""
+"""Shared fixtures (helpers that tests import are in _helpers.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("NNEQUIV_SHARED", ROOT.parent / "shared"))
-ZOO = SHARED / "zoo"
-CONNECTOMES = SHARED / "connectomes"
-
-
-def require_shared(path: Path) -> Path:
-    """Skip (with the reason) when ../shared is absent; CI always has it."""
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing, but CI must run the tests on the shared data")
-        pytest.skip(f"{path} not present (the shared data sits beside the checkout in CI)")
-    return path
+from _helpers import random_mlp, seed_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -33,18 +16,18 @@ def private_cache(tmp_path_factory, monkeypatch):
     return directory
 
 
-def random_mlp(widths, seed=0, scale=1.0) -> dict[str, np.ndarray]:
-    """A dict state of a dense network (PyTorch layout: out x in) with biases."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        state[f"fc{index}.weight"] = (
-            scale * rng.standard_normal((fan_out, fan_in)) / np.sqrt(fan_in)
-        )
-        state[f"fc{index}.bias"] = np.zeros(fan_out)
-    return state
-
-
 @pytest.fixture
 def mlp_state():
     return random_mlp([20, 16, 12, 6], seed=3)
+
+
+@pytest.fixture(params=seed_sweep(), ids=lambda s: "fixed-seed" if s is None else f"seed{s}")
+def seed(request) -> int:
+    """The seed of a statistical test: its ``@pytest.mark.fixed_seed(n)``, or each seed of
+    ``NNEQUIV_TEST_SEEDS`` in turn (see _helpers.ALPHA for the sweep's false-failure rate)."""
+    if request.param is not None:
+        return request.param
+    marker = request.node.get_closest_marker("fixed_seed")
+    if marker is None:
+        raise pytest.UsageError(f"{request.node.nodeid} takes seed but names no fixed_seed")
+    return marker.args[0]

@@ -3,7 +3,7 @@ the canonical form, stream keys, the decay interval."""
 
 import numpy as np
 import pytest
-from conftest import ZOO, random_mlp, require_shared
+from _helpers import ZOO, random_mlp, require_shared
 from transforms import reversed_order, to_hwio, to_ohwi
 
 from nnequiv import analyze

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 
 from nnequiv import cluster, compare
 from nnequiv.calibration import (

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 
 from nnequiv.calibration import load_calibration
 from nnequiv.cli import main

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import CONNECTOMES, require_shared
+from _helpers import CONNECTOMES, require_shared
 
 from nnequiv import analyze, compare
 from nnequiv.connectomes import (

@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import CONNECTOMES, ZOO, random_mlp, require_shared
+from _helpers import CONNECTOMES, ZOO, random_mlp, require_shared
 
 from nnequiv.discovery import CONNECTOME, NETWORK, discover, hub_weight_files
 from nnequiv.errors import FormatError, InputError, UnsafeFileError

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 from scipy.spatial.distance import cdist
 
 from nnequiv import analyze

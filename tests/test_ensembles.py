@@ -1,7 +1,9 @@
-"""Circular ensembles against random matrix theory, at fixed seeds (tests able to fail)."""
+"""Circular ensembles against random matrix theory, at fixed seeds or a sweep of seeds
+(``NNEQUIV_TEST_SEEDS``; tests able to fail, at a per-check alpha set in _helpers.py)."""
 
 import numpy as np
 import pytest
+from _helpers import ALPHA
 from scipy import special, stats
 
 from nnequiv.ensembles import (
@@ -18,7 +20,7 @@ from nnequiv.ensembles import (
 )
 
 KINDS = ["COE", "CUE", "CSE"]
-P_MIN = 1e-3  # reject the law only when p < 0.001
+P_MIN = ALPHA  # reject a law only when p < ALPHA (about 2e-5; _helpers.py says why)
 
 
 def unfolded_spacings(phases: np.ndarray) -> np.ndarray:
@@ -75,24 +77,30 @@ def test_cmv_matrix_is_unitary_and_five_diagonal():
         assert np.all(np.abs(rows - cols) <= 2)
 
 
+@pytest.mark.fixed_seed(5)
 @pytest.mark.parametrize("kind", KINDS)
-def test_eigenphase_density_is_uniform(kind):
-    for phases in (circular_eigenphases(kind, 40, 50, seed=5), matrix_phases(kind, 20, 40, 6)):
+def test_eigenphase_density_is_uniform(kind, seed):
+    for phases in (
+        circular_eigenphases(kind, 40, 50, seed=seed),
+        matrix_phases(kind, 20, 40, seed + 1),
+    ):
         assert stats.kstest(phases.ravel(), stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > P_MIN
 
 
+@pytest.mark.fixed_seed(7)
 @pytest.mark.parametrize("kind,beta", [("COE", 1), ("CUE", 2), ("CSE", 4)])
-def test_spacings_follow_wigner_surmise(kind, beta):
-    spacings = unfolded_spacings(circular_eigenphases(kind, 64, 40, seed=7))
+def test_spacings_follow_wigner_surmise(kind, beta, seed):
+    spacings = unfolded_spacings(circular_eigenphases(kind, 64, 40, seed=seed))
     assert stats.kstest(spacings, wigner_cdf(beta)).pvalue > P_MIN
     # the test has power: the other surmises are rejected on the same data
     for other in {1, 2, 4} - {beta}:
         assert stats.kstest(spacings, wigner_cdf(other)).pvalue < P_MIN
 
 
+@pytest.mark.fixed_seed(8)
 @pytest.mark.parametrize("kind,beta", [("COE", 1), ("CUE", 2), ("CSE", 4)])
-def test_dense_spacings_follow_wigner_surmise(kind, beta):
-    spacings = unfolded_spacings(matrix_phases(kind, 32, 40, seed=8))
+def test_dense_spacings_follow_wigner_surmise(kind, beta, seed):
+    spacings = unfolded_spacings(matrix_phases(kind, 32, 40, seed=seed))
     assert stats.kstest(spacings, wigner_cdf(beta)).pvalue > P_MIN
 
 
@@ -104,7 +112,8 @@ def pair_separation_counts(phases, edges):
     return np.histogram(diff[:, upper], bins=edges)[0]
 
 
-def test_cue_two_point_correlation():
+@pytest.mark.fixed_seed(9)
+def test_cue_two_point_correlation(seed):
     n, size = 60, 60
     edges = np.linspace(0.0, 3.0, 16)
     s = np.linspace(edges[0], edges[-1], 3001)
@@ -118,7 +127,10 @@ def test_cue_two_point_correlation():
         # 1 - (sin(pi s) / (pi s))^2 at order n: sin(pi s) / (n sin(pi s / n)) -> sinc(s)
         return 1 - (np.sinc(x) / np.sinc(x / n)) ** 2  # numpy sinc(x) = sin(pi x) / (pi x)
 
-    for phases in (circular_eigenphases("CUE", n, size, seed=9), matrix_phases("CUE", n, size, 10)):
+    for phases in (
+        circular_eigenphases("CUE", n, size, seed=seed),
+        matrix_phases("CUE", n, size, seed + 1),
+    ):
         counts = pair_separation_counts(phases, edges)
         chi2 = np.sum((counts - expected(sinc_kernel)) ** 2 / expected(sinc_kernel))
         assert stats.chi2.sf(chi2, len(counts)) > P_MIN
@@ -129,17 +141,19 @@ def test_cue_two_point_correlation():
 @pytest.mark.parametrize(
     "kind,beta", [("COE", None), ("CUE", None), ("CSE", None), (None, 0.5), (None, 3.0)]
 )
-def test_cayley_variable_is_half_cauchy(kind, beta):
-    x = cayley_spectrum(kind, 50, 40, seed=11, beta=beta)
+@pytest.mark.fixed_seed(11)
+def test_cayley_variable_is_half_cauchy(kind, beta, seed):
+    x = cayley_spectrum(kind, 50, 40, seed=seed, beta=beta)
     assert x.shape == (40, 50) and np.all(np.diff(x, axis=1) >= 0)
     assert stats.kstest(x.ravel(), half_cauchy_cdf).pvalue > P_MIN
     assert stats.kstest(x.ravel(), stats.expon().cdf).pvalue < P_MIN
 
 
+@pytest.mark.fixed_seed(12)
 @pytest.mark.parametrize("kind", KINDS)
-def test_cmv_phases_have_the_law_of_haar_matrices(kind):
-    cmv = circular_eigenphases(kind, 24, 60, seed=12)
-    dense = matrix_phases(kind, 24, 60, 13)
+def test_cmv_phases_have_the_law_of_haar_matrices(kind, seed):
+    cmv = circular_eigenphases(kind, 24, 60, seed=seed)
+    dense = matrix_phases(kind, 24, 60, seed + 1)
     assert stats.ks_2samp(cmv.ravel(), dense.ravel()).pvalue > P_MIN
     assert stats.ks_2samp(unfolded_spacings(cmv), unfolded_spacings(dense)).pvalue > P_MIN
 
@@ -198,14 +212,15 @@ def test_zero_realizations_and_bad_arguments():
         ensemble_beta(None)
 
 
-def test_conjugate_ensemble_is_half_cauchy_keyed_and_parallel_safe():
-    conj = conjugate_ensemble([40, 60], "COE", 3, seed=5)
+@pytest.mark.fixed_seed(5)
+def test_conjugate_ensemble_is_half_cauchy_keyed_and_parallel_safe(seed):
+    conj = conjugate_ensemble([40, 60], "COE", 3, seed=seed)
     assert [layer.shape for layer in conj] == [(3, 40), (3, 60)]
     pooled = np.concatenate([layer.ravel() for layer in conj])
     assert stats.kstest(pooled, half_cauchy_cdf).pvalue > P_MIN
-    again = conjugate_ensemble([40, 99], "COE", 3, seed=5)  # layer 0 does not depend on layer 1
+    again = conjugate_ensemble([40, 99], "COE", 3, seed=seed)  # layer 0 does not depend on layer 1
     assert again[0].tobytes() == conj[0].tobytes()
-    parallel = conjugate_ensemble([40, 60], "COE", 3, seed=5, n_jobs=2)
+    parallel = conjugate_ensemble([40, 60], "COE", 3, seed=seed, n_jobs=2)
     assert all(p.tobytes() == s.tobytes() for p, s in zip(parallel, conj))
     with pytest.raises(ValueError, match="fixed seed"):
         conjugate_ensemble([4], "CUE", 1, seed=None)

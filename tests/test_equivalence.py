@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ZOO, random_mlp, require_shared
+from _helpers import ZOO, random_mlp, require_shared
 from transforms import fold_batchnorm, reversed_order, to_hwio, to_ohwi
 
 from nnequiv import analyze, cluster, compare, identify

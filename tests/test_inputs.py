@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 
 from nnequiv.cli import main
 from nnequiv.discovery import CONNECTOME, NETWORK, discover

@@ -3,7 +3,7 @@ worker processes, with one BLAS thread per task and the same bits everywhere."""
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 
 from nnequiv import cluster, identify
 from nnequiv.errors import InputError

@@ -4,7 +4,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import ZOO, random_mlp, require_shared
+from _helpers import ZOO, random_mlp, require_shared
 
 from nnequiv.layers import as_layer_matrix, layer_matrices
 from nnequiv.spectra import (

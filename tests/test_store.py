@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_mlp
+from _helpers import random_mlp
 
 import nnequiv.analysis
 from nnequiv import analyze, cluster, identify

@@ -1,6 +1,7 @@
 """nnequiv: equivalence of neural networks from their weights via conjugate circular
 ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method.md."""
 
+from nnequiv import errors
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis, LayerRecord, analyze
 from nnequiv.calibration import Calibration, load_calibration
@@ -11,6 +12,16 @@ from nnequiv.ensembles import (
     conjugate_ensemble,
 )
 from nnequiv.equivalence import analyze_all, calibrate, cluster, compare, identify
+from nnequiv.errors import (
+    FormatError,
+    InputError,
+    InvalidWeightsError,
+    MissingDependencyError,
+    NNEquivError,
+    NoLayersError,
+    ResourceLimitError,
+    UnsafeFileError,
+)
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
 from nnequiv.results import Classes, Identification, Match, Verdict
@@ -31,6 +42,15 @@ __all__ = [
     "Settings",
     "Verdict",
     "__version__",
+    "errors",
+    "NNEquivError",
+    "InputError",
+    "FormatError",
+    "UnsafeFileError",
+    "ResourceLimitError",
+    "InvalidWeightsError",
+    "NoLayersError",
+    "MissingDependencyError",
     "analyze",
     "analyze_all",
     "cayley_spectrum",

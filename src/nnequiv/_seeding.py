@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnequiv.errors import InputError
+
 
 def as_seed_sequence(seed) -> np.random.SeedSequence:
     """Turn an int, SeedSequence, Generator or None into a SeedSequence.
@@ -22,7 +24,7 @@ def as_seed_sequence(seed) -> np.random.SeedSequence:
         return seq.spawn(1)[0]
     if seed is None or isinstance(seed, (int, np.integer)):
         if seed is not None and seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+            raise InputError(f"seed must be non-negative, got {seed}")
         return np.random.SeedSequence(None if seed is None else int(seed))
     raise TypeError(
         f"seed must be an int, numpy SeedSequence, numpy Generator or None, not {type(seed)!r}"
@@ -100,7 +102,7 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
         return 1
     n_jobs = int(n_jobs)
     if n_jobs == 0:
-        raise ValueError("n_jobs must be a non-zero integer or None")
+        raise InputError("n_jobs must be a non-zero integer or None")
     if n_jobs < 0:
         return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
     return n_jobs

@@ -393,7 +393,7 @@ def main(argv=None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
-    except (NNEquivError, OSError, ValueError) as exc:
+    except (NNEquivError, OSError) as exc:  # bad input; any other exception is a bug: traceback
         print(printable(f"nnequiv: error: {_one_line(exc)}"), file=sys.stderr)
         code = 1
     except RecursionError:  # outside an analysis (which names its input)

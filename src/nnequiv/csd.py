@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import stdtrit
 
 from nnequiv._seeding import stream_seed
+from nnequiv.errors import InputError
 from nnequiv.settings import BOOTSTRAP_RESAMPLES, DEFAULT_GRID, DEFAULT_LOCATIONS
 
 __all__ = [
@@ -38,7 +39,7 @@ def log_grid(
 ) -> np.ndarray:
     """``bins + 1`` log-spaced bin edges from ``low`` to ``high``."""
     if not (0 < low < high) or bins < 1:
-        raise ValueError(f"grid needs 0 < low < high and bins >= 1, got {low}, {high}, {bins}")
+        raise InputError(f"grid needs 0 < low < high and bins >= 1, got {low}, {high}, {bins}")
     return np.logspace(np.log10(low), np.log10(high), int(bins) + 1)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from nnequiv._seeding import map_ordered, realization_seeds, stream_seed
+from nnequiv.errors import InputError
 
 __all__ = [
     "ENSEMBLE_BETA",
@@ -56,28 +57,28 @@ def ensemble_beta(ensemble: str | None, beta: float | None = None) -> float:
     if beta is not None:
         beta = float(beta)
         if not np.isfinite(beta) or beta <= 0:
-            raise ValueError(f"beta must be a positive finite number, got {beta}")
+            raise InputError(f"beta must be a positive finite number, got {beta}")
     if ensemble is None:
         if beta is None:
-            raise ValueError("give an ensemble ('COE', 'CUE', 'CSE') or beta")
+            raise InputError("give an ensemble ('COE', 'CUE', 'CSE') or beta")
         return beta
     key = str(ensemble).upper()
     if key not in ENSEMBLE_BETA:
-        raise ValueError(f"unknown circular ensemble {ensemble!r}; expected one of COE, CUE, CSE")
+        raise InputError(f"unknown circular ensemble {ensemble!r}; expected one of COE, CUE, CSE")
     if beta is not None and beta != ENSEMBLE_BETA[key]:
-        raise ValueError(f"{key} has beta = {ENSEMBLE_BETA[key]:g}, but beta = {beta:g} was given")
+        raise InputError(f"{key} has beta = {ENSEMBLE_BETA[key]:g}, but beta = {beta:g} was given")
     return ENSEMBLE_BETA[key]
 
 
 def _check_order(n: int, realizations: int) -> tuple[int, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"matrix order n must be an integer >= 1, got {n!r}")
+        raise InputError(f"matrix order n must be an integer >= 1, got {n!r}")
     if (
         isinstance(realizations, bool)
         or not isinstance(realizations, (int, np.integer))
         or realizations < 0
     ):
-        raise ValueError(f"realizations must be an integer >= 0, got {realizations!r}")
+        raise InputError(f"realizations must be an integer >= 0, got {realizations!r}")
     return int(n), int(realizations)
 
 
@@ -476,9 +477,9 @@ def conjugate_ensemble(
     orders = [_check_order(n, realizations)[0] for n in orders]
     keys = same_order_keys(orders) if keys is None else [tuple(map(int, k)) for k in keys]
     if len(keys) != len(orders) or len(set(keys)) != len(keys):
-        raise ValueError("keys must give each layer its own (n, rank) key")
+        raise InputError("keys must give each layer its own (n, rank) key")
     if seed is None or (isinstance(seed, (int, np.integer)) and seed < 0):
-        raise ValueError(f"conjugate_ensemble needs a fixed seed >= 0, got {seed!r}")
+        raise InputError(f"conjugate_ensemble needs a fixed seed >= 0, got {seed!r}")
     # Largest orders first, so that parallel workers finish together.
     tasks = sorted(
         ((i, r, n) for i, n in enumerate(orders) for r in range(realizations)),

@@ -1,8 +1,36 @@
-"""Exception types of nnequiv.
+"""Exception types of nnequiv (also importable from ``nnequiv`` itself).
 
 Every error that nnequiv raises on bad input derives from :class:`NNEquivError`, carries a
 one-line message that says what went wrong and where (file, tensor), and is turned into a
-single line on stderr with a non-zero exit status by the command-line interface.
+single line on stderr with a non-zero exit status by the command-line interface. Any other
+exception is a bug in nnequiv and the command line shows its traceback.
+
+The tree::
+
+    NNEquivError
+    +-- InputError (also a ValueError)
+    |   +-- FormatError
+    |   +-- UnsafeFileError
+    |   +-- ResourceLimitError
+    |   +-- InvalidWeightsError
+    |   +-- NoLayersError
+    +-- MissingDependencyError (also an ImportError)
+
+:class:`InputError` stays a subclass of :class:`ValueError` (and
+:class:`MissingDependencyError` of :class:`ImportError`), so code written against the bare
+``ValueError`` that public functions raised before keeps working; catch
+:class:`NNEquivError` to catch everything nnequiv refuses.
+
+Examples
+--------
+>>> import nnequiv
+>>> try:
+...     nnequiv.circular_eigenphases("CUE", n=0, realizations=1, seed=0)
+... except nnequiv.InputError as error:
+...     print(error)
+matrix order n must be an integer >= 1, got 0
+>>> issubclass(nnequiv.InputError, ValueError)
+True
 """
 
 from __future__ import annotations
