@@ -279,6 +279,18 @@ def analyze(
         Unreadable or unsafe input, a network with no layer, a bad option; a layer that does
         not fit ``max_memory``, or an allocation that fails (``MemoryError``), is a
         :class:`~nnequiv.errors.ResourceLimitError` naming the input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnequiv
+    >>> def mlp(seed):
+    ...     rng = np.random.default_rng(seed)
+    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
+    ...             "fc2.weight": rng.standard_normal((10, 48))}
+    >>> analysis = nnequiv.analyze(mlp(0), realizations=4, seed=0, cache_dir=False)
+    >>> [layer.name for layer in analysis.layers], analysis.orders.tolist()
+    (['fc1.weight', 'fc2.weight'], [32, 10])
     """
     from nnequiv.cache import lookup, store  # the cache reads and writes Analysis
 

@@ -140,6 +140,21 @@ def circular_matrices(
     -------
     numpy.ndarray
         Complex array of shape ``(realizations, n, n)``, or ``(realizations, 2n, 2n)`` for CSE.
+
+    References
+    ----------
+    F. Mezzadri, "How to generate random matrices from the classical compact groups",
+    Notices of the AMS 54 (2007) 592-604.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = circular_matrices("CUE", 4, 2, seed=0)
+    >>> u.shape, bool(np.allclose(u[0] @ u[0].conj().T, np.eye(4)))
+    ((2, 4, 4), True)
+    >>> coe = circular_matrices("COE", 3, 1, seed=0)[0]
+    >>> bool(np.allclose(coe, coe.T))  # U^T U is symmetric
+    True
     """
     n, realizations = _check_order(n, realizations)
     ensemble = str(ensemble).upper()
@@ -396,6 +411,20 @@ def circular_eigenphases(
     -------
     numpy.ndarray
         Shape ``(realizations, n)``, each row sorted, phases in ``(-pi, pi]``.
+
+    References
+    ----------
+    R. Killip and I. Nenciu, "Matrix models for circular ensembles", International
+    Mathematics Research Notices 2004 (50) 2665-2701.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> phases = circular_eigenphases("COE", 5, 3, seed=0)
+    >>> phases.shape, bool(np.all(np.diff(phases, axis=1) >= 0))
+    ((3, 5), True)
+    >>> bool(np.all(np.abs(phases) <= np.pi))
+    True
     """
     return _draw(_one_eigenphases, ensemble, n, realizations, seed, beta, n_jobs)
 
@@ -418,6 +447,20 @@ def cayley_spectrum(
     -------
     numpy.ndarray
         Shape ``(realizations, n)``, each row sorted ascending, values in ``[0, inf)``.
+
+    References
+    ----------
+    R. Killip and I. Nenciu, "Matrix models for circular ensembles", International
+    Mathematics Research Notices 2004 (50) 2665-2701.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = cayley_spectrum("CUE", 6, 2, seed=0)
+    >>> x.shape, bool(np.all(x >= 0))
+    ((2, 6), True)
+    >>> bool(np.array_equal(x, cayley_spectrum("CUE", 6, 2, seed=0, n_jobs=2)))
+    True
     """
     return _draw(_one_cayley_spectrum, ensemble, n, realizations, seed, beta, n_jobs)
 
@@ -472,6 +515,16 @@ def conjugate_ensemble(
     -------
     list of numpy.ndarray
         ``out[i]`` has shape ``(realizations, orders[i])``, each row sorted ascending.
+
+    References
+    ----------
+    R. Killip and I. Nenciu, "Matrix models for circular ensembles", International
+    Mathematics Research Notices 2004 (50) 2665-2701.
+
+    Examples
+    --------
+    >>> [layer.shape for layer in conjugate_ensemble([3, 5], "CUE", 2, seed=0)]
+    [(2, 3), (2, 5)]
     """
     b = ensemble_beta(ensemble, beta)
     orders = [_check_order(n, realizations)[0] for n in orders]

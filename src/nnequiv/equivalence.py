@@ -411,6 +411,23 @@ def compare(
         verdict ("same network", "equivalent", "not equivalent" or "undecided"), what
         decided it, and the layers that contribute most to the distance
         (:func:`nnequiv.explain.explain`).
+
+    Examples
+    --------
+    Two random networks of one design, and a heavy-tailed one:
+
+    >>> import numpy as np
+    >>> import nnequiv
+    >>> def mlp(seed):
+    ...     rng = np.random.default_rng(seed)
+    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
+    ...             "fc2.weight": rng.standard_normal((10, 48))}
+    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
+    ...          for i in range(3)}
+    >>> nnequiv.compare(mlp(0), mlp(1), realizations=4, cache_dir=False).verdict
+    'same network'
+    >>> nnequiv.compare(mlp(0), heavy, realizations=4, cache_dir=False).verdict
+    'not equivalent'
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
@@ -465,6 +482,22 @@ def cluster(
     finished analyses and fingerprint indexes (paths of index files or
     :class:`~nnequiv.index.Library` objects), whose networks join the set. Options as for
     :func:`compare`; ``progress(done, total, label)`` is called after each analysis.
+
+    Examples
+    --------
+    A copy joins its original's class; a heavy-tailed network has its own:
+
+    >>> import numpy as np
+    >>> import nnequiv
+    >>> def mlp(seed):
+    ...     rng = np.random.default_rng(seed)
+    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
+    ...             "fc2.weight": rng.standard_normal((10, 48))}
+    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
+    ...          for i in range(3)}
+    >>> classes = nnequiv.cluster([mlp(0), heavy, mlp(0)], realizations=4, cache_dir=False)
+    >>> classes.labels_.tolist()
+    [0, 1, 0]
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
@@ -544,6 +577,20 @@ def identify(
     of an index file or a :class:`~nnequiv.index.Library`), or a list mixing them; an index
     is used only with the analysis settings it was built with. Options as for
     :func:`compare`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import nnequiv
+    >>> def mlp(seed):
+    ...     rng = np.random.default_rng(seed)
+    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
+    ...             "fc2.weight": rng.standard_normal((10, 48))}
+    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
+    ...          for i in range(3)}
+    >>> found = nnequiv.identify(mlp(0), [heavy, mlp(0)], realizations=4, cache_dir=False)
+    >>> [match.verdict for match in found.matches]
+    ['same network', 'not equivalent']
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be an integer >= 1, got {top!r}")
