@@ -109,7 +109,7 @@ class DecayFit:
         Of ``log CSD`` at ``log x = 0``.
     interval : tuple of float
         Where the alpha of a repeated analysis with another seed falls, 95 %: from the
-        spread of alpha over resamples of the realisations (:func:`replicate_interval`).
+        spread of alpha over resamples of the realizations (:func:`replicate_interval`).
     realisation_sd : float
         Standard deviation of alpha over those resamples.
     """
@@ -166,9 +166,9 @@ def decay_rate(edges: np.ndarray, csd: np.ndarray, x_start: float) -> DecayFit:
 def decay_with_interval(
     edges: np.ndarray, csd: np.ndarray, x_start: float, resamples: np.ndarray
 ) -> DecayFit:
-    """:func:`decay_rate` of the mean of the CSD curves ``csd`` (realisations x bins), with
+    """:func:`decay_rate` of the mean of the CSD curves ``csd`` (realizations x bins), with
     the interval in which the alpha of a repeated analysis falls (:func:`replicate_interval`
-    over the realisation ``resamples``, rows of indices from :func:`bootstrap_indices`)."""
+    over the realization ``resamples``, rows of indices from :func:`bootstrap_indices`)."""
     fit = decay_rate(edges, csd.mean(axis=0), x_start)
     if csd.shape[0] < 2 or not np.isfinite(fit.alpha):
         return fit
@@ -183,7 +183,7 @@ def decay_with_interval(
 def bootstrap_indices(
     seed: int, realizations: int, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> np.ndarray:
-    """Resamples (with replacement) of ``realizations`` realisations, shape ``(resamples,
+    """Resamples (with replacement) of ``realizations`` realizations, shape ``(resamples,
     realizations)``, from the seed's ``"bootstrap"`` stream: the same for every network."""
     rng = np.random.default_rng(stream_seed(seed, "bootstrap", realizations))
     return rng.integers(0, realizations, size=(resamples, realizations))
@@ -195,8 +195,8 @@ def replicate_interval(
     """Where the estimate of a repeated analysis (another seed) falls, with probability
     ``level``, and the standard deviation of the estimate.
 
-    The bootstrap replicates (resampled realisations) give the estimate's standard
-    deviation s, corrected by sqrt(R / (R - 1)) for the small number R of realisations. Two
+    The bootstrap replicates (resampled realizations) give the estimate's standard
+    deviation s, corrected by sqrt(R / (R - 1)) for the small number R of realizations. Two
     independent analyses differ by sqrt(2) s, and the Student t quantile with R - 1 degrees
     of freedom replaces the normal one: ``estimate +- t * sqrt(2) * s``.
     """
@@ -219,7 +219,7 @@ def layer_csd_curves(
 ) -> np.ndarray:
     """CSD of one normalised layer spectrum against each of its conjugate matrices (rows of
     ``conjugates``), or with ``signed=True`` the :func:`survival_difference`. Shape
-    ``(realisations, bins)``; exact fractions (:func:`csd_from_counts`)."""
+    ``(realizations, bins)``; exact fractions (:func:`csd_from_counts`)."""
     own = bin_counts(spectrum, edges)
     conjugate = np.array([bin_counts(x, edges) for x in conjugates])
     return csd_from_counts(own, conjugate, signed)
@@ -240,5 +240,5 @@ def layer_csd_points(
     signed: bool = False,
 ) -> np.ndarray:
     """:func:`layer_csd_curves` sampled at ``locations`` (method item 10), shape
-    ``(realisations, len(locations))``."""
+    ``(realizations, len(locations))``."""
     return sample_curves(layer_csd_curves(spectrum, conjugates, edges, signed), edges, locations)

@@ -2,10 +2,10 @@
 
 A :class:`Fingerprint` holds what the distance of one analysis compares: the cloud of its
 layer points (layer level) or its mean CSD curve (pooled level), the same under each
-bootstrap resample of the realisations, and the network's noise floor. Nothing here depends
+bootstrap resample of the realizations, and the network's noise floor. Nothing here depends
 on which other networks are compared, so ``d(A, B)`` is a property of A, B and the settings.
 
-A :class:`Summary` is what a fingerprint is made from: the per-realisation layer points and
+A :class:`Summary` is what a fingerprint is made from: the per-realization layer points and
 CSD curves of an analysis, with the layers' orders and stream keys. The fingerprint index
 (:mod:`nnequiv.store`) keeps summaries, so distances from an index equal those from files.
 """
@@ -52,13 +52,13 @@ class Summary:
     source, settings : str, Settings
         The analysed network and its analysis settings.
     layer_points : numpy.ndarray
-        Layer points of every realisation, ``(R, layers, locations)``.
+        Layer points of every realization, ``(R, layers, locations)``.
     orders : numpy.ndarray
         The order n of every layer, ``(layers,)``.
     streams : numpy.ndarray
         The stream key ``(n, rank)`` of every layer, ``(layers, 2)``.
     csd : numpy.ndarray or None
-        Pooled CSD of every realisation, ``(R, bins)``; None where only the layer level is
+        Pooled CSD of every realization, ``(R, bins)``; None where only the layer level is
         needed (read from an index without its curves).
     path : str or None
         The network's file, where it has one.
@@ -78,7 +78,7 @@ class Summary:
 
     def __repr__(self) -> str:
         count, layers = self.layer_points.shape[:2]
-        return f"Summary({self.source!r}, {layers} layers, {count} realisations)"
+        return f"Summary({self.source!r}, {layers} layers, {count} realizations)"
 
 
 def summarize(analysis) -> Summary:
@@ -114,7 +114,7 @@ class Fingerprint:
     mean : numpy.ndarray
         Layer level: the cloud of layer points, ``(L, K + 1)``; pooled level: the mean CSD.
     resampled : numpy.ndarray
-        The same for each bootstrap resample of the realisations (leading axis).
+        The same for each bootstrap resample of the realizations (leading axis).
     self_mean, self_resampled : float, numpy.ndarray
         Layer level: mean distance between the cloud's points, for ``mean`` and each resample.
     noise_floor : float
@@ -183,13 +183,13 @@ def _energy(cross, self_a, self_b) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _resamples(seed: int, count: int) -> np.ndarray:
-    """The bootstrap resamples of ``count`` realisations (read-only; one draw per seed)."""
+    """The bootstrap resamples of ``count`` realizations (read-only; one draw per seed)."""
     resamples = bootstrap_indices(seed, count)
     resamples.setflags(write=False)
     return resamples
 
 
-#: Realisation values held at once while fingerprints are computed together.
+#: Realization values held at once while fingerprints are computed together.
 FINGERPRINT_ELEMENTS = 2**22
 
 
@@ -220,9 +220,9 @@ def fingerprints(analyses, distance_settings: DistanceSettings | None = None) ->
     return out
 
 
-def _realisation_values(summaries: list, level: str, order_weight: float):
-    """What the distance compares, for every network and realisation (leading axes), and
-    how a mean over realisations becomes a fingerprint value. Layer points come in the order
+def _realization_values(summaries: list, level: str, order_weight: float):
+    """What the distance compares, for every network and realization (leading axes), and
+    how a mean over realizations becomes a fingerprint value. Layer points come in the order
     of their stream keys, so that the file's order of layers cannot change a bit."""
     if level == "pooled":
         missing = next((s.source for s in summaries if s.csd is None), None)
@@ -247,7 +247,7 @@ def _realisation_values(summaries: list, level: str, order_weight: float):
 def _fingerprint_group(summaries: list, chosen: DistanceSettings, seed: int) -> list:
     """Fingerprints of summaries of one shape and seed."""
     level = chosen.level
-    values, finish = _realisation_values(summaries, level, chosen.order_weight)
+    values, finish = _realization_values(summaries, level, chosen.order_weight)
     count = values.shape[1]
     mean = finish(values.mean(axis=1))
     resampled = finish(values[:, _resamples(seed, count)].mean(axis=2))
@@ -282,7 +282,7 @@ def _fingerprint_group(summaries: list, chosen: DistanceSettings, seed: int) -> 
 
 
 def distance(a: Fingerprint, b: Fingerprint) -> float:
-    """``d(A, B)`` of the realisation means (method items 9 and 10)."""
+    """``d(A, B)`` of the realization means (method items 9 and 10)."""
     if a.level == "pooled":
         return float(np.abs(a.mean - b.mean).max())
     return float(_energy(_mean_pair_distance(a.mean, b.mean), a.self_mean, b.self_mean))

@@ -15,7 +15,7 @@ unitary similarity is a real symmetric seven-diagonal matrix, found by a banded 
 O(n^2).
 
 Every function takes ``seed`` (int, ``numpy.random.SeedSequence``, ``numpy.random.Generator``
-or None). Each realisation has its own child stream, so results do not depend on ``n_jobs``.
+or None). Each realization has its own child stream, so results do not depend on ``n_jobs``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from scipy.linalg import lapack
 
 from nnequiv._seeding import map_ordered, realization_seeds, stream_seed
 from nnequiv.errors import InputError
+from nnequiv.settings import Settings
 
 __all__ = [
     "ENSEMBLE_BETA",
@@ -397,9 +398,9 @@ def circular_eigenphases(
     ensemble : {"COE", "CUE", "CSE"} or None
         Named ensemble (beta = 1, 2, 4). None when ``beta`` is given.
     n : int
-        Number of eigenphases per realisation (for CSE one per Kramers pair).
+        Number of eigenphases per realization (for CSE one per Kramers pair).
     realizations : int
-        Number of realisations.
+        Number of realizations.
     seed : int, SeedSequence, Generator or None
         Fixes every draw.
     beta : float, optional
@@ -441,7 +442,7 @@ def cayley_spectrum(
     """Cayley variable ``x = |tan(theta / 2)|`` of C-beta-E eigenphases (method item 5).
 
     Same law and arguments as :func:`circular_eigenphases`, but computed in O(n^2) per
-    realisation from the banded Hermitian part of the CMV matrix.
+    realization from the banded Hermitian part of the CMV matrix.
 
     Returns
     -------
@@ -466,8 +467,8 @@ def cayley_spectrum(
 
 
 def _keyed_cayley_spectrum(beta: float, seed, task: tuple) -> np.ndarray:
-    key, realisation, n = task
-    return _one_cayley_spectrum(n, beta, stream_seed(seed, "conjugate", *key, realisation))
+    key, realization, n = task
+    return _one_cayley_spectrum(n, beta, stream_seed(seed, "conjugate", *key, realization))
 
 
 def same_order_keys(orders) -> list[tuple[int, int]]:
@@ -482,9 +483,9 @@ def same_order_keys(orders) -> list[tuple[int, int]]:
 
 def conjugate_ensemble(
     orders,
-    ensemble: str | None = "CUE",
-    realizations: int = 10,
-    seed: int = 0,
+    ensemble: str | None = Settings.ensemble,
+    realizations: int = Settings.realizations,
+    seed: int = Settings.seed,
     *,
     keys=None,
     beta: float | None = None,
@@ -499,16 +500,16 @@ def conjugate_ensemble(
     ensemble, beta
         The circular ensemble, as in :func:`cayley_spectrum`.
     realizations : int
-        Number of realisations of the whole ensemble.
+        Number of realizations of the whole ensemble.
     seed : int or SeedSequence
         With ``keys``, fixes every draw: the matrix of the layer with key ``(n, k)`` in
-        realisation r comes from the stream ``("conjugate", n, k, r)`` (method item 14), so
+        realization r comes from the stream ``("conjugate", n, k, r)`` (method item 14), so
         it depends on the key, not on where the layer stands in the list.
     keys : sequence of (int, int), optional
         ``(n, k)`` per layer: its order and its rank among the layers of that order. Default
         :func:`same_order_keys` (rank = position among the same-order layers).
     n_jobs : int or None
-        Worker processes over all (layer, realisation) pairs (-1: every core). Does not
+        Worker processes over all (layer, realization) pairs (-1: every core). Does not
         change the result.
 
     Returns

@@ -142,7 +142,7 @@ def _resolve_eps(eps: float | None, a: Fingerprint, b: Fingerprint) -> tuple[flo
     value = pair_eps(a, b)
     if not np.isfinite(value):
         raise InputError(
-            "eps cannot be calibrated from a single realisation; give eps or realizations >= 2"
+            "eps cannot be calibrated from a single realization; give eps or realizations >= 2"
         )
     return value, "calibrated"
 
@@ -405,7 +405,7 @@ def compare(
     Returns
     -------
     Verdict
-        At two resolutions (method item 11): the distance of the realisation means, its
+        At two resolutions (method item 11): the distance of the realization means, its
         spread (where the distance of an analysis with another seed falls, 95 %) and the
         noise-floor eps; the design distance with its parts, spread and tolerance; the
         verdict ("same network", "equivalent", "not equivalent" or "undecided"), what

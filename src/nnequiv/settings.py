@@ -67,7 +67,7 @@ DEFAULT_TAIL_QUANTILE = 0.90
 DEFAULT_ORDER_WEIGHT = 2.0
 #: A tensor declared larger than this is refused before anything is allocated.
 DEFAULT_MAX_TENSOR_BYTES = 8 * 2**30
-#: Resamples of the realisations behind every spread (method items 8 and 11).
+#: Resamples of the realizations behind every spread (method items 8 and 11).
 BOOTSTRAP_RESAMPLES = 32
 
 
@@ -112,7 +112,7 @@ class Settings:
 
     ensemble: str = option("CUE", "conjugate circular ensemble", choices=ENSEMBLES)
     realizations: int = option(
-        10, "realisations R of the conjugate ensemble (curve bands, spreads)", metavar="R"
+        10, "realizations R of the conjugate ensemble (curve bands, spreads)", metavar="R"
     )
     seed: int = option(0, "one seed fixes every random draw", metavar="S")
     normalization: str = option(
