@@ -182,7 +182,7 @@ def test_a_flat_tail_is_a_perfect_fit_of_zero_decay():
 
 def test_replicate_interval_is_t_times_sqrt2_times_the_corrected_sd():
     """s = sd(replicates) sqrt(R / (R - 1)); estimate +- t_{0.975, R-1} sqrt(2) s (items 8, 11);
-    two replicates and two realisations are enough."""
+    two replicates and two realizations are enough."""
     replicates = np.array([0.9, 1.3, 1.0, 1.2])
     for realizations in (2, 3, 10):
         (low, high), sd = replicate_interval(1.1, replicates, realizations)
@@ -199,7 +199,7 @@ def test_replicate_interval_is_t_times_sqrt2_times_the_corrected_sd():
         assert np.isnan(few[1]) and np.isnan(few[0][0]) and np.isnan(few[0][1])
 
 
-def test_decay_interval_from_two_realisations_and_none_from_one():
+def test_decay_interval_from_two_realizations_and_none_from_one():
     edges = log_grid(1e-2, 1e2, 40)
     x = edges[:-1]
     rng = np.random.default_rng(1)
@@ -214,7 +214,7 @@ def test_decay_interval_from_two_realisations_and_none_from_one():
     assert np.isfinite(single.alpha) and np.isnan(single.realisation_sd)
 
 
-def test_bootstrap_resamples_draw_every_realisation_with_replacement():
+def test_bootstrap_resamples_draw_every_realization_with_replacement():
     picks = bootstrap_indices(5, 4)
     assert picks.shape == (32, 4) and set(picks.ravel()) == {0, 1, 2, 3}
     assert any(len(set(row)) < 4 for row in picks)  # with replacement

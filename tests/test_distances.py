@@ -29,9 +29,9 @@ def pair(seed=0, realizations=6, **options):
     return [analyze(net, realizations=realizations, **options) for net in (wide, deep)]
 
 
-def expected_cloud(analysis, weight, realisations=slice(None)):
+def expected_cloud(analysis, weight, realizations=slice(None)):
     order = sorted(range(len(analysis.layers)), key=lambda i: analysis.layers[i].stream)
-    points = analysis.layer_points[realisations][:, order].mean(axis=0)
+    points = analysis.layer_points[realizations][:, order].mean(axis=0)
     log_order = np.log(analysis.orders[order])[:, None]
     return np.hstack([points, weight * log_order])
 
@@ -110,7 +110,7 @@ def test_identical_networks_have_a_zero_spread():
     assert distance_with_spread(fa, fa) == (0.0, (0.0, 0.0))
 
 
-def test_spread_narrows_with_more_realisations():
+def test_spread_narrows_with_more_realizations():
     widths = []
     for count in (4, 32):
         a, b = pair(realizations=count)
@@ -222,8 +222,8 @@ def test_equal_clouds_give_exact_zeros_in_every_resample():
 
 
 @pytest.mark.parametrize("realizations", [2, 3])
-def test_two_realisations_are_enough_for_a_noise_floor(realizations):
-    """Halves of one realisation each (a third is left out of the split)."""
+def test_two_realizations_are_enough_for_a_noise_floor(realizations):
+    """Halves of one realization each (a third is left out of the split)."""
     a, _ = pair(realizations=realizations)
     pooled = fingerprint(a, DistanceSettings(level="pooled")).noise_floor
     assert pooled == pytest.approx(np.abs(a.csd[0] - a.csd[1]).max() / np.sqrt(2), rel=1e-12)
@@ -233,10 +233,10 @@ def test_two_realisations_are_enough_for_a_noise_floor(realizations):
     assert floor == pytest.approx(scipy_energy(*halves) / np.sqrt(2), rel=1e-10) and floor > 0
 
 
-def test_a_summary_names_its_network_layers_and_realisations():
+def test_a_summary_names_its_network_layers_and_realizations():
     a, _ = pair(realizations=5)
     summary = summarize(a)
-    assert repr(summary) == f"Summary({a.source!r}, 3 layers, 5 realisations)"
+    assert repr(summary) == f"Summary({a.source!r}, 3 layers, 5 realizations)"
     assert summary.streams.tolist() == [list(layer.stream) for layer in a.layers]
     assert summarize(summary) is summary
 
@@ -321,3 +321,26 @@ def test_a_summary_without_layer_shapes_is_refused_for_the_design_distance():
     a, _ = pair(realizations=3)
     with pytest.raises(InputError, match="rebuild it"):
         design_prints([replace(summarize(a), structure=None)])
+
+
+@pytest.mark.parametrize("group_distances", [1, 4096, 10**9])
+def test_clouds_compared_in_groups_get_the_bits_of_one_pair_at_a_time(group_distances):
+    """Small clouds share kernel calls (stacked, diagonal blocks kept); every mean is the one
+    of its pair alone, and equals cdist's."""
+    import nnequiv.distances
+    from nnequiv.distances import _mean_pair_distance
+
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((3, 7, 4, 10)), rng.standard_normal((3, 7, 5, 10))
+    saved = nnequiv.distances.GROUP_DISTANCES
+    nnequiv.distances.GROUP_DISTANCES = group_distances
+    try:
+        together = _mean_pair_distance(x, y)
+        broadcast = _mean_pair_distance(x[:1], y)
+    finally:
+        nnequiv.distances.GROUP_DISTANCES = saved
+    alone = np.array([[_mean_pair_distance(a, b) for a, b in zip(p, q)] for p, q in zip(x, y)])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(broadcast[0], alone[0]) and broadcast.shape == (3, 7)
+    assert together[1, 2] == np.add.reduce(cdist(x[1, 2], y[1, 2]).ravel()) / 20
+    assert np.array_equal(_mean_pair_distance(x, x), _mean_pair_distance(x, x.copy()))

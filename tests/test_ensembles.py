@@ -181,7 +181,7 @@ def test_same_seed_same_bits_serial_equals_parallel(func):
     assert a.tobytes() == func("CUE", 30, 6, seed=15).tobytes()
     assert a.tobytes() == func("CUE", 30, 6, seed=15, n_jobs=2).tobytes()
     assert a.tobytes() != func("CUE", 30, 6, seed=16).tobytes()
-    # realisation i has its own stream (child i of the seed): a shorter run is a prefix
+    # realization i has its own stream (child i of the seed): a shorter run is a prefix
     assert a[:4].tobytes() == func("CUE", 30, 4, seed=15).tobytes()
 
 

@@ -196,7 +196,7 @@ def test_guard_rails():
         cluster([])
     with pytest.raises(InputError, match="level"):
         compare(net, net, level="global")
-    with pytest.raises(InputError, match="single realisation"):
+    with pytest.raises(InputError, match="single realization"):
         compare(net, net, realizations=1)
     for eps in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="eps"):

@@ -150,20 +150,39 @@ def _point_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return cdist(x, y, "euclidean")
 
 
+#: Small clouds are compared several pairs in one call of the kernel (the points of the
+#: pairs stacked, the diagonal blocks kept): about this many point distances per call.
+GROUP_DISTANCES = 4096
+
+
 def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mean Euclidean distance between the rows of ``x`` (..., La, D) and of ``y``
-    (..., Lb, D), leading axes broadcast: one cloud pair at a time, so memory stays at one
-    ``(La, Lb)`` block and a cloud compared with an equal cloud gives exactly its own self
-    term."""
+    (..., Lb, D), leading axes broadcast. Small clouds go several pairs to a kernel call
+    (:data:`GROUP_DISTANCES`), larger ones one pair at a time; either way each distance is
+    the kernel's for that pair of points, so a cloud compared with an equal cloud gives
+    exactly its own self term, in any batch."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    leading = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    leading = shape or (1,)
     x = np.broadcast_to(x, leading + x.shape[-2:])
     y = np.broadcast_to(y, leading + y.shape[-2:])
+    rows, columns, width = x.shape[-2], y.shape[-2], x.shape[-1]
+    pairs = rows * columns
     out = np.empty(leading)
-    for where in np.ndindex(leading):
-        block = _point_distances(x[where], y[where])
-        out[where] = np.add.reduce(block.ravel()) / block.size
-    return out
+    group = max(1, int(np.sqrt(GROUP_DISTANCES / max(pairs, 1))))
+    for outer in np.ndindex(leading[:-1]):
+        x_outer, y_outer, out_outer = x[outer], y[outer], out[outer]
+        for start in range(0, leading[-1], group):
+            part = slice(start, start + group)
+            block = _point_distances(
+                x_outer[part].reshape(-1, width), y_outer[part].reshape(-1, width)
+            )
+            count = block.shape[0] // rows
+            if count > 1:  # the diagonal blocks: each pair of clouds with itself
+                diagonal = np.arange(count)
+                block = block.reshape(count, rows, count, columns)[diagonal, :, diagonal, :]
+            out_outer[part] = block.reshape(count, pairs).sum(axis=-1) / pairs
+    return out.reshape(shape)
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
