@@ -76,6 +76,10 @@ EQUIVALENT: dict[tuple, str] = {
      "0 -> 1", 1): "a placeholder: every key is written by the loop that follows",
     ("distances", "summarize", "streams.reshape(-1, 2),", "1", "1 -> 2", 0):
         "NumPy reads the negative size -2 as the unknown dimension, like -1",
+    ("distances", "_mean_pair_distance", "if group < 2:", "group < 2", "Lt -> LtE", 0):
+        "groups of 2 cloud pairs compared one pair at a time: " + _SAME_BITS,
+    ("distances", "_mean_pair_distance", "if group < 2:", "2", "2 -> 3", 0):
+        "groups of 2 cloud pairs compared one pair at a time: " + _SAME_BITS,
     ("distances", "_resamples", "@lru_cache(maxsize=64)", "64", "64 -> 65", 0): _SAME_BITS,
     ("distances", "_resamples", "resamples.setflags(write=False)", "False", "False -> True", 0):
         "a guard against writes into the cached resamples; nothing writes them",
@@ -87,7 +91,7 @@ EQUIVALENT: dict[tuple, str] = {
      "2 -> 3", 0): "the self terms of a pooled fingerprint are never read",
     ("distances", "_fingerprint_group", "between = np.abs(first - second).max(axis=-1)", "-1",
      "drop USub", 0): "the array is 2-D (networks x bins): axis 1 is axis -1",
-    ("distances", "distances_with_spread",
+    ("distances", "_replicates",
      "replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)", "-1", "drop USub",
      0): "the array is 2-D (resamples x bins): axis 1 is axis -1",
     ("equivalence", "cluster",

@@ -162,27 +162,31 @@ def _mean_pair_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     the kernel's for that pair of points, so a cloud compared with an equal cloud gives
     exactly its own self term, in any batch."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-    leading = shape or (1,)
-    x = np.broadcast_to(x, leading + x.shape[-2:])
-    y = np.broadcast_to(y, leading + y.shape[-2:])
     rows, columns, width = x.shape[-2], y.shape[-2], x.shape[-1]
     pairs = rows * columns
-    out = np.empty(leading)
-    group = max(1, int(np.sqrt(GROUP_DISTANCES / max(pairs, 1))))
-    for outer in np.ndindex(leading[:-1]):
+    if x.ndim == 2 and y.ndim == 2:
+        return np.float64(np.add.reduce(_point_distances(x, y).ravel()) / pairs)
+    shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    x = np.broadcast_to(x, shape + x.shape[-2:])
+    y = np.broadcast_to(y, shape + y.shape[-2:])
+    out = np.empty(shape)
+    group = int(np.sqrt(GROUP_DISTANCES / pairs))
+    if group < 2:
+        for where in np.ndindex(shape):
+            out[where] = np.add.reduce(_point_distances(x[where], y[where]).ravel()) / pairs
+        return out
+    for outer in np.ndindex(shape[:-1]):
         x_outer, y_outer, out_outer = x[outer], y[outer], out[outer]
-        for start in range(0, leading[-1], group):
+        for start in range(0, shape[-1], group):
             part = slice(start, start + group)
             block = _point_distances(
                 x_outer[part].reshape(-1, width), y_outer[part].reshape(-1, width)
             )
             count = block.shape[0] // rows
-            if count > 1:  # the diagonal blocks: each pair of clouds with itself
-                diagonal = np.arange(count)
-                block = block.reshape(count, rows, count, columns)[diagonal, :, diagonal, :]
+            diagonal = np.arange(count)  # the diagonal blocks: each pair of clouds with itself
+            block = block.reshape(count, rows, count, columns)[diagonal, :, diagonal, :]
             out_outer[part] = block.reshape(count, pairs).sum(axis=-1) / pairs
-    return out.reshape(shape)
+    return out
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
