@@ -3,6 +3,7 @@ order and classes, eps labelled, file names that do not collide."""
 
 import dataclasses
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def classes(networks):
 
 
 def _svg_texts(path) -> list[str]:
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     return [re.sub(r"\s+", " ", t).strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", text)]
 
 

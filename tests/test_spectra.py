@@ -79,7 +79,7 @@ def zoo_rows():
     path = ZOO / "MANIFEST.csv"
     if not path.exists():
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"{ZOO} not present"))]
-    return list(csv.DictReader(path.open()))
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
 
 
 @pytest.mark.slow
