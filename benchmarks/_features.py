@@ -87,7 +87,7 @@ def layer_dict(source, form: WeightForm) -> dict[str, np.ndarray]:
 
 def layer_spectra(source, form: WeightForm, cache_dir=None):
     """Layer spectra (``nnequiv.spectra.LayerSpectrum`` list) of ``source`` in ``form``."""
-    return network_spectra(layer_dict(source, form), cache_dir=cache_dir).layers
+    return network_spectra(layer_dict(source, form), canonical="raw", cache_dir=cache_dir).layers
 
 
 # ---- curves ---------------------------------------------------------------------------

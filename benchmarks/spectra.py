@@ -62,15 +62,15 @@ def main() -> None:
     print(f"{'model':42} {'layers':>6} {'seconds':>8} {'peak MB':>8}")
     total = 0.0
     for path in sorted(zoo.glob("*.npz")):
-        seconds = median_seconds(lambda: layer_spectra(path), 3)
+        seconds = median_seconds(lambda: layer_spectra(path, canonical="raw"), 3)
         total += seconds
-        peak, spectra = peak_megabytes(lambda: layer_spectra(path))
+        peak, spectra = peak_megabytes(lambda: layer_spectra(path, canonical="raw"))
         print(f"{path.name:42} {len(spectra):6d} {seconds:8.3f} {peak:8.1f}", flush=True)
     print(f"{'all zoo models':42} {'':6} {total:8.2f}")
 
     model = resnet50_sized_model()
-    ours = median_seconds(lambda: layer_spectra(model), 3)
-    ours_mb, spectra = peak_megabytes(lambda: layer_spectra(model))
+    ours = median_seconds(lambda: layer_spectra(model, canonical="raw"), 3)
+    ours_mb, spectra = peak_megabytes(lambda: layer_spectra(model, canonical="raw"))
     print(f"\nResNet-50-sized torch model ({len(spectra)} layers):")
     print(f"  nnequiv.layer_spectra      {ours:8.3f} s  peak {ours_mb:8.1f} MB")
     try:

@@ -305,7 +305,7 @@ def test_layer_total_variation_counts_eigenvalues_below_the_grid():
     singular = np.concatenate([np.linspace(0.5, 2.0, 30), np.linspace(1e-5, 3e-5, 10)])
     graded = {"graded": u @ np.diag(singular) @ v.T}  # 10 eigenvalues near 1e-10 of the median
     analysis = analyze(graded, realizations=3, canonical="raw")
-    (spectrum,) = layer_spectra(graded)
+    (spectrum,) = layer_spectra(graded, canonical="raw")
     own = normalize_spectrum(spectrum.eigenvalues)
     assert (own < analysis.edges[0]).sum() == 10
     (conjugate,) = conjugate_ensemble([40], "CUE", 3, 0, keys=[(40, 0)])

@@ -25,8 +25,9 @@ from formats import save_h5, save_keras, save_onnx, save_safetensors, save_shard
 from nets import EXAMPLE_INPUTS, all_nets  # noqa: E402
 
 
-def spectra_by_name(source, **kwargs):
-    return {s.name: s.eigenvalues for s in layer_spectra(source, **kwargs)}
+def spectra_by_name(source, canonical="raw", **kwargs):
+    """Eigenvalues of the stored matrices (raw: what the readers give, compared as such)."""
+    return {s.name: s.eigenvalues for s in layer_spectra(source, canonical=canonical, **kwargs)}
 
 
 def to_numpy_state(module):

@@ -87,7 +87,7 @@ def zoo_rows():
 def test_zoo_models_load_with_inferred_layout_and_match_svd(row):
     path = require_shared(ZOO) / row["file"]
     expected_layout = "hwio" if "TF.js" in row["loader"] else "oihw"
-    spectra = network_spectra(path)
+    spectra = network_spectra(path, canonical="raw")
     assert spectra.layout == expected_layout
     assert len(spectra.layers) + len(spectra.skipped) == int(row["n_tensors"])
     by_name = {layer.name: layer for layer in layer_matrices(path, layout=expected_layout).layers}
@@ -258,14 +258,14 @@ def test_a_cached_spectrum_is_read_not_recomputed(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(9)
     state = {"w": rng.standard_normal((10, 3)) @ rng.standard_normal((3, 14))}
-    (first,) = layer_spectra(state, cache_dir=tmp_path)
+    (first,) = layer_spectra(state, cache_dir=tmp_path, canonical="raw")
     assert first.n_dropped == 7
 
     def never(*args):
         raise AssertionError("recomputed although the cache holds the spectrum")
 
     monkeypatch.setattr(nnequiv.spectra, "_spectrum_of", never)
-    (second,) = layer_spectra(state, cache_dir=tmp_path)
+    (second,) = layer_spectra(state, cache_dir=tmp_path, canonical="raw")
     np.testing.assert_array_equal(second.eigenvalues, first.eigenvalues)
     assert (second.n_dropped, second.method, second.canonical) == (7, first.method, "raw")
 

@@ -230,7 +230,7 @@ def _spectrum_of(
 
 
 def layer_spectrum(
-    layer: LayerMatrix, rtol: float = DEFAULT_RTOL, canonical: str = "raw"
+    layer: LayerMatrix, rtol: float = DEFAULT_RTOL, canonical: str = Settings.canonical
 ) -> LayerSpectrum:
     """The :class:`LayerSpectrum` of one layer matrix in the ``canonical`` form."""
     return LayerSpectrum(
@@ -346,7 +346,7 @@ def network_spectra(
     layout: str | None = None,
     *,
     rtol: float = DEFAULT_RTOL,
-    canonical: str = "raw",
+    canonical: str = Settings.canonical,
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     block_bytes: int | None = None,
@@ -428,14 +428,14 @@ def layer_spectra(
     layout: str | None = None,
     *,
     rtol: float = DEFAULT_RTOL,
-    canonical: str = "raw",
+    canonical: str = Settings.canonical,
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     block_bytes: int | None = None,
     n_jobs: int | None = None,
     max_memory: int | None = None,
 ) -> list[LayerSpectrum]:
-    """Raw spectra (method item 2) of every eligible layer of a network.
+    """Spectra (method item 2) of every eligible layer of a network, in the canonical form.
 
     Parameters
     ----------
@@ -448,9 +448,9 @@ def layer_spectra(
     rtol : float
         Eigenvalues below ``rtol * max`` are dropped as numerical zeros.
     canonical : {"raw", "balanced", "rows"}
-        ``"raw"``: the spectra of the stored matrices (default here); ``"balanced"`` or
-        ``"rows"``: of a canonical form (method item 13; :func:`nnequiv.analyze` uses
-        ``"balanced"`` by default).
+        The canonical form (method item 13), by default the one of
+        :class:`~nnequiv.settings.Settings` (``"balanced"``, as :func:`nnequiv.analyze`);
+        ``"raw"``: the spectra of the stored matrices (the default before 0.4).
     cache_dir : path, optional
         Directory of cached spectra, keyed by a content hash of each tensor.
     progress : callable, optional
