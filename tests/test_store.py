@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import random_mlp
 
-import nnequiv.analysis
+import nnequiv._pipeline
 from nnequiv import analyze, cluster, identify
 from nnequiv.cache import (
     analysis_from_bytes,
@@ -54,7 +54,7 @@ def forbid_analysis(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("analysed although the cache holds the analysis")
 
-    monkeypatch.setattr(nnequiv.analysis, "_computed", refuse)
+    monkeypatch.setattr(nnequiv._pipeline, "analysis_of_weights", refuse)
 
 
 # ---- where the cache lives ---------------------------------------------------------------

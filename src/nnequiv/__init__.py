@@ -1,8 +1,9 @@
 """nnequiv: equivalence of neural networks from their weights via conjugate circular
 ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method.md."""
 
+from nnequiv._pipeline import analyze
 from nnequiv._version import __version__
-from nnequiv.analysis import Analysis, LayerRecord, analyze
+from nnequiv.analysis import Analysis, LayerRecord
 from nnequiv.calibration import Calibration, load_calibration
 from nnequiv.ensembles import (
     cayley_spectrum,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 
@@ -60,47 +58,3 @@ def keyed_seed(seed: int | None, *key: int) -> np.random.SeedSequence:
 def stream_seed(seed: int | None, stream: str, *key: int) -> np.random.SeedSequence:
     """The SeedSequence of item ``key`` of the named ``stream`` (one of :data:`STREAMS`)."""
     return keyed_seed(seed, STREAMS[stream], *key)
-
-
-def map_ordered(func, items: Sequence, n_jobs: int | None = None) -> list:
-    """``[func(item) for item in items]``, on ``n_jobs`` worker processes (-1: every core).
-
-    ``func`` must be picklable (a module-level function or a ``functools.partial`` of one).
-    The result order and values never depend on ``n_jobs``: each item carries its own
-    random stream, so serial and parallel runs give identical bits.
-    """
-    workers = min(resolve_n_jobs(n_jobs), len(items))
-    if workers <= 1:
-        return [func(item) for item in items]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    chunksize = max(1, len(items) // (4 * workers))
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=one_blas_thread_per_process
-    ) as pool:
-        return list(pool.map(func, items, chunksize=chunksize))
-
-
-def one_blas_thread_per_process() -> None:
-    """Hold this worker process to one BLAS thread, so that parallel workers do not
-    oversubscribe the cores."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def resolve_n_jobs(n_jobs: int | None) -> int:
-    """Number of workers for ``n_jobs`` (None: 1; negative: cores + 1 + n_jobs)."""
-    import os
-
-    if n_jobs is None:
-        return 1
-    n_jobs = int(n_jobs)
-    if n_jobs == 0:
-        raise ValueError("n_jobs must be a non-zero integer or None")
-    if n_jobs < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return n_jobs

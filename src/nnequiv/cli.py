@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from nnequiv._display import printable
@@ -112,6 +112,7 @@ def run(argv=None) -> int:
         return _index(args)
     import nnequiv
     from nnequiv import reporting
+    from nnequiv._pipeline import too_deep
     from nnequiv.equivalence import analyze_all, check_eps
 
     check_eps(getattr(args, "eps", None))
@@ -138,10 +139,8 @@ def run(argv=None) -> int:
             try:
                 analysis = nnequiv.analyze(source, progress=progress, **options)
             except RecursionError:
-                from nnequiv.scheduler import too_deep
-
                 raise too_deep(label or args.path) from None
-        analysis.source = label or analysis.source
+        analysis = replace(analysis, source=label or analysis.source)
         _emit(
             args,
             analysis.to_dict(),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv._display import display_names
+from nnequiv._pipeline import Request, analyse_all
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
 from nnequiv.calibration import (
@@ -170,10 +171,10 @@ def analyze_all(
     network found is analysed once (or read from the cache, :mod:`nnequiv.cache`) and named
     by its discovery label (``Analysis.source``; ``Analysis.path`` keeps its file). Finished
     analyses, and the networks of a fingerprint index (:mod:`nnequiv.index`), are used as
-    they are. Options as for :func:`compare`; ``scheduler`` as in
-    :func:`nnequiv.scheduler.analyse_all`; ``progress(done, total, label)`` is called as
-    analyses arrive. With ``on_error``, a network that cannot be analysed is passed to it
-    with its error and left out; without, the error is raised.
+    they are. Options, ``scheduler`` and ``n_jobs`` as for :func:`compare`;
+    ``progress(done, total, label)`` is called as analyses arrive. With ``on_error``, a
+    network that cannot be analysed is passed to it with its error and left out; without,
+    the error is raised.
     """
     return _analyse_each(
         list(sources), options, settings, cache_dir, progress, n_jobs, scheduler,
@@ -234,11 +235,10 @@ def _analyse_each(
     finished analyses, summaries and fingerprint indexes used as they are, all checked to
     share their settings), and the distance settings."""
     from nnequiv.index import check_index_settings
-    from nnequiv.scheduler import analyse_all
 
-    analysis_settings, distance_settings, *_ = split_options(options, base=settings)
-    distance_names = {f.name for f in fields(DistanceSettings)}
-    analysis_options = {k: v for k, v in options.items() if k not in distance_names}
+    analysis_settings, distance_settings, load, connectome, given = split_options(
+        options, base=settings
+    )
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options
     )
@@ -256,8 +256,7 @@ def _analyse_each(
             positions.setdefault(_source_key(item), item)
     results = analyse_all(
         [item.source for item in positions.values()],
-        analysis_settings,
-        analysis_options,
+        Request(analysis_settings, load, connectome, given),
         cache_dir=cache_dir,
         scheduler=scheduler,
         n_jobs=n_jobs,
@@ -269,8 +268,8 @@ def _analyse_each(
         if isinstance(result, Exception):
             on_error(item.label, result)
             continue
-        result.source, result.path = item.label, item.path and str(Path(item.path).resolve())
-        analysed[key] = result
+        path = item.path and str(Path(item.path).resolve())
+        analysed[key] = replace(result, source=item.label, path=path)
     out = []
     for item, done in zip(items, finished):
         if done:
