@@ -14,7 +14,7 @@ import pytest
 from conftest import random_mlp
 
 import nnequiv._pipeline
-from nnequiv import analyze, cluster, identify
+from nnequiv import analyze, cluster, compare, identify
 from nnequiv.cache import (
     analysis_from_bytes,
     analysis_to_bytes,
@@ -268,6 +268,44 @@ def test_identify_and_cluster_through_an_index_equal_the_files(library, level):
     assert best.verdict == "same network"
     from_index = cluster(index.path, level=level)  # no setting given: the index's are used
     assert from_index.to_dict() == cluster(paths, level=level, realizations=R).to_dict()
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_compare_takes_a_one_network_index_as_that_network(tmp_path, level):
+    paths = write_nets(tmp_path / "nets", count=2)
+    one = build_index(paths[1:2], tmp_path / "one.sqlite", realizations=R)
+    from_files = compare(paths[0], paths[1], realizations=R, level=level)
+    for index in (one.path, one):  # the file, or the opened Library
+        got = compare(paths[0], index, realizations=R, level=level)
+        assert got.explanation is None  # an index keeps no layer names
+        assert got.b == one.entries[0].label  # named as the index names it
+        expected = {**from_files.to_dict(), "explanation": None, "b": got.b}
+        assert got.to_dict() == expected
+
+
+def test_compare_refuses_an_index_of_two_networks_in_one_line(library):
+    paths, index = library
+    two = build_index(paths[1:3], Path(index.path).with_name("two.sqlite"), realizations=R)
+    with pytest.raises(InputError) as info:
+        compare(paths[0], two.path, realizations=R)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"compare takes two networks; {paths[0]} and {two.path} hold 3")
+
+
+def test_a_summary_is_refused_where_the_whole_analysis_is_needed(library):
+    from nnequiv._pipeline import require_analyses
+
+    paths, index = library
+    analysis = analyze(paths[0], realizations=R)
+    require_analyses([analysis], "a report")  # a whole analysis passes
+    summary = open_index(index.path).summaries[1]
+    with pytest.raises(InputError) as info:
+        require_analyses([analysis, summary], "a report")
+    assert str(info.value) == (
+        f"{summary.source}: a report needs the network's whole analysis, and the fingerprint "
+        f"index {index.path} keeps only what distances need; give the network's file"
+    )
 
 
 def test_an_index_is_read_only_with_its_own_settings(library):

@@ -112,7 +112,7 @@ def run(argv=None) -> int:
         return _index(args)
     import nnequiv
     from nnequiv import reporting
-    from nnequiv._pipeline import too_deep
+    from nnequiv._pipeline import require_analyses, too_deep
     from nnequiv.equivalence import analyze_all, check_eps
 
     check_eps(getattr(args, "eps", None))
@@ -129,8 +129,6 @@ def run(argv=None) -> int:
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
-    if args.command == "compare":
-        _refuse_index(args.a, args.b)
     failed = args.skipped_inputs = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
@@ -176,9 +174,9 @@ def run(argv=None) -> int:
             "(cluster, or identify --library, takes many)"
         )
     if args.command == "report" or getattr(args, "report", None):
-        from nnequiv.report import require_analyses
-
-        require_analyses(analyses)
+        require_analyses(analyses, "a report")
+    if args.command == "compare" and args.plot:
+        require_analyses(analyses, "--plot")
     if args.command == "compare":
         verdict = nnequiv.compare(*analyses, **tolerances, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
@@ -312,19 +310,6 @@ def _one_network(path: str, connectomes: bool) -> tuple:
     item = found[0]
     named = item.path is None or not item.label.endswith(item.path.name)  # org/name, checkpoint
     return item.source, item.label if named else str(item.path)
-
-
-def _refuse_index(*paths: str) -> None:
-    """compare explains its verdict by the layers of both networks, which an index does not
-    keep: an index given to it is refused in one line."""
-    from nnequiv.index import is_index
-
-    for path in paths:
-        if is_index(path):
-            raise InputError(
-                f"{path}: a fingerprint index keeps layer summaries, not the whole analyses "
-                f"that compare needs; give the networks' files, or use identify --library {path}"
-            )
 
 
 def _one_line(error: Exception) -> str:

@@ -160,7 +160,10 @@ class Library:
 
     @property
     def summaries(self) -> list[Summary]:
-        return [replace(entry.summary, path=entry.path or None) for entry in self.entries]
+        return [
+            replace(entry.summary, path=entry.path or None, index=self.path)
+            for entry in self.entries
+        ]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -452,7 +455,7 @@ def _entries(
                 str(item.path.resolve()) if item.path is not None else "",
                 content or "",
                 analysis.version,
-                summarize(analysis),
+                replace(summarize(analysis), source=item.label),
             )
         )
     return entries
