@@ -1,7 +1,12 @@
 """The pipeline: each stage entered once per network, in data-flow order; options split,
 sources opened and connectome ensembles drawn once per analysis, with the cache on or off."""
 
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +128,24 @@ def test_an_analysis_is_frozen(tmp_path):
     analysis = analyze(random_mlp([12, 9, 5], seed=2), realizations=2, cache_dir=False)
     with pytest.raises(FrozenInstanceError):
         analysis.source = "renamed"
+
+
+def test_no_stage_imports_a_higher_one_and_no_import_circle():
+    """The contracts of .importlinter: the stages as layers in data-flow order (a lower
+    stage never imports a higher one, even inside a function), no import circle."""
+    root = Path(__file__).resolve().parents[1]
+    lint = Path(sys.executable).with_name("lint-imports")
+    lint = str(lint) if lint.exists() else shutil.which("lint-imports")
+    if lint is None:
+        pytest.skip("import-linter is not installed (requirements-dev.txt)")
+    paths = [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    done = subprocess.run(
+        [lint],  # reads .importlinter in the root
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 2 kept, 0 broken." in done.stdout
