@@ -577,3 +577,19 @@ def test_a_query_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
     with pytest.raises(FormatError, match="a query ran past 10 steps"):
         open_index(lib)
+
+
+def test_lookup_and_store_are_deprecated_and_still_work(tmp_path):
+    from nnequiv import cache
+
+    path = write_nets(tmp_path / "nets", count=1)[0]
+    settings = Settings(realizations=2)
+    with pytest.warns(DeprecationWarning, match="cache.lookup is deprecated"):
+        found, entry = cache.lookup(path, settings, {}, tmp_path / "cache")
+    assert found is None and entry is not None
+    analysis = analyze(path, realizations=2, cache_dir=False)
+    with pytest.warns(DeprecationWarning, match="cache.store is deprecated"):
+        cache.store(entry, analysis)
+    with pytest.warns(DeprecationWarning):
+        found, _ = cache.lookup(path, settings, {}, tmp_path / "cache")
+    assert np.array_equal(found.layer_points, analysis.layer_points)

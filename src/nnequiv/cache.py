@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from nnequiv.loading import ShardSet, WeightSource
 from nnequiv.loading._limits import inside, open_regular, reading, require_regular
 from nnequiv.loading._onnx import _weight_tensors
 from nnequiv.loading._shards import index_shards, is_index_path
-from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings
+from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings, split_options
 from nnequiv.sources import open_source
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "entry_path",
     "read_entry",
     "write_entry",
+    "lookup",
+    "store",
     "analysis_key",
     "content_hash",
     "file_content_hash",
@@ -334,3 +337,34 @@ def write_entry(path: Path | None, analysis) -> None:
         write_atomic(path, analysis_to_bytes(analysis))
     except OSError:
         pass
+
+
+def lookup(source, settings: Settings, options: dict, cache_dir=None):
+    """Deprecated (the look-up is :mod:`nnequiv._pipeline`'s; goes in the next release):
+    ``(analysis or None, entry path or None)`` of ``source`` in the cache."""
+    warnings.warn(
+        "nnequiv.cache.lookup is deprecated (nnequiv.analyze looks analyses up); it will be "
+        "removed in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    directory = cache_directory(cache_dir)
+    if directory is None:
+        return None, None
+    _, _, load, connectome, given = split_options(options, base=settings)
+    content, label = content_hash(source, load, connectome, given, settings.seed)
+    if content is None:
+        return None, None
+    path = entry_path(directory, analysis_key(content, settings, load, connectome, given))
+    return read_entry(path, settings, label), path
+
+
+def store(path: Path | None, analysis) -> None:
+    """Deprecated: :func:`write_entry` (goes in the next release)."""
+    warnings.warn(
+        "nnequiv.cache.store is deprecated; use nnequiv.cache.write_entry (store will be "
+        "removed in the next release)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    write_entry(path, analysis)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from nnequiv._pipeline import analyse_all, request
+from nnequiv._pipeline import Request, analyse_all, request
 from nnequiv._serial import Invalid, require, stored_settings, summary_blobs, summary_from_blobs
 from nnequiv._version import __version__
 from nnequiv.cache import content_hash
@@ -31,7 +31,7 @@ from nnequiv.discovery import discover
 from nnequiv.distances import Summary, summarize
 from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._limits import open_regular, shown
-from nnequiv.settings import DistanceSettings, Settings, split_options
+from nnequiv.settings import DistanceSettings, Settings
 
 __all__ = [
     "IndexChange",
@@ -412,8 +412,7 @@ def _placed(
 
 def _entries(
     sources: Sequence,
-    settings: Settings,
-    options: dict,
+    wanted: Request,
     cache_dir,
     scheduler,
     n_jobs,
@@ -431,7 +430,6 @@ def _entries(
             )
     found = discover(list(sources), notes=notes, on_error=on_error)
     unique = [item.source for item in found]
-    wanted = request(options, settings)
     analyses = analyse_all(
         unique,
         wanted,
@@ -447,7 +445,7 @@ def _entries(
             on_error(item.label, analysis)
             continue
         content, _ = content_hash(
-            item.source, wanted.load, wanted.connectome, wanted.given, settings.seed
+            item.source, wanted.load, wanted.connectome, wanted.given, wanted.settings.seed
         )
         entries.append(
             IndexEntry(
@@ -502,11 +500,9 @@ def build_index(
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the index would be empty")
-    options = _analysis_options(options)
-    chosen = split_options(options, base=settings)[0]
-    entries = _entries(
-        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
-    )
+    wanted = request(_analysis_options(options), settings)
+    chosen = wanted.settings
+    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
     if not entries:
         raise InputError("no network could be analysed: the index would be empty")
     output = Path(output)
@@ -564,15 +560,12 @@ def add_to_index(
     to each in ``changes``. Analysis settings given in ``options`` must be those of the
     index; the other arguments are those of :func:`build_index`."""
     library = open_index(index)
-    options = _analysis_options(options)
-    chosen = split_options(options, base=library.settings)[0]
-    check_index_settings(library, chosen)
+    wanted = request(_analysis_options(options), library.settings)
+    check_index_settings(library, wanted.settings)
     sources = list(sources)
     if not sources:
         raise InputError("no networks given to add")
-    entries = _entries(
-        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
-    )
+    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
     if not entries:
         raise InputError("no network could be analysed: nothing to add")
     inserts, deletes, changes = _placed(library, entries, replace)
