@@ -14,9 +14,10 @@ from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import __version__, analyze, cluster, compare, identify
 from nnequiv.errors import InputError
-from nnequiv.figures import eps_label
-from nnequiv.report import render_report, write_report
-from nnequiv.report_svg import Curve, svg_curves
+from nnequiv.output._figure_data import Curve
+from nnequiv.output._svg import svg_curves
+from nnequiv.output._words import eps_label
+from nnequiv.output.html import render_report, write_report
 
 EVIL = "<script>alert(1)</script>.npz"
 

@@ -82,7 +82,7 @@ def _null(args) -> None:
 
 def _write_report(path: str | None, analyses, skipped=(), **results) -> None:
     if path:
-        from nnequiv.report import write_report
+        from nnequiv.output.html import write_report
 
         _require_suffix(path, (".html", ".htm"), "an HTML report")
         write_report(path, analyses=analyses, skipped=list(skipped), **results)
@@ -111,7 +111,7 @@ def run(argv=None) -> int:
     if args.command == "index":
         return _index(args)
     import nnequiv
-    from nnequiv import reporting
+    from nnequiv.output import text as reporting
     from nnequiv.equivalence import analyze_all, check_eps
 
     check_eps(getattr(args, "eps", None))
@@ -149,7 +149,7 @@ def run(argv=None) -> int:
             reporting.layers_csv(analysis),
         )
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_analysis(analysis, args.plot)
         _write_report(args.report, [analysis])
@@ -177,7 +177,7 @@ def run(argv=None) -> int:
             "(cluster, or identify --library, takes many)"
         )
     if args.command == "report" or getattr(args, "report", None):
-        from nnequiv.report import require_analyses
+        from nnequiv.output.html import require_analyses
 
         require_analyses(analyses)
     if args.command == "compare":
@@ -185,7 +185,7 @@ def run(argv=None) -> int:
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
         _emit(args, verdict.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             for analysis in analyses:
                 figures.plot_analysis(analysis, args.plot)
@@ -201,7 +201,7 @@ def run(argv=None) -> int:
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_classes(classes, args.plot)
         _write_report(args.report, analyses, failed, classes=classes)
@@ -219,7 +219,7 @@ def run(argv=None) -> int:
 
 def _calibrate(args) -> int:
     """nnequiv calibrate: fit the design tolerance and write it as JSON."""
-    from nnequiv import reporting
+    from nnequiv.output import text as reporting
     from nnequiv.equivalence import calibrate
 
     _require_suffix(args.output, (".json",), "the output of 'calibrate'")
