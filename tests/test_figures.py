@@ -9,8 +9,8 @@ import pytest
 from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import analyze, cluster, compare
-from nnequiv.errors import InputError
 from nnequiv._display import display_names
+from nnequiv.errors import InputError
 from nnequiv.output._figure_data import (
     class_labels,
     class_runs,
@@ -141,6 +141,9 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
     joined = [set(row[:2].astype(int)) for row in classes.linkage]
     assert links[joined.index({1, 2})] == labels[1]  # the merge of wide and its copy
     assert links[-1] == -1  # the root joins different classes
+    figure = classes_figure(classes)  # what both the files and the report draw
+    assert figure.order == order and figure.runs == runs
+    assert figure.top == pytest.approx(max(classes.linkage[:, 2].max(), classes.eps_design) * 1.12)
     written = plot_classes(classes, tmp_path)
     assert [p.rsplit("/", 1)[1] for p in written] == [
         "distance_heatmap.png",

@@ -111,8 +111,8 @@ def run(argv=None) -> int:
     if args.command == "index":
         return _index(args)
     import nnequiv
-    from nnequiv.output import text as reporting
     from nnequiv.equivalence import analyze_all, check_eps
+    from nnequiv.output import text as reporting
 
     check_eps(getattr(args, "eps", None))
     check_eps(getattr(args, "eps_design", None), "eps_design")
@@ -219,8 +219,8 @@ def run(argv=None) -> int:
 
 def _calibrate(args) -> int:
     """nnequiv calibrate: fit the design tolerance and write it as JSON."""
-    from nnequiv.output import text as reporting
     from nnequiv.equivalence import calibrate
+    from nnequiv.output import text as reporting
 
     _require_suffix(args.output, (".json",), "the output of 'calibrate'")
     options = _options(args, distance=False)

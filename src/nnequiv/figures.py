@@ -15,11 +15,4 @@ _HOMES = {
     ),
 }
 __all__ = [name for name in _HOMES if name != "GREY"]
-
-
-def __getattr__(name: str):
-    return moved(__name__, name, _HOMES)
-
-
-def __dir__() -> list[str]:
-    return sorted(_HOMES)
+__getattr__, __dir__ = moved(__name__, _HOMES)

@@ -10,11 +10,4 @@ _HOMES = {
     "curve_of": "nnequiv.output._figure_data",
 }
 __all__ = list(_HOMES)
-
-
-def __getattr__(name: str):
-    return moved(__name__, name, _HOMES)
-
-
-def __dir__() -> list[str]:
-    return sorted(_HOMES)
+__getattr__, __dir__ = moved(__name__, _HOMES)
