@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from nnequiv._display import display_names
 from nnequiv._version import __version__
@@ -66,20 +66,23 @@ def _curves_figure(
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], hints=None, css="") -> str:
-    """An HTML table (no header row when ``header`` is empty); cells come escaped, header
-    hints become hover text."""
+    """An HTML table (no header row when ``header`` is empty). Cells are text, escaped here,
+    or :class:`~markupsafe.Markup`; header hints become hover text."""
     hints = hints or [""] * len(header)
     head = "".join(
         f'<th title="{escape(hint)}">{escape(text)}</th>' if hint else f"<th>{escape(text)}</th>"
         for text, hint in zip(header, hints)
     )
     head = f"<thead><tr>{head}</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
     return f'<table class="{css}">{head}<tbody>{body}</tbody></table>'
 
 
-def _name_cell(name: str, source: str) -> str:
-    return f'<span title="{escape(source)}">{escape(name)}</span>'
+def _name_cell(name: str, source: str) -> Markup:
+    """A network's name, with its source as hover text."""
+    return Markup('<span title="{}">{}</span>').format(source, name)
 
 
 def _verdict_section(verdict: Verdict, pair: Sequence[Analysis], names: Sequence[str]) -> str:
@@ -87,24 +90,29 @@ def _verdict_section(verdict: Verdict, pair: Sequence[Analysis], names: Sequence
     design_low, design_high = verdict.design_spread
     parts = verdict.parts or {}
     rows = [
-        ("networks", f"{_name_cell(names[0], verdict.a)} vs {_name_cell(names[1], verdict.b)}"),
-        ("decided by", escape(verdict.decided_by)),
-        ("design distance", escape(number(verdict.design_distance))),
+        (
+            "networks",
+            Markup("{} vs {}").format(
+                _name_cell(names[0], verdict.a), _name_cell(names[1], verdict.b)
+            ),
+        ),
+        ("decided by", verdict.decided_by),
+        ("design distance", number(verdict.design_distance)),
         (
             "design spread (another seed, 95 %)",
-            escape(f"[{number(design_low)}, {number(design_high)}]"),
+            f"[{number(design_low)}, {number(design_high)}]",
         ),
-        ("eps_design", escape(f"{number(verdict.eps_design)} ({verdict.calibration.get('name')})")),
+        ("eps_design", f"{number(verdict.eps_design)} ({verdict.calibration.get('name')})"),
         (
             "parts",
-            escape(", ".join(f"{name} {number(value)}" for name, value in parts.items())),
+            ", ".join(f"{name} {number(value)}" for name, value in parts.items()),
         ),
-        ("layers", escape(f"{verdict.layer_counts[0]} vs {verdict.layer_counts[1]}")),
-        ("same-network level", escape(verdict.level)),
-        ("same-network distance", escape(number(verdict.distance))),
-        ("spread (another seed, 95 %)", escape(f"[{number(low)}, {number(high)}]")),
-        ("eps (noise floor)", escape(f"{number(verdict.eps)} ({verdict.eps_source})")),
-        ("order weight", escape(number(verdict.distance_settings.order_weight))),
+        ("layers", f"{verdict.layer_counts[0]} vs {verdict.layer_counts[1]}"),
+        ("same-network level", verdict.level),
+        ("same-network distance", number(verdict.distance)),
+        ("spread (another seed, 95 %)", f"[{number(low)}, {number(high)}]"),
+        ("eps (noise floor)", f"{number(verdict.eps)} ({verdict.eps_source})"),
+        ("order weight", number(verdict.distance_settings.order_weight)),
     ]
     tables = []
     explanation = verdict.explanation
@@ -114,7 +122,7 @@ def _verdict_section(verdict: Verdict, pair: Sequence[Analysis], names: Sequence
             + _records_table([c.to_dict() for c in explanation.contributions])
         )
     elif explanation is not None and explanation.level == "pooled":
-        rows += [("why", escape(line)) for line in explanation.lines()]
+        rows += [("why", line) for line in explanation.lines()]
     verdict_class = verdict.verdict.replace(" ", "-")
     return (
         '<section id="verdict"><h2>Verdict</h2>'
@@ -206,9 +214,9 @@ def _identification_section(
         (
             str(rank),
             _name_cell(names.get(m.path, m.path), m.path),
-            escape(number(m.design_distance)),
-            escape(f"[{number(m.design_spread[0])}, {number(m.design_spread[1])}]"),
-            escape(m.verdict),
+            number(m.design_distance),
+            f"[{number(m.design_spread[0])}, {number(m.design_spread[1])}]",
+            m.verdict,
         )
         for rank, m in enumerate(result.matches, 1)
     ]
@@ -264,11 +272,11 @@ def _networks_section(
                 *([] if labels is None else [str(labels[index] + 1)]),
                 str(len(analysis.layers)),
                 str(sum(layer.n_eigenvalues for layer in analysis.layers)),
-                escape(alpha_text(d)),
-                escape(number(d.r2, 3)),
-                escape(f"{number(d.x_start, 3)} – {number(d.x_end, 3)}"),
-                escape(number(analysis.tail_start)),
-                escape(number(analysis.conjugacy)),
+                alpha_text(d),
+                number(d.r2, 3),
+                f"{number(d.x_start, 3)} – {number(d.x_end, 3)}",
+                number(analysis.tail_start),
+                number(analysis.conjugacy),
             )
         )
     header = [
@@ -311,14 +319,14 @@ def _records_table(records: Sequence[dict]) -> str:
     keys: list[str] = []
     for record in records:
         keys += [k for k in record if k not in keys]
-    rows = [[escape(_value_text(record.get(k))) for k in keys] for record in records]
+    rows = [[_value_text(record.get(k)) for k in keys] for record in records]
     return _table([k.replace("_", " ") for k in keys], rows, css="numbers small")
 
 
 def _settings_section(analyses: Sequence[Analysis], names: Sequence[str], version: str) -> str:
     settings = analyses[0].settings.to_dict()
-    rows = [("nnequiv version", escape(version))]
-    rows += [(escape(key.replace("_", " ")), escape(_value_text(v))) for key, v in settings.items()]
+    rows = [("nnequiv version", version)]
+    rows += [(key.replace("_", " "), _value_text(v)) for key, v in settings.items()]
     differ = [n for a, n in zip(analyses, names) if a.settings.to_dict() != settings]
     note = (
         f'<p class="warning">These networks were analysed with other settings: '
@@ -391,7 +399,7 @@ _JS = """
 
 
 def _skipped_section(skipped: Sequence[tuple[str, str]]) -> str:
-    rows = [[escape(label), escape(reason)] for label, reason in skipped]
+    rows = [[label, reason] for label, reason in skipped]
     count = plural(len(rows), "input")
     return (
         f'<section id="skipped"><h2>Skipped inputs</h2><p class="muted">{count} could not be '
