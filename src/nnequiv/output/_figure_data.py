@@ -123,7 +123,7 @@ def x_range(analyses: Sequence[Analysis]) -> tuple[float, float]:
 # ---- CSD curves -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Curve:
     """One network's CSD as the figures draw it.
 
