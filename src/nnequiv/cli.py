@@ -82,7 +82,7 @@ def _null(args) -> None:
 
 def _write_report(path: str | None, analyses, skipped=(), **results) -> None:
     if path:
-        from nnequiv.report import write_report
+        from nnequiv.output.html import write_report
 
         _require_suffix(path, (".html", ".htm"), "an HTML report")
         write_report(path, analyses=analyses, skipped=list(skipped), **results)
@@ -111,9 +111,9 @@ def run(argv=None) -> int:
     if args.command == "index":
         return _index(args)
     import nnequiv
-    from nnequiv import reporting
     from nnequiv._pipeline import require_analyses, too_deep
     from nnequiv.equivalence import analyze_all, check_eps
+    from nnequiv.output import text as reporting
 
     check_eps(getattr(args, "eps", None))
     check_eps(getattr(args, "eps_design", None), "eps_design")
@@ -146,7 +146,7 @@ def run(argv=None) -> int:
             reporting.layers_csv(analysis),
         )
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_analysis(analysis, args.plot)
         _write_report(args.report, [analysis])
@@ -182,7 +182,7 @@ def run(argv=None) -> int:
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
         _emit(args, verdict.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             for analysis in analyses:
                 figures.plot_analysis(analysis, args.plot)
@@ -198,7 +198,7 @@ def run(argv=None) -> int:
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_classes(classes, args.plot)
         _write_report(args.report, analyses, failed, classes=classes)
@@ -216,8 +216,8 @@ def run(argv=None) -> int:
 
 def _calibrate(args) -> int:
     """nnequiv calibrate: fit the design tolerance and write it as JSON."""
-    from nnequiv import reporting
     from nnequiv.equivalence import calibrate
+    from nnequiv.output import text as reporting
 
     _require_suffix(args.output, (".json",), "the output of 'calibrate'")
     options = _options(args, distance=False)
