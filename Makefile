@@ -49,6 +49,7 @@ golden: $(STAMP)  # rewrite tests/golden/*.json on purpose (see tests/test_golde
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports  # the stages' layers and no import circle (.importlinter)
 
 clean:
 	rm -rf $(VENV) demo-output bench-output .pytest_cache .ruff_cache

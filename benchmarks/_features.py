@@ -19,6 +19,7 @@ the raw form, no depthwise conversion, the default locations and the default see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -85,9 +86,11 @@ def layer_dict(source, form: WeightForm) -> dict[str, np.ndarray]:
     return out
 
 
-def layer_spectra(source, form: WeightForm, cache_dir=None):
-    """Layer spectra (``nnequiv.spectra.LayerSpectrum`` list) of ``source`` in ``form``."""
-    return network_spectra(layer_dict(source, form), canonical="raw", cache_dir=cache_dir).layers
+@lru_cache(maxsize=256)
+def layer_spectra(source: str, form: WeightForm) -> tuple:
+    """Layer spectra (``nnequiv.spectra.LayerSpectrum`` tuple) of the file ``source`` in
+    ``form``, computed once per run (nnequiv keeps no per-layer spectrum cache)."""
+    return tuple(network_spectra(layer_dict(source, form), canonical="raw").layers)
 
 
 # ---- curves ---------------------------------------------------------------------------

@@ -34,8 +34,8 @@ canonical form with unit-norm output rows, TensorFlow depthwise kernels read as 
 They are the record of every setting tried before 0.2's defaults were chosen.
 
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/design_families.py [--null-check] [--grid]``
-(``--out bench-output/designs`` by default; trained weights, spectra and curves are cached
-there and reused: the first run trains 48 networks, about 16 minutes on 2 busy cores, a
+(``--out bench-output/designs`` by default; trained weights and curves are cached there and
+reused, spectra within a run: the first run trains 48 networks, about 16 minutes on 2 busy cores, a
 cached run takes about 90 s).
 """
 
@@ -241,7 +241,7 @@ def set_curves(
     members: list[Member], analysis: CurveSettings, out: Path, tag: str, memo: dict
 ) -> list[Curves]:
     """The curves of every member under ``analysis``: from memory, from ``out/curves``, or
-    computed (spectra cached under ``out/spectra``)."""
+    computed (each network's spectra once per run)."""
     key = (tag, analysis)
     if key in memo:
         return memo[key]
@@ -260,11 +260,10 @@ def set_curves(
                     for i, name in enumerate(names)
                 ]
                 return memo[key]
-    spectra_cache = out / "spectra"
     curves = [
         network_curves(
             name,
-            layer_spectra(name, a.form, cache_dir=spectra_cache),
+            layer_spectra(str(name), a.form),
             a.seed,
             a.realizations,
             a.ensemble,
@@ -576,7 +575,7 @@ def aligned_quantile_distance(members: list[Member], form: WeightForm, out: Path
             np.concatenate(
                 [
                     np.log(np.quantile(normalize_spectrum(layer.eigenvalues), levels))
-                    for layer in layer_spectra(str(m.path), form, cache_dir=out / "spectra")
+                    for layer in layer_spectra(str(m.path), form)
                 ]
             )
             for m in members

@@ -52,13 +52,13 @@ def synthetic_summary(seed: int, layers: int, settings: Settings) -> Summary:
 
 
 def zoo_summaries(directory: Path, count: int) -> list[Summary]:
-    from nnequiv.cache import analyze_cached
+    from nnequiv import analyze
 
     cache = Path(tempfile.mkdtemp(prefix="nnequiv-distance-bench-"))
     paths = sorted(directory.glob("*.npz"))
     paths = [p for p in paths if p.name != "MANIFEST.csv"][:count]
     with one_blas_thread():
-        return [summarize(analyze_cached(p, cache_dir=cache)) for p in paths]
+        return [summarize(analyze(p, cache_dir=cache)) for p in paths]
 
 
 def rate(func, pairs) -> float:

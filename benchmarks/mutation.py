@@ -65,11 +65,6 @@ EQUIVALENT: dict[tuple, str] = {
      "0 -> 1", 0):
         "with one realisation replicate_interval gives NaN itself: the early return saves work",
     ("csd", "_t_quantile", "@lru_cache(maxsize=256)", "256", "256 -> 257", 0): _SAME_BITS,
-    ("spectra", "_content_key", "digest = hashlib.blake2b(digest_size=20)", "20", "20 -> 21",
-     0): "the length of the cache file names; the key stays a hash of the same content",
-    ("spectra", "_cache_write", "Path(temporary).unlink(missing_ok=True)", "True",
-     "True -> False", 0):
-        "the temporary file exists whenever this runs (made by mkstemp, replaced last)",
     ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
      "0 -> 1", 0): "a placeholder: every key is written by the loop that follows",
     ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",

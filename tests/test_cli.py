@@ -372,14 +372,26 @@ def test_one_network_a_folder_and_an_index_where_they_do_not_fit(capsys, models,
     assert code == 1 and "holds 5 networks" in err and "analyze takes one" in err
     library = tmp_path / "lib.sqlite"
     assert run(capsys, "index", "build", *models[:2], "-o", library, "--realizations", 3)[0] == 0
-    code, _, err = run(capsys, "compare", models[0], library, "--realizations", 3)
-    assert code == 1 and f"{library}: a fingerprint index keeps layer summaries" in err
+    code, out, err = run(capsys, "compare", models[0], library, "--realizations", 3)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert f"compare takes two networks; {models[0]} and {library} hold 3" in err
     one = tmp_path / "one.sqlite"
     assert run(capsys, "index", "build", models[1], "-o", one, "--realizations", 3)[0] == 0
-    for pair in ((models[0], one), (one, models[0])):
-        code, out, err = run(capsys, "compare", *pair, "--realizations", 3)
+    for pair, files in (((models[0], one), models[:2]), ((one, models[0]), models[1::-1])):
+        code, from_files, _ = run(capsys, "compare", *files, "--realizations", 3, "--json")
+        code, out, err = run(capsys, "compare", *pair, "--realizations", 3, "--json")
+        assert code == 0 and err == "", err  # the summary serves the verdict
+        got, files = json.loads(out), json.loads(from_files)
+        assert got["explanation"] is None  # an index keeps no layer names
+        for key in ("distance", "spread", "eps", "design_distance", "verdict"):
+            assert got[key] == files[key], key
+    for extra in (["--plot", tmp_path / "figures"], ["--report", tmp_path / "r.html"]):
+        code, out, err = run(capsys, "compare", models[0], one, *extra, "--realizations", 3)
         assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
-        assert err.startswith(f"nnequiv: error: {one}: a fingerprint index") and "identify" in err
+        what = "--plot" if extra[0] == "--plot" else "a report"
+        assert err.startswith(f"nnequiv: error: mlp1.npz: {what} needs the network's whole")
+        assert f"the fingerprint index {one} keeps only" in err
+        assert not (tmp_path / "figures").exists() and not (tmp_path / "r.html").exists()
     code, _, err = run(capsys, "compare", models[0], tmp_path, "--realizations", 3)
     assert code == 1 and "compare takes two networks" in err
     for argv in (
@@ -388,7 +400,8 @@ def test_one_network_a_folder_and_an_index_where_they_do_not_fit(capsys, models,
         ["identify", models[2], "--library", library, "--report", tmp_path / "r.html"],
     ):
         code, out, err = run(capsys, *argv, "--realizations", 3)
-        assert code == 1 and "a report needs the network's analysis" in err, argv
+        assert code == 1 and "a report needs the network's whole analysis" in err, argv
+        assert f"the fingerprint index {library} keeps only" in err, argv
         assert out == "" and not (tmp_path / "r.html").exists()
 
 

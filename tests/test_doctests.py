@@ -18,7 +18,7 @@ WITH_EXAMPLES = sorted(
 
 
 def test_the_public_entry_points_have_examples():
-    for module in ("analysis", "equivalence", "ensembles", "errors"):
+    for module in ("_pipeline", "equivalence", "ensembles", "errors"):
         assert f"nnequiv.{module}" in WITH_EXAMPLES, module
 
 

@@ -10,19 +10,19 @@ import pytest
 from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import analyze, cluster, compare
+from nnequiv._display import display_names
 from nnequiv.errors import InputError
-from nnequiv.figures import (
+from nnequiv.output._figure_data import (
     class_labels,
     class_runs,
-    display_names,
-    eps_label,
+    classes_figure,
+    curve_of,
     file_stem,
     link_classes,
-    plot_analysis,
-    plot_classes,
-    plot_pair,
     tree_order,
 )
+from nnequiv.output._words import eps_label
+from nnequiv.output.plots import plot_analysis, plot_classes, plot_pair
 
 pytest.importorskip("matplotlib", reason="the figures need matplotlib (the plot extra)")
 
@@ -82,14 +82,14 @@ def test_band_ends_where_the_data_end(networks):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnequiv.figures import _draw_csd
+    from nnequiv.output.plots import _draw_csd
 
     analysis = networks[1]
     low, high = analysis.csd_band
     x = analysis.edges[:-1]
     assert (low == 0).any(), "the test needs a band whose minimum reaches 0"
     fig, ax = plt.subplots()
-    _draw_csd(ax, analysis, "C0", "mean CSD", explain=True)
+    _draw_csd(ax, curve_of(analysis, "mean CSD", "C0"), "mean CSD", realizations=4)
     band = np.concatenate([p.vertices for p in ax.collections[0].get_paths()])
     assert band[:, 1].min() >= low[low > 0].min()  # no floor below the data
     assert band[:, 0].max() == pytest.approx(x[low > 0][-1])
@@ -142,6 +142,9 @@ def test_tree_order_classes_and_eps_label(classes, tmp_path):
     joined = [set(row[:2].astype(int)) for row in classes.linkage]
     assert links[joined.index({1, 2})] == labels[1]  # the merge of wide and its copy
     assert links[-1] == -1  # the root joins different classes
+    figure = classes_figure(classes)  # what both the files and the report draw
+    assert figure.order == order and figure.runs == runs
+    assert figure.top == pytest.approx(max(classes.linkage[:, 2].max(), classes.eps_design) * 1.12)
     written = plot_classes(classes, tmp_path)
     assert [p.rsplit("/", 1)[1] for p in written] == [
         "distance_heatmap.png",

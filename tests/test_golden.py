@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,10 @@ def snapshots() -> dict[str, dict]:
     from nnequiv import analyze, cluster, compare, identify
 
     nets = golden_networks()
-    analyses = {name: analyze(state, realizations=6, seed=3) for name, state in nets.items()}
-    for name, analysis in analyses.items():
-        analysis.source = name  # dict sources have no path; name them
+    analyses = {  # dict sources have no path; name them
+        name: replace(analyze(state, realizations=6, seed=3), source=name)
+        for name, state in nets.items()
+    }
     return {
         "analyze": analyses["mlp_a"].to_dict(),
         "compare": compare(analyses["mlp_a"], analyses["deep"]).to_dict(),

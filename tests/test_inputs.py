@@ -213,11 +213,11 @@ def kinds(tmp_path, monkeypatch):
 
 
 KINDS = ["file", "folder", "index.json", "hub id", "index"]
-#: What a command refuses, and a word of its one-line reason.
+#: What a command refuses, and a word of its one-line reason (compare takes an index of one
+#: network as that network).
 REFUSED = {
     ("analyze", "index"): "fingerprint index",
-    ("compare", "index"): "fingerprint index",
-    ("report", "index"): "a report needs the network's analysis",
+    ("report", "index"): "a report needs the network's whole analysis",
     ("index build", "index"): "fingerprint index",
     ("index add", "index"): "fingerprint index",
 }

@@ -226,16 +226,6 @@ def test_nan_in_a_block_and_a_truncated_file_are_one_line_errors(tmp_path):
         list(layer.matrix.blocks(0, 10))
 
 
-def test_stored_layers_are_cached_by_their_bytes(tmp_path):
-    rng = np.random.default_rng(7)
-    path = write_safetensors(tmp_path / "m.safetensors", llm_like_tensors(rng))
-    first = network_spectra(path, cache_dir=tmp_path / "cache", block_bytes=8 * 3 * 30)
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 4
-    second = network_spectra(path, cache_dir=tmp_path / "cache", block_bytes=8 * 3 * 30)
-    for a, b in zip(first.layers, second.layers):
-        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
-
-
 def test_progress_reports_layers_and_the_stages_of_block_layers(tmp_path):
     rng = np.random.default_rng(8)
     path = write_safetensors(tmp_path / "m.safetensors", llm_like_tensors(rng))

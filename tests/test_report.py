@@ -14,9 +14,10 @@ from scipy.cluster.hierarchy import leaves_list
 
 from nnequiv import __version__, analyze, cluster, compare, identify
 from nnequiv.errors import InputError
-from nnequiv.figures import eps_label
-from nnequiv.report import render_report, write_report
-from nnequiv.report_svg import Curve, svg_curves
+from nnequiv.output._figure_data import Curve
+from nnequiv.output._svg import svg_curves
+from nnequiv.output._words import eps_label
+from nnequiv.output.html import render_report, write_report
 
 EVIL = "<script>alert(1)</script>.npz"
 
@@ -263,3 +264,43 @@ def test_hostile_names_stay_text_in_chromium(browser, networks, tmp_path):
     assert EVIL in titles
     page.close()
     assert events == {"errors": [], "dialogs": [], "requests": []}
+
+
+# ---- the old module names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "old, name, home",
+    [
+        ("nnequiv.report", "render_report", "nnequiv.output.html"),
+        ("nnequiv.reporting", "format_verdict", "nnequiv.output.text"),
+        ("nnequiv.reporting", "classes_csv", "nnequiv.output.text"),
+        ("nnequiv.figures", "plot_classes", "nnequiv.output.plots"),
+        ("nnequiv.figures", "eps_label", "nnequiv.output._words"),
+        ("nnequiv.figures", "tree_order", "nnequiv.output._figure_data"),
+        ("nnequiv.report_svg", "svg_curves", "nnequiv.output._svg"),
+    ],
+)
+def test_old_module_names_answer_with_a_deprecation_warning(old, name, home):
+    import importlib
+
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*{name} from {home}"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(home), name)
+    assert name in dir(module)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = module.nothing
+
+
+def test_the_tree_is_drawn_from_the_figure_data(networks, classes):
+    from nnequiv.output._figure_data import classes_figure
+
+    figure = classes_figure(classes)
+    page = render_report(analyses=networks, classes=classes)
+    tree = page[page.index('<svg class="figure dendrogram"') :].split("</svg>", 1)[0]
+    strokes = re.findall(r'<polyline class="link"[^>]*stroke="([^"]*)"', tree)
+    assert strokes == figure.link_colors and len(strokes) == len(classes.models) - 1
+    wide = classes.models.index(next(m for m in classes.models if m.endswith("/wide.npz")))
+    assert figure.link_colors[-1] == "#8a8a8a"  # the root joins different classes
+    assert figure.color(wide) in strokes  # wide and its rescaled copy: one class, one colour

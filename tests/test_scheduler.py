@@ -66,9 +66,9 @@ def test_worker_processes_give_the_serial_bits(paths):
 
 @pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line(monkeypatch, paths):
-    import nnequiv.scheduler
+    import nnequiv._pool
 
-    monkeypatch.setattr(nnequiv.scheduler, "CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr(nnequiv._pool, "CONNECT_TIMEOUT", "0.5s")
     with pytest.raises(
         InputError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"
     ) as info:
@@ -108,3 +108,15 @@ def test_dask_results_fill_the_cache(dask_cluster, paths, private_cache, monkeyp
     assert len(list(private_cache.rglob("*.npz"))) == len(paths)
     monkeypatch.delenv(SCHEDULER_ENV)
     assert cluster(paths, realizations=4).to_dict() == remote.to_dict()
+
+
+def test_analyse_all_is_a_deprecated_spelling_of_analyze_all(paths):
+    import nnequiv.scheduler
+    from nnequiv import analyze_all
+    from nnequiv.settings import Settings
+
+    with pytest.warns(DeprecationWarning, match="use nnequiv.analyze_all"):
+        old = nnequiv.scheduler.analyse_all(paths[:2], Settings(realizations=2), {})
+    new = analyze_all(paths[:2], realizations=2, cache_dir=False)
+    for a, b in zip(old, new, strict=True):
+        assert np.array_equal(a.layer_points, b.layer_points) and a.decay == b.decay

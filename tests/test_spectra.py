@@ -63,18 +63,6 @@ def test_rescaling_leaves_normalised_spectrum_unchanged():
         normalize_spectrum(np.ones(3), "max")
 
 
-def test_cache_reuses_and_repairs_entries(tmp_path):
-    state = random_mlp([12, 9, 5], seed=5)
-    first = layer_spectra(state, cache_dir=tmp_path)
-    entries = sorted(tmp_path.glob("*.npz"))
-    assert len(entries) == 2 and not list(tmp_path.glob("*.tmp"))
-    entries[0].write_bytes(b"damaged")
-    second = layer_spectra(state, cache_dir=tmp_path)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
-    assert np.load(entries[0])["eigenvalues"].size > 0  # rewritten
-
-
 def zoo_rows():
     path = ZOO / "MANIFEST.csv"
     if not path.exists():
@@ -234,84 +222,20 @@ def test_layer_order_is_the_smaller_dimension():
     assert spectrum.eigenvalues.size == 5
 
 
-def test_cache_entries_depend_on_rtol_and_canonical_form(tmp_path):
+def test_rtol_sets_the_numerical_zeros_dropped():
     rng = np.random.default_rng(6)
     state = {"w": rng.standard_normal((10, 3)) @ rng.standard_normal((3, 14))}
-    runs = {
-        (rtol, form): layer_spectra(state, rtol=rtol, canonical=form, cache_dir=tmp_path)[0]
-        for rtol in (1e-12, 1e-40)
-        for form in ("raw", "balanced")
-    }
-    assert len(list(tmp_path.glob("*.npz"))) == 4
-    assert runs[(1e-12, "raw")].n_dropped == 7 and runs[(1e-40, "raw")].n_dropped < 7
-    for rtol, form in runs:  # a second read gives the same numbers
-        again = layer_spectra(state, rtol=rtol, canonical=form, cache_dir=tmp_path)[0]
-        fresh = layer_spectra(state, rtol=rtol, canonical=form)[0]
-        np.testing.assert_array_equal(again.eigenvalues, fresh.eigenvalues)
-        assert (again.n_dropped, again.method, again.canonical) == (
-            fresh.n_dropped, fresh.method, fresh.canonical,
-        )  # fmt: skip
+    runs = {rtol: layer_spectra(state, rtol=rtol)[0] for rtol in (1e-12, 1e-40)}
+    assert runs[1e-12].n_dropped == 7 and runs[1e-40].n_dropped < 7
 
 
-def test_a_cached_spectrum_is_read_not_recomputed(tmp_path, monkeypatch):
-    import nnequiv.spectra
-
-    rng = np.random.default_rng(9)
-    state = {"w": rng.standard_normal((10, 3)) @ rng.standard_normal((3, 14))}
-    (first,) = layer_spectra(state, cache_dir=tmp_path, canonical="raw")
-    assert first.n_dropped == 7
-
-    def never(*args):
-        raise AssertionError("recomputed although the cache holds the spectrum")
-
-    monkeypatch.setattr(nnequiv.spectra, "_spectrum_of", never)
-    (second,) = layer_spectra(state, cache_dir=tmp_path, canonical="raw")
-    np.testing.assert_array_equal(second.eigenvalues, first.eigenvalues)
-    assert (second.n_dropped, second.method, second.canonical) == (7, first.method, "raw")
-
-
-def test_cache_directory_is_created_where_missing(tmp_path):
+def test_cache_dir_is_deprecated_ignored_and_writes_nothing(tmp_path):
     state = random_mlp([12, 9, 5], seed=5)
-    deep = tmp_path / "not" / "there" / "yet"
-    cached = layer_spectra(state, cache_dir=deep)
-    assert len(list(deep.glob("*.npz"))) == 2
-    for a, b in zip(cached, layer_spectra(state)):
+    with pytest.warns(DeprecationWarning, match="cache_dir of layer_spectra"):
+        given = layer_spectra(state, cache_dir=tmp_path / "spectra")
+    assert not (tmp_path / "spectra").exists()
+    for a, b in zip(given, layer_spectra(state), strict=True):
         np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
-
-
-UNPICKLED = []
-
-
-def _record_unpickling(*args):
-    UNPICKLED.append(args)
-    return np.ones(9)
-
-
-class _Payload:
-    def __reduce__(self):
-        return (_record_unpickling, ("cache entry",))
-
-
-@pytest.mark.parametrize(
-    "damage",
-    ["wrong size", "not finite", "two-dimensional", "pickled"],
-)
-def test_damaged_cache_entries_are_recomputed_and_never_unpickled(tmp_path, damage):
-    state = {"w": np.random.default_rng(8).standard_normal((9, 11))}
-    (first,) = layer_spectra(state, cache_dir=tmp_path)
-    (entry,) = tmp_path.glob("*.npz")
-    values = {
-        "wrong size": np.ones(4),
-        "not finite": np.where(np.arange(9) == 4, np.nan, 1.0),
-        "two-dimensional": np.ones((3, 3)),
-        "pickled": np.array([_Payload()], dtype=object),
-    }[damage]
-    np.savez(entry, eigenvalues=values, n_dropped=0, method="gram", canonical="raw")
-    UNPICKLED.clear()
-    (second,) = layer_spectra(state, cache_dir=tmp_path)
-    assert not UNPICKLED
-    np.testing.assert_array_equal(second.eigenvalues, first.eigenvalues)
-    assert np.array_equal(np.load(entry)["eigenvalues"], first.eigenvalues)  # rewritten
 
 
 def test_balancing_scales_balance_rows_and_columns_or_give_none():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from _helpers import random_mlp
 
-import nnequiv.analysis
-from nnequiv import analyze, cluster, identify
+import nnequiv._pipeline
+from nnequiv import analyze, cluster, compare, identify
 from nnequiv.cache import (
     analysis_from_bytes,
     analysis_to_bytes,
@@ -54,7 +54,7 @@ def forbid_analysis(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("analysed although the cache holds the analysis")
 
-    monkeypatch.setattr(nnequiv.analysis, "_computed", refuse)
+    monkeypatch.setattr(nnequiv._pipeline, "analysis_of_weights", refuse)
 
 
 # ---- where the cache lives ---------------------------------------------------------------
@@ -268,6 +268,44 @@ def test_identify_and_cluster_through_an_index_equal_the_files(library, level):
     assert best.verdict == "same network"
     from_index = cluster(index.path, level=level)  # no setting given: the index's are used
     assert from_index.to_dict() == cluster(paths, level=level, realizations=R).to_dict()
+
+
+@pytest.mark.parametrize("level", ["layer", "pooled"])
+def test_compare_takes_a_one_network_index_as_that_network(tmp_path, level):
+    paths = write_nets(tmp_path / "nets", count=2)
+    one = build_index(paths[1:2], tmp_path / "one.sqlite", realizations=R)
+    from_files = compare(paths[0], paths[1], realizations=R, level=level)
+    for index in (one.path, one):  # the file, or the opened Library
+        got = compare(paths[0], index, realizations=R, level=level)
+        assert got.explanation is None  # an index keeps no layer names
+        assert got.b == one.entries[0].label  # named as the index names it
+        expected = {**from_files.to_dict(), "explanation": None, "b": got.b}
+        assert got.to_dict() == expected
+
+
+def test_compare_refuses_an_index_of_two_networks_in_one_line(library):
+    paths, index = library
+    two = build_index(paths[1:3], Path(index.path).with_name("two.sqlite"), realizations=R)
+    with pytest.raises(InputError) as info:
+        compare(paths[0], two.path, realizations=R)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"compare takes two networks; {paths[0]} and {two.path} hold 3")
+
+
+def test_a_summary_is_refused_where_the_whole_analysis_is_needed(library):
+    from nnequiv._pipeline import require_analyses
+
+    paths, index = library
+    analysis = analyze(paths[0], realizations=R)
+    require_analyses([analysis], "a report")  # a whole analysis passes
+    summary = open_index(index.path).summaries[1]
+    with pytest.raises(InputError) as info:
+        require_analyses([analysis, summary], "a report")
+    assert str(info.value) == (
+        f"{summary.source}: a report needs the network's whole analysis, and the fingerprint "
+        f"index {index.path} keeps only what distances need; give the network's file"
+    )
 
 
 def test_an_index_is_read_only_with_its_own_settings(library):
@@ -539,3 +577,19 @@ def test_a_query_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
     with pytest.raises(FormatError, match="a query ran past 10 steps"):
         open_index(lib)
+
+
+def test_lookup_and_store_are_deprecated_and_still_work(tmp_path):
+    from nnequiv import cache
+
+    path = write_nets(tmp_path / "nets", count=1)[0]
+    settings = Settings(realizations=2)
+    with pytest.warns(DeprecationWarning, match="cache.lookup is deprecated"):
+        found, entry = cache.lookup(path, settings, {}, tmp_path / "cache")
+    assert found is None and entry is not None
+    analysis = analyze(path, realizations=2, cache_dir=False)
+    with pytest.warns(DeprecationWarning, match="cache.store is deprecated"):
+        cache.store(entry, analysis)
+    with pytest.warns(DeprecationWarning):
+        found, _ = cache.lookup(path, settings, {}, tmp_path / "cache")
+    assert np.array_equal(found.layer_points, analysis.layer_points)

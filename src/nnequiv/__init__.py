@@ -2,8 +2,9 @@
 ensembles (M. Süzen, arXiv:2006.13687). The method is documented in docs/method.md."""
 
 from nnequiv import errors
+from nnequiv._pipeline import analyze
 from nnequiv._version import __version__
-from nnequiv.analysis import Analysis, LayerRecord, analyze
+from nnequiv.analysis import Analysis, LayerRecord
 from nnequiv.calibration import Calibration, load_calibration
 from nnequiv.ensembles import (
     cayley_spectrum,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from nnequiv.errors import InputError
@@ -32,15 +30,15 @@ def as_seed_sequence(seed) -> np.random.SeedSequence:
 
 
 def realization_seeds(seed, size: int) -> list[np.random.SeedSequence]:
-    """One independent child SeedSequence per realisation, in order."""
+    """One independent child SeedSequence per realization, in order."""
     return as_seed_sequence(seed).spawn(size)
 
 
 #: Every random stream of nnequiv, each with its own namespace: the first element of the spawn
 #: key. Two streams never share a key, because their namespaces differ (docs/method.md item 14).
 STREAMS = {
-    "conjugate": 1,  # (n, rank among same-order layers, realisation): a layer's circular matrix
-    "bootstrap": 2,  # resamples of the realisations: spreads of d and alpha
+    "conjugate": 1,  # (n, rank among same-order layers, realization): a layer's circular matrix
+    "bootstrap": 2,  # resamples of the realizations: spreads of d and alpha
     "connectome-submatrix": 3,  # (matrix, draw): a connectome's principal submatrices
     "null-model": 4,  # (matrix,): the edge swaps of a null connectome
 }
@@ -50,7 +48,7 @@ def keyed_seed(seed: int | None, *key: int) -> np.random.SeedSequence:
     """The SeedSequence of the stream addressed by ``key`` under the integer ``seed``.
 
     Equivalent to spawning children of ``SeedSequence(seed)`` along the path ``key``, but
-    needs no shared state, so any worker can build the stream of any (layer, realisation).
+    needs no shared state, so any worker can build the stream of any (layer, realization).
     """
     if isinstance(seed, np.random.SeedSequence):
         return np.random.SeedSequence(
@@ -62,47 +60,3 @@ def keyed_seed(seed: int | None, *key: int) -> np.random.SeedSequence:
 def stream_seed(seed: int | None, stream: str, *key: int) -> np.random.SeedSequence:
     """The SeedSequence of item ``key`` of the named ``stream`` (one of :data:`STREAMS`)."""
     return keyed_seed(seed, STREAMS[stream], *key)
-
-
-def map_ordered(func, items: Sequence, n_jobs: int | None = None) -> list:
-    """``[func(item) for item in items]``, on ``n_jobs`` worker processes (-1: every core).
-
-    ``func`` must be picklable (a module-level function or a ``functools.partial`` of one).
-    The result order and values never depend on ``n_jobs``: each item carries its own
-    random stream, so serial and parallel runs give identical bits.
-    """
-    workers = min(resolve_n_jobs(n_jobs), len(items))
-    if workers <= 1:
-        return [func(item) for item in items]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    chunksize = max(1, len(items) // (4 * workers))
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=one_blas_thread_per_process
-    ) as pool:
-        return list(pool.map(func, items, chunksize=chunksize))
-
-
-def one_blas_thread_per_process() -> None:
-    """Hold this worker process to one BLAS thread, so that parallel workers do not
-    oversubscribe the cores."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def resolve_n_jobs(n_jobs: int | None) -> int:
-    """Number of workers for ``n_jobs`` (None: 1; negative: cores + 1 + n_jobs)."""
-    import os
-
-    if n_jobs is None:
-        return 1
-    n_jobs = int(n_jobs)
-    if n_jobs == 0:
-        raise InputError("n_jobs must be a non-zero integer or None")
-    if n_jobs < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return n_jobs

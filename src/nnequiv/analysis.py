@@ -1,14 +1,15 @@
 """One network against its conjugate circular ensemble (method items 6-8 and 10).
 
-:func:`analyze` reads a network (or a connectome's Mixed Matrix Ensemble), computes its layer
-spectra in canonical form, draws the conjugate ensemble and returns an :class:`Analysis`: the
-pooled densities and CSD curves, the decay rate with its interval, and the layer-resolved
-points that the distances of :mod:`nnequiv.distances` compare.
+:func:`analysis_of_weights` computes the layer spectra of a network (or a connectome's Mixed
+Matrix Ensemble) in canonical form, draws the conjugate ensemble and returns an
+:class:`Analysis`: the pooled densities and CSD curves, the decay rate with its interval, and
+the layer-resolved points that the distances of :mod:`nnequiv.distances` compare. The
+computation only: :func:`nnequiv.analyze` (:mod:`nnequiv._pipeline`) opens the source and
+looks the analysis up in the cache first.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +28,18 @@ from nnequiv.csd import (
     sample_curves,
 )
 from nnequiv.ensembles import conjugate_ensemble
-from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import SkippedTensor
-from nnequiv.settings import Settings, split_options
-from nnequiv.sources import open_source
+from nnequiv.loading import WeightSource
+from nnequiv.settings import LoadOptions, Settings
 from nnequiv.spectra import LayerSpectrum, Progress, network_spectra, normalize_spectrum
 
-__all__ = ["Analysis", "LayerRecord", "analyze", "analysis_from_spectra", "stream_keys"]
+__all__ = [
+    "Analysis",
+    "LayerRecord",
+    "analysis_of_weights",
+    "analysis_from_spectra",
+    "stream_keys",
+]
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,14 @@ class LayerRecord:
     stream : tuple of int
         ``(n, rank)``: the key of its conjugate draws (method item 14).
     total_variation : float
-        The layer's CSD at the start of the grid, mean over realisations: the total variation
+        The layer's CSD at the start of the grid, mean over realizations: the total variation
         distance between its normalised spectrum and its conjugate matrix's.
     alpha : float
         Decay rate of the layer's own mean CSD, fitted like the network's (item 8) from the
         tail quantile of the layer's spectrum; NaN where fewer than 3 bins remain.
     point : tuple of float
         The layer's point: its curve (signed tail-mass difference or absolute CSD, per the
-        fingerprint) at each location, mean over the realisations (item 10).
+        fingerprint) at each location, mean over the realizations (item 10).
     """
 
     name: str
@@ -100,7 +106,7 @@ class LayerRecord:
         }
 
 
-@dataclass(repr=False)
+@dataclass(frozen=True, repr=False)
 class Analysis:
     """A network's Mixed Matrix Ensemble against its conjugate circular ensemble.
 
@@ -117,7 +123,7 @@ class Analysis:
     p_net, p_circ : numpy.ndarray
         Pooled network density and mean conjugate density (mass per bin).
     csd : numpy.ndarray
-        CSD of each realisation, shape ``(R, bins)``.
+        CSD of each realization, shape ``(R, bins)``.
     decay : DecayFit
         Tail decay of the mean CSD, with its interval.
     tail_start : float
@@ -135,6 +141,8 @@ class Analysis:
         The nnequiv version that computed it.
     path : str or None
         The file it was read from, where discovery found one (``source`` is then its label).
+
+    An analysis is frozen: a relabelled one is a copy (``dataclasses.replace``).
     """
 
     source: str
@@ -164,7 +172,7 @@ class Analysis:
 
     @property
     def csd_band(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise minimum and maximum of the CSD over realisations."""
+        """Pointwise minimum and maximum of the CSD over realizations."""
         return self.csd.min(axis=0), self.csd.max(axis=0)
 
     def __repr__(self) -> str:
@@ -231,105 +239,28 @@ class Analysis:
         return out
 
 
-def analyze(
-    source,
-    settings: Settings | None = None,
-    *,
-    cache_dir: str | os.PathLike | bool | None = None,
+def analysis_of_weights(
+    weights: WeightSource,
+    settings: Settings,
+    load: LoadOptions,
     n_jobs: int | None = None,
     progress: Progress | None = None,
-    **options,
 ) -> Analysis:
-    """Compare a network's Mixed Matrix Ensemble with its conjugate circular ensemble.
-
-    Analyses are cached on disk (:mod:`nnequiv.cache`), keyed by the content of the source,
-    every setting and option, and the nnequiv version: a cached analysis is bit-identical
-    to a fresh one.
-
-    Parameters
-    ----------
-    source : path, dict, torch module, WeightSource or Connectome
-        The network (anything :func:`nnequiv.loading.open_weights` accepts) or a connectome
-        (:func:`nnequiv.connectomes.load_connectome`).
-    settings : Settings, optional
-        The analysis settings; keyword options override single fields.
-    cache_dir : path, None or False
-        The analysis cache: None for the default (``$NNEQUIV_CACHE_DIR``, else the user
-        cache directory), a directory, or False for none.
-    n_jobs : int or None
-        Worker processes for the layer spectra of header-listed checkpoints (safetensors) and
-        for the conjugate ensemble (-1: every core). Does not change the result.
-    progress : callable, optional
-        ``progress(done, total, label)`` as the layer spectra are computed (not called for
-        a cached analysis); see :data:`nnequiv.spectra.Progress`.
-    **options
-        Any field of :class:`~nnequiv.settings.Settings` (ensemble, realizations, seed,
-        normalization, canonical, fingerprint, locations, grid, tail_quantile, rtol),
-        :class:`~nnequiv.settings.LoadOptions` (include, exclude, layout, trust_code,
-        max_tensor_bytes, max_memory) or, for connectomes,
-        :class:`~nnequiv.settings.ConnectomeOptions` (mixture, submatrices, format).
-
-    Returns
-    -------
-    Analysis
-
-    Raises
-    ------
-    nnequiv.errors.NNEquivError
-        Unreadable or unsafe input, a network with no layer, a bad option; a layer that does
-        not fit ``max_memory``, or an allocation that fails (``MemoryError``), is a
-        :class:`~nnequiv.errors.ResourceLimitError` naming the input.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import nnequiv
-    >>> def mlp(seed):
-    ...     rng = np.random.default_rng(seed)
-    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
-    ...             "fc2.weight": rng.standard_normal((10, 48))}
-    >>> analysis = nnequiv.analyze(mlp(0), realizations=4, seed=0, cache_dir=False)
-    >>> [layer.name for layer in analysis.layers], analysis.orders.tolist()
-    (['fc1.weight', 'fc2.weight'], [32, 10])
-    """
-    from nnequiv.cache import lookup, store  # the cache reads and writes Analysis
-
-    chosen = split_options(options, base=settings)[0]
-    try:
-        cached, entry = lookup(source, chosen, options, cache_dir)
-        if cached is not None:
-            return cached
-        analysis = _computed(source, chosen, options, n_jobs, progress)
-    except MemoryError as exc:  # numpy's _ArrayMemoryError too: one line naming the input
-        raise ResourceLimitError(
-            f"{_label_of(source)}: out of memory ({' '.join(str(exc).split()) or 'MemoryError'})"
-            "; a smaller max_memory (--max-memory) computes large layers in smaller blocks"
-        ) from None
-    store(entry, analysis)
-    return analysis
-
-
-def _label_of(source) -> str:
-    """How an error names a source: its path, or its label, or its type."""
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return str(getattr(source, "label", None) or f"<{type(source).__name__}>")
-
-
-def _computed(
-    source, settings: Settings, options: dict, n_jobs: int | None, progress: Progress | None
-) -> Analysis:
-    """The analysis of ``source``, computed."""
-    chosen, _, load, connectome, given = split_options(options, base=settings)
-    weights = open_source(source, load, connectome, given, chosen.seed)
+    """The :class:`Analysis` of opened weights (:func:`nnequiv.sources.open_source`): their
+    layer spectra (chosen and read with ``load``), then :func:`analysis_from_spectra`."""
     spectra = network_spectra(
-        weights, load.include, load.exclude, load.layout, rtol=chosen.rtol,
-        canonical=chosen.canonical,
+        weights, load.include, load.exclude, load.layout, rtol=settings.rtol,
+        canonical=settings.canonical,
         n_jobs=n_jobs, progress=progress, max_memory=load.max_memory,
     )  # fmt: skip
-    analysis = analysis_from_spectra(spectra.source, spectra.layers, chosen, n_jobs)
-    analysis.layout, analysis.skipped = spectra.layout, spectra.skipped
-    return analysis
+    return analysis_from_spectra(
+        spectra.source,
+        spectra.layers,
+        settings,
+        n_jobs,
+        layout=spectra.layout,
+        skipped=spectra.skipped,
+    )
 
 
 def stream_keys(normalised: list[np.ndarray], orders) -> list[tuple[int, int]]:
@@ -351,9 +282,16 @@ def stream_keys(normalised: list[np.ndarray], orders) -> list[tuple[int, int]]:
 
 
 def analysis_from_spectra(
-    label: str, layer_spectra: list[LayerSpectrum], settings: Settings, n_jobs: int | None = None
+    label: str,
+    layer_spectra: list[LayerSpectrum],
+    settings: Settings,
+    n_jobs: int | None = None,
+    *,
+    layout: str = "",
+    skipped: list[SkippedTensor] | None = None,
 ) -> Analysis:
-    """The :class:`Analysis` of already computed layer spectra."""
+    """The :class:`Analysis` of already computed layer spectra (read in ``layout``, with the
+    tensors ``skipped`` that are not layers)."""
     edges = log_grid(*settings.grid)
     normalised = [
         normalize_spectrum(layer.eigenvalues, settings.normalization) for layer in layer_spectra
@@ -417,4 +355,6 @@ def analysis_from_spectra(
         tail_start=float(tail_start),
         conjugacy=conjugacy,
         layer_points=np.stack(points, axis=1),
+        layout=layout,
+        skipped=list(skipped or []),
     )

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from nnequiv._display import printable
@@ -82,7 +82,7 @@ def _null(args) -> None:
 
 def _write_report(path: str | None, analyses, skipped=(), **results) -> None:
     if path:
-        from nnequiv.report import write_report
+        from nnequiv.output.html import write_report
 
         _require_suffix(path, (".html", ".htm"), "an HTML report")
         write_report(path, analyses=analyses, skipped=list(skipped), **results)
@@ -111,8 +111,9 @@ def run(argv=None) -> int:
     if args.command == "index":
         return _index(args)
     import nnequiv
-    from nnequiv import reporting
+    from nnequiv._pipeline import require_analyses, too_deep
     from nnequiv.equivalence import analyze_all, check_eps
+    from nnequiv.output import text as reporting
 
     check_eps(getattr(args, "eps", None))
     check_eps(getattr(args, "eps_design", None), "eps_design")
@@ -128,8 +129,6 @@ def run(argv=None) -> int:
     analysis_options = {k: v for k, v in options.items() if k not in distance_names}
     if args.command == "report":
         _require_suffix(args.output, (".html", ".htm"), "an HTML report")
-    if args.command == "compare":
-        _refuse_index(args.a, args.b)
     failed = args.skipped_inputs = _Failures()
     if args.command == "analyze":
         options.pop("scheduler", None)
@@ -138,10 +137,8 @@ def run(argv=None) -> int:
             try:
                 analysis = nnequiv.analyze(source, progress=progress, **options)
             except RecursionError:
-                from nnequiv.scheduler import too_deep
-
                 raise too_deep(label or args.path) from None
-        analysis.source = label or analysis.source
+        analysis = replace(analysis, source=label or analysis.source)
         _emit(
             args,
             analysis.to_dict(),
@@ -149,7 +146,7 @@ def run(argv=None) -> int:
             reporting.layers_csv(analysis),
         )
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_analysis(analysis, args.plot)
         _write_report(args.report, [analysis])
@@ -177,15 +174,15 @@ def run(argv=None) -> int:
             "(cluster, or identify --library, takes many)"
         )
     if args.command == "report" or getattr(args, "report", None):
-        from nnequiv.report import require_analyses
-
-        require_analyses(analyses)
+        require_analyses(analyses, "a report")
+    if args.command == "compare" and args.plot:
+        require_analyses(analyses, "--plot")
     if args.command == "compare":
         verdict = nnequiv.compare(*analyses, **tolerances, **options)
         text, table = reporting.format_verdict(verdict), reporting.verdict_csv(verdict)
         _emit(args, verdict.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             for analysis in analyses:
                 figures.plot_analysis(analysis, args.plot)
@@ -201,7 +198,7 @@ def run(argv=None) -> int:
         text, table = reporting.format_classes(classes), reporting.classes_csv(classes)
         _emit(args, classes.to_dict(), text, table)
         if args.plot:
-            from nnequiv import figures
+            from nnequiv.output import plots as figures
 
             figures.plot_classes(classes, args.plot)
         _write_report(args.report, analyses, failed, classes=classes)
@@ -219,8 +216,8 @@ def run(argv=None) -> int:
 
 def _calibrate(args) -> int:
     """nnequiv calibrate: fit the design tolerance and write it as JSON."""
-    from nnequiv import reporting
     from nnequiv.equivalence import calibrate
+    from nnequiv.output import text as reporting
 
     _require_suffix(args.output, (".json",), "the output of 'calibrate'")
     options = _options(args, distance=False)
@@ -313,19 +310,6 @@ def _one_network(path: str, connectomes: bool) -> tuple:
     item = found[0]
     named = item.path is None or not item.label.endswith(item.path.name)  # org/name, checkpoint
     return item.source, item.label if named else str(item.path)
-
-
-def _refuse_index(*paths: str) -> None:
-    """compare explains its verdict by the layers of both networks, which an index does not
-    keep: an index given to it is refused in one line."""
-    from nnequiv.index import is_index
-
-    for path in paths:
-        if is_index(path):
-            raise InputError(
-                f"{path}: a fingerprint index keeps layer summaries, not the whole analyses "
-                f"that compare needs; give the networks' files, or use identify --library {path}"
-            )
 
 
 def _one_line(error: Exception) -> str:

@@ -65,6 +65,9 @@ class Summary:
     structure : numpy.ndarray or None
         The structural point of every layer, ``(layers, 3)``
         (:func:`nnequiv.layers.layer_structure`, method item 15); None where it was not kept.
+    index : str or None
+        The fingerprint index it was read from, where it came from one (named by the errors
+        that refuse a summary where a whole analysis is needed).
     """
 
     source: str
@@ -75,6 +78,7 @@ class Summary:
     csd: np.ndarray | None
     path: str | None = None
     structure: np.ndarray | None = None
+    index: str | None = None
 
     def __repr__(self) -> str:
         count, layers = self.layer_points.shape[:2]

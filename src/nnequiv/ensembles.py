@@ -25,7 +25,8 @@ from functools import partial
 import numpy as np
 from scipy.linalg import lapack
 
-from nnequiv._seeding import map_ordered, realization_seeds, stream_seed
+from nnequiv._pool import map_ordered
+from nnequiv._seeding import realization_seeds, stream_seed
 from nnequiv.errors import InputError
 from nnequiv.settings import Settings
 

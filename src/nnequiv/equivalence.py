@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv._display import display_names
+from nnequiv._pipeline import Request, analyse_all
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
 from nnequiv.calibration import (
@@ -40,6 +41,7 @@ from nnequiv.distances import (
 )
 from nnequiv.errors import InputError
 from nnequiv.explain import explain
+from nnequiv.index import Library, check_index_settings, is_index, open_index
 from nnequiv.results import Classes, Identification, Match, Verdict
 from nnequiv.settings import DistanceSettings, Settings, split_options
 
@@ -170,27 +172,25 @@ def analyze_all(
     network found is analysed once (or read from the cache, :mod:`nnequiv.cache`) and named
     by its discovery label (``Analysis.source``; ``Analysis.path`` keeps its file). Finished
     analyses, and the networks of a fingerprint index (:mod:`nnequiv.index`), are used as
-    they are. Options as for :func:`compare`; ``scheduler`` as in
-    :func:`nnequiv.scheduler.analyse_all`; ``progress(done, total, label)`` is called as
-    analyses arrive. With ``on_error``, a network that cannot be analysed is passed to it
-    with its error and left out; without, the error is raised.
+    they are. Options, ``scheduler`` and ``n_jobs`` as for :func:`compare`;
+    ``progress(done, total, label)`` is called as analyses arrive. With ``on_error``, a
+    network that cannot be analysed is passed to it with its error and left out; without,
+    the error is raised.
     """
     return _analyse_each(
         list(sources), options, settings, cache_dir, progress, n_jobs, scheduler,
-        connectomes=connectomes, notes=notes, on_error=on_error,
+        connectomes=connectomes, notes=notes, on_error=on_error, curves=True,
     )[0]  # fmt: skip
 
 
-def _expand_libraries(sources: Sequence, level: str) -> tuple[list, list]:
+def _expand_libraries(sources: Sequence, curves: bool) -> tuple[list, list]:
     """Sources with every fingerprint index (a :class:`~nnequiv.index.Library` or the path
-    of an index file, read with its curves for the pooled level) replaced by its networks'
-    summaries, and the indexes."""
-    from nnequiv.index import Library, is_index, open_index
-
+    of an index file, read with its pooled CSD curves where ``curves``) replaced by its
+    networks' summaries, and the indexes."""
     out, libraries = [], []
     for source in sources:
         if not isinstance(source, Library) and is_index(source):
-            source = open_index(source, curves=level == "pooled")
+            source = open_index(source, curves=curves)
         if isinstance(source, Library):
             libraries.append(source)
             out += source.summaries
@@ -229,20 +229,21 @@ def _analyse_each(
     connectomes: bool = False,
     notes=None,
     on_error=None,
+    curves: bool | None = None,
 ) -> tuple[list, DistanceSettings]:
     """Analyses of the sources (each distinct network computed once, or read from the cache;
     finished analyses, summaries and fingerprint indexes used as they are, all checked to
-    share their settings), and the distance settings."""
-    from nnequiv.index import check_index_settings
-    from nnequiv.scheduler import analyse_all
-
-    analysis_settings, distance_settings, *_ = split_options(options, base=settings)
-    distance_names = {f.name for f in fields(DistanceSettings)}
-    analysis_options = {k: v for k, v in options.items() if k not in distance_names}
+    share their settings), and the distance settings. Indexes are read with their pooled
+    curves where ``curves`` (None: where the pooled level is asked for)."""
+    analysis_settings, distance_settings, load, connectome, given = split_options(
+        options, base=settings
+    )
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options
     )
-    sources, libraries = _expand_libraries(sources, distance_settings.level)
+    if curves is None:
+        curves = distance_settings.level == "pooled"
+    sources, libraries = _expand_libraries(sources, curves)
     items = _discovered(sources, connectomes, notes, on_error)
     finished = [isinstance(item, (Analysis, Summary)) for item in items]
     if chosen_explicitly or not all(finished):
@@ -256,8 +257,7 @@ def _analyse_each(
             positions.setdefault(_source_key(item), item)
     results = analyse_all(
         [item.source for item in positions.values()],
-        analysis_settings,
-        analysis_options,
+        Request(analysis_settings, load, connectome, given),
         cache_dir=cache_dir,
         scheduler=scheduler,
         n_jobs=n_jobs,
@@ -269,8 +269,8 @@ def _analyse_each(
         if isinstance(result, Exception):
             on_error(item.label, result)
             continue
-        result.source, result.path = item.label, item.path and str(Path(item.path).resolve())
-        analysed[key] = result
+        path = item.path and str(Path(item.path).resolve())
+        analysed[key] = replace(result, source=item.label, path=path)
     out = []
     for item, done in zip(items, finished):
         if done:
@@ -303,8 +303,6 @@ class _Requested:
 
 
 def _check_sources(sources) -> list:
-    from nnequiv.index import Library
-
     if isinstance(sources, (str, os.PathLike, Library)):
         sources = [sources]
     sources = list(sources)
@@ -377,9 +375,11 @@ def compare(
 
     Parameters
     ----------
-    a, b : source or Analysis
-        The networks (anything :func:`nnequiv.analyze` accepts, or finished analyses, which
-        must share their analysis settings).
+    a, b : source, Analysis or Summary
+        The networks (anything :func:`nnequiv.analyze` accepts, finished analyses, or
+        summaries from a fingerprint index, which must share their analysis settings; an
+        index file or :class:`~nnequiv.index.Library` with one network counts as that
+        network). A summary gives no explanation (an index keeps no layer names).
     eps : float, optional
         The same-network resolution. When None it is calibrated from the pair alone: the
         larger of the two networks' noise floors (the distance expected between two
@@ -431,9 +431,15 @@ def compare(
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    (first, second), distance_settings = _analyse_each(
+    analyses, distance_settings = _analyse_each(
         [a, b], options, settings, cache_dir, None, n_jobs, scheduler
     )
+    if len(analyses) != 2:
+        raise InputError(
+            f"compare takes two networks; {_named(a)} and {_named(b)} hold {len(analyses)} "
+            "(cluster, or identify with a library, takes many)"
+        )
+    first, second = analyses
     fa, fb = fingerprint(first, distance_settings), fingerprint(second, distance_settings)
     design_a, design_b = design_prints([first, second])
     (judged,) = _judge(fa, [fb], eps, design_a, [design_b], chosen)
@@ -448,7 +454,7 @@ def compare(
         verdict=judged.verdict,
         settings=first.settings,
         distance_settings=distance_settings,
-        explanation=explain(first, second, distance_settings),
+        explanation=_explanation(first, second, distance_settings),
         design_distance=judged.design_distance,
         design_spread=judged.design_spread,
         eps_design=judged.eps_design,
@@ -457,6 +463,21 @@ def compare(
         calibration=chosen.summary(),
         layer_counts=(len(design_a.structure), len(design_b.structure)),
     )
+
+
+def _named(source) -> str:
+    """How compare's errors name a source it was given."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "source", None) or getattr(source, "path", None) or source)
+
+
+def _explanation(first, second, distance_settings: DistanceSettings):
+    """Which layers make the distance (:func:`nnequiv.explain.explain`), or None where a
+    network is a summary read from a fingerprint index, which keeps no layer names."""
+    if isinstance(first, Analysis) and isinstance(second, Analysis):
+        return explain(first, second, distance_settings)
+    return None
 
 
 def cluster(

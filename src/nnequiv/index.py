@@ -2,7 +2,7 @@
 
 For every network the index keeps its label (the source as it was given), the absolute path,
 the content hash, the nnequiv version and its :class:`~nnequiv.distances.Summary`: the layer
-points and pooled CSD curves of every realisation with the layers' orders and stream keys.
+points and pooled CSD curves of every realization with the layers' orders and stream keys.
 From these :func:`~nnequiv.distances.fingerprint` makes the same fingerprints, at any level
 and order weight, as from the analyses themselves, so ``identify`` and ``cluster`` give the
 same distances, spreads, eps and verdicts through an index as from the files. The analysis
@@ -16,7 +16,6 @@ consistent orders and stream keys); a bad file is refused with one line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import tempfile
@@ -24,13 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import numpy as np
-
+from nnequiv._pipeline import Request, analyse_all, request
+from nnequiv._serial import Invalid, require, stored_settings, summary_blobs, summary_from_blobs
 from nnequiv._version import __version__
+from nnequiv.cache import content_hash
+from nnequiv.discovery import discover
 from nnequiv.distances import Summary, summarize
 from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._limits import open_regular, shown
-from nnequiv.settings import DistanceSettings, Settings, split_options
+from nnequiv.settings import DistanceSettings, Settings
 
 __all__ = [
     "IndexChange",
@@ -159,7 +160,10 @@ class Library:
 
     @property
     def summaries(self) -> list[Summary]:
-        return [replace(entry.summary, path=entry.path or None) for entry in self.entries]
+        return [
+            replace(entry.summary, path=entry.path or None, index=self.path)
+            for entry in self.entries
+        ]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -216,15 +220,6 @@ def check_index_settings(library: Library, settings: Settings) -> None:
 # ---- reading ---------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """An index that fails a check."""
-
-
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        raise _Invalid(reason)
-
-
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection that writes nothing beside the index: ``mode=ro``, and
     ``immutable`` (no lock, no ``-shm`` or ``-wal`` file) unless a ``-wal`` file holds
@@ -253,18 +248,11 @@ def _check_schema(connection: sqlite3.Connection) -> None:
     a query could run: no view, trigger or virtual table."""
     rows = connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
     for kind, name, sql in rows:
-        _require(kind in ("table", "index"), f"holds a {kind} ('{shown(str(name))}')")
+        require(kind in ("table", "index"), f"holds a {kind} ('{shown(str(name))}')")
         virtual = isinstance(sql, str) and sql.lstrip().upper().startswith("CREATE VIRTUAL")
-        _require(not virtual, f"holds a virtual table ('{shown(str(name))}')")
+        require(not virtual, f"holds a virtual table ('{shown(str(name))}')")
     tables = {name for kind, name, _ in rows if kind == "table"}
-    _require({"meta", "networks"} <= tables, "not an nnequiv index (tables missing)")
-
-
-def _array(blob, dtype, shape: tuple, name: str) -> np.ndarray:
-    _require(isinstance(blob, bytes), f"{name} is not a blob")
-    size = math.prod(shape) * np.dtype(dtype).itemsize
-    _require(len(blob) == size, f"{name} holds {len(blob)} bytes, expected {size}")
-    return np.frombuffer(blob, dtype=dtype).reshape(shape)
+    require({"meta", "networks"} <= tables, "not an nnequiv index (tables missing)")
 
 
 def _check_sizes(connection: sqlite3.Connection, settings: Settings) -> None:
@@ -278,48 +266,29 @@ def _check_sizes(connection: sqlite3.Connection, settings: Settings) -> None:
     )
     count, locations, bins = settings.realizations, len(settings.locations), settings.grid[2]
     for layers, orders, streams, points, csd, text in rows:
-        _require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, "bad layer count")
+        require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, "bad layer count")
         expected = (8 * layers, 16 * layers, 8 * count * layers * locations, 8 * count * bins)
-        _require((orders, streams, points, csd) == expected, "a blob of the wrong size")
-        _require(isinstance(text, int) and text <= MAX_TEXT, "a text field too long")
+        require((orders, streams, points, csd) == expected, "a blob of the wrong size")
+        require(isinstance(text, int) and text <= MAX_TEXT, "a text field too long")
 
 
 def _meta(connection: sqlite3.Connection) -> tuple[Settings, str]:
     longest = connection.execute("SELECT max(length(key)), max(length(value)) FROM meta")
-    _require(all((n or 0) <= MAX_TEXT for n in longest.fetchone()), "a meta field too long")
+    require(all((n or 0) <= MAX_TEXT for n in longest.fetchone()), "a meta field too long")
     rows = connection.execute("SELECT key, value FROM meta").fetchall()
     meta = {key: value for key, value in rows if isinstance(key, str) and isinstance(value, str)}
-    _require(meta.get("format") == INDEX_FORMAT, "not an nnequiv index")
-    _require(
-        meta.get("format_version") == str(INDEX_FORMAT_VERSION), "unknown index format version"
-    )
-    stored = json.loads(meta.get("settings", "null"))
-    _require(isinstance(stored, dict), "settings are not an object")
-    _require(sorted(stored) == sorted(f.name for f in fields(Settings)), "unexpected settings")
-    return Settings(**stored), meta.get("version", "")
+    require(meta.get("format") == INDEX_FORMAT, "not an nnequiv index")
+    require(meta.get("format_version") == str(INDEX_FORMAT_VERSION), "unknown index format version")
+    return stored_settings(json.loads(meta.get("settings", "null"))), meta.get("version", "")
 
 
-def _entry(row: tuple, settings: Settings, version: str) -> IndexEntry:
-    label, path, content, entry_version, layers, orders, streams, points, structure, csd = (
-        row if len(row) == 10 else (*row, None)
-    )
+def _entry(row: tuple, settings: Settings, version: str, index: str) -> IndexEntry:
+    label, path, content, entry_version, layers, *blobs = row if len(row) == 10 else (*row, None)
     for name, value in [("label", label), ("path", path), ("content hash", content)]:
-        _require(isinstance(value, str), f"{name} is not text")
-    _require(entry_version == version, f"{label}: analysed by another nnequiv version")
-    _require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, f"{label}: bad layer count")
-    count, bins = settings.realizations, settings.grid[2]
-    orders = _array(orders, "<i8", (layers,), "orders")
-    streams = _array(streams, "<i8", (layers, 2), "streams")
-    points = _array(points, "<f8", (count, layers, len(settings.locations)), "points")
-    csd = None if csd is None else _array(csd, "<f8", (count, bins), "csd")
-    structure = _array(structure, "<f8", (layers, 3), "structure")
-    _require(bool((orders >= 1).all()), f"{label}: an order below 1")
-    _require(np.array_equal(streams[:, 0], orders), f"{label}: stream keys do not match orders")
-    _require(bool((streams[:, 1] >= 0).all()), f"{label}: a negative stream rank")
-    finite = np.isfinite(points).all() and np.isfinite(structure).all()
-    finite = finite and (csd is None or np.isfinite(csd).all())
-    _require(bool(finite), f"{label}: NaN or Inf")
-    summary = Summary(label, settings, points, orders, streams, csd, structure=structure)
+        require(isinstance(value, str), f"{name} is not text")
+    require(entry_version == version, f"{label}: analysed by another nnequiv version")
+    require(isinstance(layers, int) and 1 <= layers <= MAX_LAYERS, f"{label}: bad layer count")
+    summary = summary_from_blobs(label, settings, layers, tuple(blobs), index=index)
     return IndexEntry(label, path, content, entry_version, summary)
 
 
@@ -364,8 +333,8 @@ def open_index(path, curves: bool = True) -> Library:
                 rows = connection.execute(f"SELECT {columns} FROM networks ORDER BY id").fetchall()
         finally:
             connection.close()
-        entries = [_entry(row, settings, version) for row in rows]
-    except _Invalid as exc:
+        entries = [_entry(row, settings, version, str(path)) for row in rows]
+    except Invalid as exc:
         raise FormatError(f"{path}: not a valid nnequiv index: {exc}") from None
     except (sqlite3.Error, ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise FormatError(f"{path}: not a valid nnequiv index: {_reason(exc)}") from None
@@ -388,11 +357,7 @@ def _row(entry: IndexEntry) -> tuple:
         entry.content_hash,
         entry.version,
         int(summary.orders.size),
-        np.ascontiguousarray(summary.orders, dtype="<i8").tobytes(),
-        np.ascontiguousarray(summary.streams, dtype="<i8").tobytes(),
-        np.ascontiguousarray(summary.layer_points, dtype="<f8").tobytes(),
-        np.ascontiguousarray(summary.structure, dtype="<f8").tobytes(),
-        np.ascontiguousarray(summary.csd, dtype="<f8").tobytes(),
+        *summary_blobs(summary),
     )
 
 
@@ -447,8 +412,7 @@ def _placed(
 
 def _entries(
     sources: Sequence,
-    settings: Settings,
-    options: dict,
+    wanted: Request,
     cache_dir,
     scheduler,
     n_jobs,
@@ -458,10 +422,6 @@ def _entries(
 ) -> list[IndexEntry]:
     """Find the networks in ``sources`` (:func:`nnequiv.discovery.discover`), analyse them
     (cache, scheduler) and make their index entries, named by their discovery labels."""
-    from nnequiv.cache import content_hash
-    from nnequiv.discovery import discover
-    from nnequiv.scheduler import analyse_all
-
     for source in sources:
         if is_index(source):
             raise InputError(
@@ -472,28 +432,28 @@ def _entries(
     unique = [item.source for item in found]
     analyses = analyse_all(
         unique,
-        settings,
-        options,
+        wanted,
         cache_dir=cache_dir,
         scheduler=scheduler,
         n_jobs=n_jobs,
         progress=progress,
         errors="return" if on_error is not None else "raise",
     )
-    _, _, load, connectome, given = split_options(options, base=settings)
     entries = []
     for item, analysis in zip(found, analyses):
         if isinstance(analysis, Exception):
             on_error(item.label, analysis)
             continue
-        content, _ = content_hash(item.source, load, connectome, given, settings.seed)
+        content, _ = content_hash(
+            item.source, wanted.load, wanted.connectome, wanted.given, wanted.settings.seed
+        )
         entries.append(
             IndexEntry(
                 item.label,
                 str(item.path.resolve()) if item.path is not None else "",
                 content or "",
                 analysis.version,
-                summarize(analysis),
+                replace(summarize(analysis), source=item.label),
             )
         )
     return entries
@@ -532,7 +492,7 @@ def build_index(
     settings, **options
         Analysis settings and loading options, as for :func:`nnequiv.analyze`.
     cache_dir, scheduler, n_jobs, progress
-        Where analyses are cached and run (:func:`nnequiv.scheduler.analyse_all`).
+        Where analyses are cached and run (as for :func:`nnequiv.analyze_all`).
     notes, on_error
         As for :func:`nnequiv.analyze_all`: a line for each file skipped, and where given, a
         network that cannot be found or analysed is passed to ``on_error`` and left out.
@@ -540,11 +500,9 @@ def build_index(
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the index would be empty")
-    options = _analysis_options(options)
-    chosen = split_options(options, base=settings)[0]
-    entries = _entries(
-        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
-    )
+    wanted = request(_analysis_options(options), settings)
+    chosen = wanted.settings
+    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
     if not entries:
         raise InputError("no network could be analysed: the index would be empty")
     output = Path(output)
@@ -602,15 +560,12 @@ def add_to_index(
     to each in ``changes``. Analysis settings given in ``options`` must be those of the
     index; the other arguments are those of :func:`build_index`."""
     library = open_index(index)
-    options = _analysis_options(options)
-    chosen = split_options(options, base=library.settings)[0]
-    check_index_settings(library, chosen)
+    wanted = request(_analysis_options(options), library.settings)
+    check_index_settings(library, wanted.settings)
     sources = list(sources)
     if not sources:
         raise InputError("no networks given to add")
-    entries = _entries(
-        sources, chosen, options, cache_dir, scheduler, n_jobs, progress, notes, on_error
-    )
+    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
     if not entries:
         raise InputError("no network could be analysed: nothing to add")
     inserts, deletes, changes = _placed(library, entries, replace)

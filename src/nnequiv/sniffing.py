@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import pickletools
 import re
 import zipfile
 from collections.abc import Callable
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import NNEquivError
+from nnequiv.loading._formats import legacy_torch_pickle
 from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
 
 NETWORK, CONNECTOME = "network", "connectome"
@@ -28,8 +27,6 @@ MAX_LEGACY_SNIFF_BYTES = 64 << 20
 #: CSV files up to this size are parsed whole to decide whether they are connectomes.
 MAX_CSV_PARSE_BYTES = 32 << 20
 _CSV_SNIFF_ROWS = 50
-#: The first value ``torch.save`` pickles in its legacy (non-zip) format.
-_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def sniff(path: Path, connectomes: bool) -> str:
@@ -197,28 +194,12 @@ def _sniff_torch(path: Path) -> str:
         if not any(len(p) == 3 and p[1] == "data" and not p[2].startswith(".") for p in parts):
             return "holds no tensor data (a pickled object without weights)"
         return _torch_object_reason(path)
-    pickled = _legacy_torch_pickle(path)
+    pickled = legacy_torch_pickle(path)
     if pickled is False:
         return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
     if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
         return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
     return _torch_object_reason(path)
-
-
-def _legacy_torch_pickle(path: Path) -> bool | None:
-    """Whether a pickle starts with the magic number of ``torch.save``'s legacy format (None:
-    not a pickle). Read with :mod:`pickletools`, which parses opcodes and runs nothing."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-        if not head.startswith(b"\x80"):
-            return None
-        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
-            if opcode.name not in {"PROTO", "FRAME"}:
-                return opcode.name == "LONG1" and argument == _TORCH_MAGIC
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def _torch_object_reason(path: Path) -> str:
@@ -297,65 +278,6 @@ def _parses_as_connectome(path: Path) -> str:
         reason = str(exc).removeprefix(f"{path}: ")
         return f"a numeric table that is not a connectome ({reason})"
     return CONNECTOME
-
-
-# --- formats by content ---------------------------------------------------------------------
-
-#: First bytes of each format that has a signature; ``content_format`` names the reader.
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_NPY_MAGIC = b"\x93NUMPY"
-#: Legacy GGML files (before GGUF): the magic as the little-endian uint32 they start with.
-GGML_MAGICS = {b"lmgg": "ggml", b"fmgg": "ggmf", b"tjgg": "ggjt", b"algg": "ggla", b"ggsn": "ggsn"}
-#: Core ML's weight blob files start with a 64-byte header, then a blob with this sentinel.
-_COREML_SENTINEL = (0xDEADBEEF).to_bytes(4, "little")
-
-
-def content_format(path: Path) -> str | None:
-    """The format of a regular file from its first bytes (and a zip archive's member names),
-    whatever its suffix: ``"torch"`` (a ``torch.save`` or TorchScript archive, a legacy torch
-    pickle), ``"npz"``, ``"keras"``, ``"gguf"``, ``"ggml"``, ``"tflite"``, ``"hdf5"``,
-    ``"npy"``, ``"safetensors"``, ``"coreml-weights"``; None where the content does not tell
-    (ONNX, which has no signature, or anything else)."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096)
-            size = os.fstat(handle.fileno()).st_size
-    except OSError:
-        return None
-    if head.startswith(b"PK\x03\x04"):
-        return _zip_format(path)
-    if head[:4] == b"GGUF":
-        return "gguf"
-    if head[:4] in GGML_MAGICS:
-        return "ggml"
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if any(head[at : at + 8] == _HDF5_MAGIC for at in (0, 512, 1024, 2048)):
-        return "hdf5"
-    if head.startswith(_NPY_MAGIC):
-        return "npy"
-    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
-    if len(head) >= 68 and head[64:68] == _COREML_SENTINEL:
-        return "coreml-weights"
-    if head.startswith(b"\x80") and _legacy_torch_pickle(path):
-        return "torch"
-    return None
-
-
-def _zip_format(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except Exception:  # noqa: BLE001 - zipfile raises many kinds on a crafted archive
-        return None
-    if any(name.endswith("/data.pkl") and name.count("/") == 1 for name in names):
-        return "torch"
-    if any(name.endswith(".h5") for name in names):
-        return "keras"
-    if names and all(name.endswith(".npy") for name in names if not name.endswith("/")):
-        return "npz"
-    return None
 
 
 # --- Hugging Face -------------------------------------------------------------------------------

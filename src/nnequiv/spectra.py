@@ -1,5 +1,5 @@
 """Layer spectra (method items 2, 3 and 13): canonical form, eigenvalues of W W^T,
-normalisation, on-disk cache.
+normalisation.
 
 The canonical form balances the rows and columns of W (``canonical="balanced"``), scales its
 rows to unit norm (``"rows"``) or leaves W as stored (``"raw"``). The n = min(N, M)
@@ -20,14 +20,11 @@ a time would not, and the same line where an allocation fails all the same.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import signal
-import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +44,7 @@ from nnequiv._blockwise import (
     working_bytes,
 )
 from nnequiv._memory import format_gib, memory_budget
-from nnequiv._seeding import resolve_n_jobs
+from nnequiv._pool import ordered_map, resolve_n_jobs
 from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import (
     LayerMatrix,
@@ -251,92 +248,45 @@ def normalize_spectrum(eigenvalues: np.ndarray, method: str = Settings.normaliza
     return values / scale
 
 
-# ---- cache ---------------------------------------------------------------------------
-
-
-def _content_key(layer: LayerMatrix, rtol: float, canonical: str) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    if isinstance(layer.matrix, StoredMatrix):  # the stored bytes, as the file holds them
-        stored = layer.matrix
-        view = f"{stored.tensor.element.name}|{stored.tensor.shape}|{stored.layout}"
-        digest.update(f"stored|{view}|{rtol!r}|{canonical}|v3".encode())
-        for chunk in stored.raw_chunks(BLOCK_BYTES):
-            digest.update(chunk)
-        return digest.hexdigest()
-    matrix = np.ascontiguousarray(layer.matrix)
-    digest.update(f"{matrix.dtype.str}|{matrix.shape}|{rtol!r}|{canonical}|v3".encode())
-    digest.update(memoryview(matrix).cast("B"))
-    return digest.hexdigest()
-
-
-def _cache_read(path: Path, layer: LayerMatrix):
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            values = stored["eigenvalues"]
-            dropped = int(stored["n_dropped"])
-            method = str(stored["method"])
-            applied = str(stored["canonical"])
-        if (
-            values.ndim != 1
-            or values.size + dropped != layer.order
-            or not np.all(np.isfinite(values))
-        ):
-            return None
-        return values, dropped, method, applied
-    except Exception:  # a damaged entry is recomputed and rewritten
-        return None
-
-
-def _cache_write(path: Path, values, dropped, method, applied) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(
-                stream, eigenvalues=values, n_dropped=dropped, method=method, canonical=applied
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def cached_layer_spectrum(
+def _bounded_layer_spectrum(
     layer: LayerMatrix,
     rtol: float,
     canonical: str,
-    cache_dir,
     *,
     block_bytes: int | None = None,
     stage=None,
     max_memory: int | None = None,
     label: str = "",
 ) -> LayerSpectrum:
-    """:func:`layer_spectrum`, read from ``cache_dir`` when this tensor was seen before.
+    """:func:`layer_spectrum` of a layer matrix (in memory or stored), its working memory
+    held to ``max_memory`` bytes (None: what the process can still allocate); a layer that
+    does not fit, or whose allocation fails, is a :class:`ResourceLimitError` naming
+    ``label`` and the layer."""
+    where = f"{label}: layer '{layer.name}'" if label else f"layer '{layer.name}'"
+    budget = memory_budget(max_memory)
+    try:
+        found = _spectrum_of(
+            layer.matrix, rtol, canonical, block_bytes, stage, budget=budget, where=where
+        )
+    except MemoryError as exc:  # numpy's _ArrayMemoryError too
+        rows, columns = layer.matrix_shape
+        raise ResourceLimitError(
+            f"{where} ({rows} x {columns}): out of memory ({' '.join(str(exc).split())}); "
+            f"the budget was {format_gib(budget)} (max_memory, --max-memory)"
+        ) from None
+    return LayerSpectrum(layer.name, layer.shape, layer.matrix_shape, *found)
 
-    The working memory is held to ``max_memory`` bytes (None: what the process can still
-    allocate); a layer that does not fit, or whose allocation fails, is a
-    :class:`ResourceLimitError` naming ``label`` and the layer."""
-    path = None
+
+def _no_spectrum_cache(cache_dir) -> None:
+    """Warn that the per-layer spectrum cache is gone (``cache_dir`` given)."""
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_content_key(layer, rtol, canonical)}.npz"
-    hit = _cache_read(path, layer) if path is not None and path.exists() else None
-    if hit is None:
-        where = f"{label}: layer '{layer.name}'" if label else f"layer '{layer.name}'"
-        budget = memory_budget(max_memory)
-        try:
-            hit = _spectrum_of(
-                layer.matrix, rtol, canonical, block_bytes, stage, budget=budget, where=where
-            )
-        except MemoryError as exc:  # numpy's _ArrayMemoryError too
-            rows, columns = layer.matrix_shape
-            raise ResourceLimitError(
-                f"{where} ({rows} x {columns}): out of memory ({' '.join(str(exc).split())}); "
-                f"the budget was {format_gib(budget)} (max_memory, --max-memory)"
-            ) from None
-        if path is not None:
-            _cache_write(path, *hit)
-    return LayerSpectrum(layer.name, layer.shape, layer.matrix_shape, *hit)
+        warnings.warn(
+            "cache_dir of layer_spectra and network_spectra is deprecated and ignored (the "
+            "per-layer spectrum cache is gone; nnequiv.analyze caches whole analyses); it "
+            "will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 def network_spectra(
@@ -358,6 +308,7 @@ def network_spectra(
     Parameters are those of :func:`layer_spectra`. A layer with no eigenvalue above
     ``rtol * max`` (all zero, or all too small to square in float64) is skipped.
     """
+    _no_spectrum_cache(cache_dir)
     weights, chosen = resolved_layout(source, layout)
     skipped: list[SkippedTensor] = []
     matrices = iter_layer_matrices(weights, include, exclude, chosen, skipped, stored=True)
@@ -367,15 +318,15 @@ def network_spectra(
         total = len(matrices)
         workers = min(resolve_n_jobs(n_jobs), total)
     report = progress or (lambda done, total, label: None)
-    options = {"rtol": rtol, "canonical": canonical, "cache_dir": cache_dir}
+    options = {"rtol": rtol, "canonical": canonical}
     options.update(label=weights.label, max_memory=max_memory)
     layers = []
     if workers > 1:  # each worker has its share of the budget
         share = memory_budget(max_memory) // workers
         task = partial(
-            cached_layer_spectrum, **{**options, "max_memory": share}, block_bytes=block_bytes
+            _bounded_layer_spectrum, **{**options, "max_memory": share}, block_bytes=block_bytes
         )
-        spectra = _in_processes(task, matrices, workers)
+        spectra = ordered_map(task, matrices, workers)
     else:
         spectra = _in_turn(matrices, report, total, options, block_bytes)
     for done, spectrum in enumerate(spectra):
@@ -397,28 +348,7 @@ def _in_turn(matrices, report, total, options, block_bytes):
         def stage(text: str, done=done, name=layer.name) -> None:
             report(done, total, f"{name}: {text}")
 
-        yield cached_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
-
-
-def _in_processes(task, matrices, workers: int):
-    """``task`` of every layer in ``workers`` processes, in order as they finish. Workers
-    ignore Ctrl-C and use one BLAS thread each; an interrupt or error ends them all."""
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with context.Pool(workers, initializer=_quiet_worker) as pool:
-        yield from pool.imap(task, matrices)
-
-
-def _quiet_worker() -> None:
-    """A spectra worker: Ctrl-C is the parent's to handle; one BLAS thread."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - BLAS threads then follow the environment
-        return
-    threadpool_limits(1)
+        yield _bounded_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
 
 
 def layer_spectra(
@@ -451,8 +381,9 @@ def layer_spectra(
         The canonical form (method item 13), by default the one of
         :class:`~nnequiv.settings.Settings` (``"balanced"``, as :func:`nnequiv.analyze`);
         ``"raw"``: the spectra of the stored matrices (the default before 0.4).
-    cache_dir : path, optional
-        Directory of cached spectra, keyed by a content hash of each tensor.
+    cache_dir : None
+        Deprecated and ignored (the per-layer spectrum cache is gone; :func:`nnequiv.analyze`
+        caches whole analyses); giving it warns, and it goes in the next release.
     progress : callable, optional
         ``progress(done, total, label)`` before and after every layer, and at every stage of
         a layer computed in blocks (``label`` is then ``"name: stage"``); ``total`` is None
@@ -464,8 +395,8 @@ def layer_spectra(
     n_jobs : int or None
         Worker processes over the layers (-1: every core), for sources that list their
         tensors from headers (safetensors files, shards, indexes; others are computed in
-        turn). Each worker holds one layer's working memory and uses one BLAS thread; stages
-        are not reported from workers. Does not change the result.
+        turn; :mod:`nnequiv._pool`). Each worker holds one layer's working memory and uses
+        one BLAS thread; stages are not reported from workers. Does not change the result.
     max_memory : int or None
         Bytes one layer's computation may take (shared among the workers); None: the
         smallest of the available RAM, the room under ``RLIMIT_AS`` and the cgroup limit.
@@ -479,6 +410,7 @@ def layer_spectra(
         In the model's order: the order of a shard index, else the order in which the file
         stores the tensors.
     """
+    _no_spectrum_cache(cache_dir)
     return network_spectra(
         source,
         include,
@@ -486,7 +418,6 @@ def layer_spectra(
         layout,
         rtol=rtol,
         canonical=canonical,
-        cache_dir=cache_dir,
         progress=progress,
         block_bytes=block_bytes,
         n_jobs=n_jobs,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError, NNEquivError
+from nnequiv.loading._formats import content_format
 from nnequiv.loading._hdf5 import iter_keras
 from nnequiv.loading._limits import (
     LIMITS,
@@ -181,7 +182,7 @@ def config_ties_embeddings(folder: Path) -> bool:
 
 
 #: The reader of each file suffix, where the content does not say (see
-#: :func:`nnequiv.sniffing.content_format`, which wins where it does).
+#: :func:`nnequiv.loading._formats.content_format`, which wins where it does).
 KIND_BY_SUFFIX = {
     ".tflite": "tflite",
     ".gguf": "gguf",
@@ -199,8 +200,6 @@ KIND_BY_SUFFIX = {
 
 
 def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> WeightSource:
-    from nnequiv.sniffing import content_format
-
     label = str(path)
     suffix = path.suffix.lower()
     if is_index_path(path):
