@@ -7,6 +7,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nnequiv
@@ -131,3 +132,20 @@ def test_one_labeller_marks_duplicates_alike():
         "x/org/model",
     ]
     assert display_names([]) == []
+
+
+def test_a_file_given_twice_has_one_label_per_place_in_text_and_json(tmp_path):
+    from _helpers import random_mlp
+
+    from nnequiv.output.text import format_classes
+
+    (tmp_path / "sub").mkdir()
+    for index, path in enumerate([tmp_path / "m.npz", tmp_path / "sub" / "m.npz"]):
+        np.savez(path, **random_mlp([16, 12, 6], seed=index))
+    paths = [tmp_path / "m.npz", tmp_path / "m.npz", tmp_path / "sub" / "m.npz"]
+    classes = nnequiv.cluster(paths, realizations=2, cache_dir=False)
+    first = f"{tmp_path.name}/m.npz"  # told apart from sub/m.npz by its folder
+    assert classes.models == [first, f"{first}#2", "sub/m.npz"]
+    assert classes.to_dict()["models"] == classes.models
+    text = format_classes(classes)
+    assert all(label in text for label in classes.models)

@@ -87,6 +87,12 @@ def unique_labels(
             break
         for i in grow:
             lengths[i] += 1
+    return numbered(labels)
+
+
+def numbered(labels: Sequence[str]) -> list[str]:
+    """The labels with each repeat numbered: ``"#2"``, ``"#3"``, ... after the first (the
+    marks of :func:`unique_labels`)."""
     seen: Counter = Counter()
     out = []
     for label in labels:

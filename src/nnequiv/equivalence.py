@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv._display import display_names
+from nnequiv._display import display_names, numbered
 from nnequiv._pipeline import Request, analyse_all
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
@@ -546,7 +546,7 @@ def cluster(
             design_low[i, j] = design_low[j, i] = judged.design_spread[0]
             design_high[i, j] = design_high[j, i] = judged.design_spread[1]
             verdicts[i, j] = verdicts[j, i] = judged.verdict
-    names = [a.source for a in analyses]
+    names = numbered([a.source for a in analyses])  # a network given twice: two names
     labels, tree = design_classes(design, chosen.eps_design)
     classes = [[names[i] for i in np.flatnonzero(labels == k)] for k in range(labels.max() + 1)]
     off_diagonal = pair_eps_matrix[~np.eye(count, dtype=bool)] if count > 1 else pair_eps_matrix
