@@ -13,16 +13,7 @@ from nnequiv.ensembles import (
     conjugate_ensemble,
 )
 from nnequiv.equivalence import analyze_all, calibrate, cluster, compare, identify
-from nnequiv.errors import (
-    FormatError,
-    InputError,
-    InvalidWeightsError,
-    MissingDependencyError,
-    NNEquivError,
-    NoLayersError,
-    ResourceLimitError,
-    UnsafeFileError,
-)
+from nnequiv.errors import *  # noqa: F403 (the names of errors.__all__, exported below)
 from nnequiv.layers import layer_matrices
 from nnequiv.loading import open_weights
 from nnequiv.results import Classes, Identification, Match, Verdict
@@ -44,14 +35,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "errors",
-    "NNEquivError",
-    "InputError",
-    "FormatError",
-    "UnsafeFileError",
-    "ResourceLimitError",
-    "InvalidWeightsError",
-    "NoLayersError",
-    "MissingDependencyError",
+    *errors.__all__,
     "analyze",
     "analyze_all",
     "cayley_spectrum",
