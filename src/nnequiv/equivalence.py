@@ -111,6 +111,12 @@ class PairJudgement:
     verdict: str
     decided_by: str
 
+    def shared_with(self, result_type) -> dict:
+        """The fields of this judgement that ``result_type`` (:class:`Verdict` or
+        :class:`Match`) also has, by name."""
+        wanted = {field.name for field in fields(result_type)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in wanted}
+
 
 def judge_pair(
     distance: float,
@@ -447,19 +453,10 @@ def compare(
         a=first.source,
         b=second.source,
         level=distance_settings.level,
-        distance=judged.distance,
-        spread=judged.spread,
-        eps=judged.eps,
-        eps_source=judged.eps_source,
-        verdict=judged.verdict,
+        **judged.shared_with(Verdict),
         settings=first.settings,
         distance_settings=distance_settings,
         explanation=_explanation(first, second, distance_settings),
-        design_distance=judged.design_distance,
-        design_spread=judged.design_spread,
-        eps_design=judged.eps_design,
-        parts=judged.parts,
-        decided_by=judged.decided_by,
         calibration=chosen.summary(),
         layer_counts=(len(design_a.structure), len(design_b.structure)),
     )
@@ -633,19 +630,7 @@ def identify(
     candidates = fingerprints(analyses[1:], distance_settings)
     judgements = _judge(target, candidates, eps, designs[0], designs[1:], chosen)
     for candidate, judged in zip(candidates, judgements):
-        matches.append(
-            Match(
-                path=candidate.source,
-                distance=judged.distance,
-                spread=judged.spread,
-                eps=judged.eps,
-                verdict=judged.verdict,
-                design_distance=judged.design_distance,
-                design_spread=judged.design_spread,
-                eps_design=judged.eps_design,
-                decided_by=judged.decided_by,
-            )
-        )
+        matches.append(Match(path=candidate.source, **judged.shared_with(Match)))
     matches.sort(key=lambda m: (m.design_distance, m.distance))
     return Identification(
         query=analyses[0].source,
