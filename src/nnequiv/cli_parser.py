@@ -163,6 +163,42 @@ def _method_parser() -> argparse.ArgumentParser:
     return parent
 
 
+#: The help of a list of networks that may hold fingerprint indexes.
+NETWORKS_OR_INDEXES = "network files or directories, or fingerprint indexes ('nnequiv index build')"
+
+
+def _command(sub, name: str, parents: list, help: str, description: str):
+    """A command (or an index action) with the option groups of ``parents``, its one-line
+    help and its description."""
+    return sub.add_parser(name, parents=parents, help=help, description=description)
+
+
+def _add_networks(
+    parser: argparse.ArgumentParser,
+    name: str = "paths",
+    *,
+    help: str = "network files or directories",
+    metavar: str = "PATH",
+    required: bool = False,
+) -> None:
+    """The networks a command reads: one or more paths (``name`` a positional or an
+    option)."""
+    extra = {"required": True} if required else {}
+    parser.add_argument(name, nargs="+", metavar=metavar, help=help, **extra)
+
+
+def _add_output_file(parser: argparse.ArgumentParser, metavar: str, help: str = "") -> None:
+    """-o/--output: the file a command writes, which must end as ``metavar`` does."""
+    ending = metavar[metavar.rfind(".") :]
+    help = help or f"output file; must end in {ending}"
+    parser.add_argument("-o", "--output", required=True, metavar=metavar, help=help)
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    """--json: print ``what`` as JSON instead of text."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON (default: text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nnequiv`` argument parser: every command with its arguments and options."""
     parser = argparse.ArgumentParser(
@@ -177,83 +213,81 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(distance, DistanceSettings, "distance")
     _add_scheduler(distance)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "analyze",
-        parents=[method],
-        help="CSD and decay rate of one network",
-        description="Compare one network's layer spectra with its conjugate circular "
-        "ensemble: CSD, decay rate alpha with its interval, per-layer numbers.",
+        [method],
+        "CSD and decay rate of one network",
+        "Compare one network's layer spectra with its conjugate circular ensemble: CSD, decay "
+        "rate alpha with its interval, per-layer numbers.",
     )
     p.add_argument("path", help="network file, shard directory or connectome")
     _add_outputs(p, "the layer table")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "compare",
-        parents=[method, distance],
-        help="are two networks equivalent?",
-        description="Distance between two networks, its spread, eps and the verdict.",
+        [method, distance],
+        "are two networks equivalent?",
+        "Distance between two networks, its spread, eps and the verdict.",
     )
     p.add_argument("a", help="first network")
     p.add_argument("b", help="second network")
     _add_eps(p)
     _add_outputs(p, "the verdict")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "cluster",
-        parents=[method, distance],
-        help="equivalence classes of many networks",
-        description="Pairwise distances and verdicts at two resolutions, and the classes: "
-        "the average-linkage tree of the design distances cut at the design tolerance.",
+        [method, distance],
+        "equivalence classes of many networks",
+        "Pairwise distances and verdicts at two resolutions, and the classes: the "
+        "average-linkage tree of the design distances cut at the design tolerance.",
     )
-    p.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="network files or directories, or fingerprint indexes ('nnequiv index build')",
-    )
+    _add_networks(p, help=NETWORKS_OR_INDEXES)
     _add_eps(p)
     _add_outputs(p, "classes and distances")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "identify",
-        parents=[method, distance],
-        help="which known design is this network?",
-        description="Rank library networks by design distance to a query network.",
+        [method, distance],
+        "which known design is this network?",
+        "Rank library networks by design distance to a query network.",
     )
     p.add_argument("query", help="the network to identify")
-    p.add_argument(
+    _add_networks(
+        p,
         "--library",
-        nargs="+",
-        required=True,
-        metavar="PATH",
         help="library network files or directories, or a fingerprint index ('nnequiv index build')",
+        required=True,
     )
     p.add_argument("--top", type=int, default=5, help="matches shown (default: 5)")
     _add_eps(p)
     _add_outputs(p, "the matches", plot=False)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "report",
-        parents=[method, distance],
-        help="one HTML report of many networks",
-        description="Analyse networks, sort them into classes and write one self-contained "
-        "HTML report: heatmap, dendrogram, CSD curves per class, the network table.",
+        [method, distance],
+        "one HTML report of many networks",
+        "Analyse networks, sort them into classes and write one self-contained HTML report: "
+        "heatmap, dendrogram, CSD curves per class, the network table.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.html", help="output file; must end in .html"
-    )
+    _add_networks(p)
+    _add_output_file(p, "OUT.html")
     _add_eps(p)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "calibrate",
-        parents=[method],
-        help="fit the design tolerance to your own labelled networks",
-        description="Analyse labelled networks, choose the structural weight and the design "
-        "tolerance (at most --max-false-rate of pairs of different families equivalent), "
-        "check them leaving one family out, and write them as JSON for --calibration.",
+        [method],
+        "fit the design tolerance to your own labelled networks",
+        "Analyse labelled networks, choose the structural weight and the design tolerance (at "
+        "most --max-false-rate of pairs of different families equivalent), check them leaving "
+        "one family out, and write them as JSON for --calibration.",
     )
-    p.add_argument("paths", nargs="+", metavar="LIB", help="network files or directories")
+    _add_networks(p, metavar="LIB")
     p.add_argument(
         "--families",
         required=True,
@@ -261,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV with a 'family' column and the file name in a 'file', 'path', 'name', "
         "'network' or 'model' column",
     )
-    p.add_argument(
-        "-o", "--output", required=True, metavar="CAL.json", help="output file; must end in .json"
-    )
+    _add_output_file(p, "CAL.json")
     p.add_argument(
         "--max-false-rate",
         type=float,
@@ -271,23 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="largest share of different-family pairs judged equivalent (default: 0.01)",
     )
-    p.add_argument(
-        "--json", action="store_true", help="print the calibration as JSON (default: text)"
-    )
+    _add_json(p, "the calibration")
 
     _add_index_parser(sub, method)
 
     from nnequiv.connectomes import NULL_MODELS
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "null",
-        help="write a strength-preserving randomised connectome",
-        description="Weighted edge swaps that keep every node's in- and out-strength.",
+        [],
+        "write a strength-preserving randomised connectome",
+        "Weighted edge swaps that keep every node's in- and out-strength.",
     )
     p.add_argument("source", help="connectome file (npz, CSV or GraphML)")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.npz", help="output file; must end in .npz"
-    )
+    _add_output_file(p, "OUT.npz")
     p.add_argument("--seed", type=int, default=0, help="fixes the swaps (default: 0)")
     p.add_argument(
         "--kind",
@@ -325,47 +355,49 @@ def _add_scheduler(parser: argparse.ArgumentParser) -> None:
 
 def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
     """nnequiv index build | add | list."""
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "index",
-        help="fingerprint indexes of many networks",
-        description="A fingerprint index is one SQLite file with what the distances of many "
-        "networks need; 'identify --library' and 'cluster' read it instead of analysing "
-        "the networks again.",
+        [],
+        "fingerprint indexes of many networks",
+        "A fingerprint index is one SQLite file with what the distances of many networks "
+        "need; 'identify --library' and 'cluster' read it instead of analysing the networks "
+        "again.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", help="build, add or list"
     )
     scheduler = argparse.ArgumentParser(add_help=False)
     _add_scheduler(scheduler)
-    q = actions.add_parser(
+    q = _command(
+        actions,
         "build",
-        parents=[method, scheduler],
-        help="analyse networks and write their index",
-        description="Analyse networks (cached, optionally on a Dask cluster) and write "
-        "their fingerprint index, replacing OUTPUT.",
+        [method, scheduler],
+        "analyse networks and write their index",
+        "Analyse networks (cached, optionally on a Dask cluster) and write their fingerprint "
+        "index, replacing OUTPUT.",
     )
-    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
-    q.add_argument("-o", "--output", required=True, metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
-    q = actions.add_parser(
+    _add_networks(q)
+    _add_output_file(q, "LIB", help="the index file")
+    _add_json(q, "the index")
+    q = _command(
+        actions,
         "add",
-        parents=[method, scheduler],
-        help="add networks to an index",
-        description="Analyse networks with the index's settings and add them. The index "
-        "never loses a network: one whose label another network holds is added under a "
-        "longer label, unless --replace is given.",
+        [method, scheduler],
+        "add networks to an index",
+        "Analyse networks with the index's settings and add them. The index never loses a "
+        "network: one whose label another network holds is added under a longer label, "
+        "unless --replace is given.",
     )
     q.add_argument("index", metavar="LIB", help="the index file")
-    q.add_argument("paths", nargs="+", metavar="PATH", help="network files or directories")
+    _add_networks(q)
     q.add_argument(
         "--replace",
         action="store_true",
         help="a network whose label the index holds replaces that network (default: it is "
         "added under a longer label)",
     )
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
-    q = actions.add_parser(
-        "list", help="the networks of an index", description="The networks of an index."
-    )
+    _add_json(q, "the index")
+    q = _command(actions, "list", [], "the networks of an index", "The networks of an index.")
     q.add_argument("index", metavar="LIB", help="the index file")
-    q.add_argument("--json", action="store_true", help="print the index as JSON (default: text)")
+    _add_json(q, "the index")
