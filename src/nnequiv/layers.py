@@ -39,6 +39,7 @@ from nnequiv.loading import HWIO, OHWI, OIHW, Dropped, WeightSource, open_weight
 from nnequiv.loading._safetensors import StoredTensor, StoredWeights
 
 __all__ = [
+    "LayerShape",
     "LayerMatrix",
     "StoredMatrix",
     "SkippedTensor",
@@ -79,19 +80,27 @@ _TIE_WORDS = ("embed", "head", "output", "shared", "wte")
 
 
 @dataclass
-class LayerMatrix:
-    """One eligible tensor as a matrix: ``matrix`` is N x M, rows are output units (an array,
-    or a :class:`StoredMatrix` still in its file where that was asked for)."""
+class LayerShape:
+    """A layer's tensor name and shape, and the shape ``(N, M)`` of its matrix: what a
+    :class:`LayerMatrix` and a :class:`~nnequiv.spectra.LayerSpectrum` both carry."""
 
     name: str
     shape: tuple[int, ...]
     matrix_shape: tuple[int, int]
-    matrix: np.ndarray = field(repr=False)
 
     @property
     def order(self) -> int:
-        """``n = min(N, M)``, the number of eigenvalues of the layer spectrum."""
+        """``n = min(N, M)``: the number of eigenvalues of the layer spectrum, and the order
+        of the layer's conjugate circular matrix."""
         return min(self.matrix_shape)
+
+
+@dataclass
+class LayerMatrix(LayerShape):
+    """One eligible tensor as a matrix: ``matrix`` is N x M, rows are output units (an array,
+    or a :class:`StoredMatrix` still in its file where that was asked for)."""
+
+    matrix: np.ndarray = field(repr=False)
 
 
 @dataclass

@@ -48,6 +48,7 @@ from nnequiv._pool import ordered_map, resolve_n_jobs
 from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import (
     LayerMatrix,
+    LayerShape,
     SkippedTensor,
     StoredMatrix,
     iter_layer_matrices,
@@ -89,7 +90,7 @@ Progress = Callable[[int, "int | None", str], None]
 
 
 @dataclass
-class LayerSpectrum:
+class LayerSpectrum(LayerShape):
     """The spectrum of one layer.
 
     Attributes
@@ -112,18 +113,10 @@ class LayerSpectrum:
         pattern of W admits none).
     """
 
-    name: str
-    shape: tuple[int, ...]
-    matrix_shape: tuple[int, int]
     eigenvalues: np.ndarray = field(repr=False)
     n_dropped: int = 0
     method: str = "gram"
     canonical: str = "raw"
-
-    @property
-    def order(self) -> int:
-        """``n = min(N, M)``: the order of the layer's conjugate circular matrix."""
-        return min(self.matrix_shape)
 
 
 @dataclass
