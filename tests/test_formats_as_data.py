@@ -442,3 +442,21 @@ def test_quantized_onnx_with_a_scale_that_fits_no_axis_gets_one_line(tmp_path):
     )
     with pytest.raises(FormatError, match=r"bad\.onnx: quantized tensor 'w' \(4 x 3\) has a"):
         tensors(tmp_path / "bad.onnx")
+
+
+def test_quantized_onnx_block_size_larger_than_the_tensor_costs_the_tensor(tmp_path):
+    """A block size of 2**40 is one block per row: the scale is taken per element index,
+    never repeated block_size times."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    q = np.arange(12, dtype=np.int8).reshape(3, 4)
+    scale = np.array([[0.5], [1.0], [2.0]], np.float32)
+    init = [numpy_helper.from_array(q, "w_quantized"), numpy_helper.from_array(scale, "w_scale")]
+    node = helper.make_node(
+        "DequantizeLinear", ["w_quantized", "w_scale"], ["w"], axis=1, block_size=2**40
+    )
+    out = helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4])
+    graph = helper.make_graph([node], "g", [], [out], initializer=init)
+    onnx.save(helper.make_model(graph), str(tmp_path / "blocks.onnx"))
+    np.testing.assert_array_equal(tensors(tmp_path / "blocks.onnx")["w"], q * scale)

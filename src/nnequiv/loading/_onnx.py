@@ -204,13 +204,12 @@ def _broadcast(factor: np.ndarray, shape: tuple, plan: _Quantized, label: str) -
     axis = plan.axis % ndim
     if factor.ndim == 1 and factor.shape[0] == shape[axis]:
         return factor.reshape([-1 if i == axis else 1 for i in range(ndim)])
-    if factor.ndim == ndim and plan.block > 0:
-        blocked = np.repeat(factor, plan.block, axis=axis)
-        index = [slice(None)] * ndim
-        index[axis] = slice(0, shape[axis])
-        blocked = blocked[tuple(index)]
-        if blocked.shape == tuple(shape):
-            return blocked
+    blocks = -(-shape[axis] // plan.block) if plan.block > 0 else 0
+    fits = [
+        n == (blocks if i == axis else size) for i, (n, size) in enumerate(zip(factor.shape, shape))
+    ]
+    if factor.ndim == ndim and blocks and all(fits):  # one value per block along the axis
+        return np.take(factor, np.arange(shape[axis]) // plan.block, axis=axis)
     raise FormatError(
         f"{what} ({format_shape(shape)}) has a scale or zero point of shape "
         f"{format_shape(factor.shape)} that fits neither per tensor nor along axis {axis}"
