@@ -178,6 +178,27 @@ def test_plain_npy_is_one_tensor_and_a_bad_one_one_line(tmp_path):
         open_weights(tmp_path / "cut.npy")
 
 
+def test_plain_npy_layer_stays_in_its_file_and_is_read_in_blocks(tmp_path):
+    """A large .npy layer is analysed in blocks read from the file, as a safetensors one is;
+    Fortran-order and big-endian arrays are read whole, with the same values."""
+    from nnequiv.layers import StoredMatrix, iter_layer_matrices
+    from nnequiv.spectra import layer_spectra
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((120, 80)) * rng.lognormal(0, 1, (120, 1))
+    np.save(tmp_path / "layer.npy", w)
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(w))
+    np.save(tmp_path / "big_endian.npy", w.astype(">f8"))
+    layers = list(iter_layer_matrices(tmp_path / "layer.npy", stored=True))
+    assert [type(layer.matrix) for layer in layers] == [StoredMatrix]
+    whole = layer_spectra({"layer": w})[0].eigenvalues
+    budget = 8 * 80 * 80 + 8 * 8 * 80 * 8 + 64 * 200 + 8 * 4 * 120 * 4  # several blocks only
+    in_blocks = layer_spectra(tmp_path / "layer.npy", max_memory=budget)[0].eigenvalues
+    np.testing.assert_allclose(in_blocks, whole, rtol=1e-10)
+    for name in ("fortran", "big_endian"):
+        assert_same(tensors(tmp_path / f"{name}.npy"), {name: w})
+
+
 def test_npy_pickle_that_calls_code_is_refused(tmp_path):
     path = tmp_path / "evil.npy"
     with open(path, "wb") as handle:
