@@ -504,3 +504,13 @@ def test_folders_that_are_one_network_are_taken_whole(tmp_path):
         assert dict(open_weights(f.source).tensors())
     for folder in (saved, checkpoint, tmp_path / "models" / "Net.mlpackage"):
         assert [f.label for f in run([folder])[0]] == [folder.name]
+
+
+def test_a_checkpoint_index_is_a_network_only_beside_its_data(tmp_path):
+    from formats import write_bundle
+
+    write_bundle(tmp_path / "model.ckpt-500", {"dense/kernel": np.ones((4, 3), np.float32)})
+    (tmp_path / "faiss.index").write_bytes(b"IxF2" + bytes(60))  # another tool's index
+    found, notes = run([tmp_path / "model.ckpt-500.index", tmp_path / "faiss.index"])
+    assert [f.label for f in found] == ["model.ckpt-500.index"]
+    assert "without TensorFlow data shards" in noted(notes, "faiss.index")[0]
