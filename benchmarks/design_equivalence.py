@@ -351,14 +351,18 @@ def validation_report(args, calibration: Calibration) -> None:
         print(f"\n# validation set: {folder} or {manifest} missing; run "
               "benchmarks/validation/fetch.py first")  # fmt: skip
         return
+    sys.path.insert(0, str(manifest.parent))
+    from fetch import target_path  # the file or folder fetch.py wrote for a manifest row
+
     rows = list(csv.DictReader(manifest.open()))
-    found = {p.name.split(".")[0]: p for p in folder.iterdir()}
+    name_of = {}  # path -> manifest name: a name may hold dots, a suffix two (.pth.tar)
     paths, families = [], []
     for row in rows:
-        path = found.get(row["name"])
-        if path is None:
+        path = target_path(folder, row)
+        if not path.exists():
             print(f"  missing: {row['name']}")
             continue
+        name_of[str(path)] = row["name"]
         paths.append(path)
         families.append(row["family"])
     errors, analyses = [], []
@@ -367,8 +371,8 @@ def validation_report(args, calibration: Calibration) -> None:
             analyses += nnequiv.analyze_all([str(path)], cache_dir=Path(args.out) / "cache")
         except nnequiv.errors.NNEquivError as error:
             errors.append((path.name, str(error)))
-    kept = {Path(a.path).name.split(".")[0] for a in analyses}
-    families = [f for p, f in zip(paths, families) if p.name.split(".")[0] in kept]
+    kept = {str(a.path) for a in analyses}
+    families = [f for p, f in zip(paths, families) if str(p) in kept]
     for label, error in errors:
         print(f"  not analysed: {label}: {error}")
     classes = nnequiv.cluster(analyses, calibration=calibration)
@@ -389,7 +393,7 @@ def validation_report(args, calibration: Calibration) -> None:
     for k, members in enumerate(classes.classes, 1):
         print(f"  class {k}: {', '.join(Path(m).stem for m in members)}")
     print("same weights in two files (manifest 'same_weights_as'):")
-    index = {Path(a.path).name.split(".")[0]: k for k, a in enumerate(analyses)}
+    index = {name_of[str(a.path)]: k for k, a in enumerate(analyses)}
     precision = {row["name"]: row["precision"] for row in rows}
     for row in rows:
         other = row.get("same_weights_as")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import pickletools
 import shutil
 import subprocess
@@ -129,6 +130,8 @@ def build_seeds(directory: Path) -> dict[str, list[Path]]:
     add("pt", "module.pt", _save_module)
     add("pt", "lightning.ckpt", lambda p: _save_lightning(state, p))
     add("npy", "pickled.npy", lambda p: _save_pickled_npy(state, p))
+    add("pt", "arrays.pkl", lambda p: p.write_bytes(pickle.dumps(state, protocol=2)))
+    add("onnx", "quantized.onnx", lambda p: _save_quantized_onnx(state, p))
     add("npy", "plain.npy", lambda p: np.save(p, state["fc1.weight"]))
     add("tflite", "net.tflite", lambda p: _save_tflite(state, p))
     add("gguf", "net.gguf", lambda p: _save_gguf(state, p))
@@ -160,6 +163,37 @@ def _save_lightning(state, path: Path) -> None:
 def _save_pickled_npy(state, path: Path) -> None:
     nested = {"conv": {"kernel": state["conv.weight"]}, "dense": [state["fc1.weight"]]}
     np.save(path, nested, allow_pickle=True)
+
+
+def _save_quantized_onnx(state, path: Path) -> None:
+    """Int8 weights behind DequantizeLinear (per output channel) and MatMulInteger (their
+    scale beside them, as the quantizer names it)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    conv = np.clip(np.round(state["conv.weight"] * 40), -127, 127).astype(np.int8)
+    dense = np.clip(np.round(state["fc1.weight"] * 40) + 128, 0, 255).astype(np.uint8)
+    arrays = {
+        "conv_quantized": conv,
+        "conv_scale": np.full(conv.shape[0], 0.025, np.float32),
+        "conv_zero_point": np.zeros(conv.shape[0], np.int8),
+        "fc1_quantized": dense,
+        "fc1_scale": np.array(0.025, np.float32),
+        "fc1_zero_point": np.array(128, np.uint8),
+    }
+    nodes = [
+        helper.make_node(
+            "DequantizeLinear",
+            ["conv_quantized", "conv_scale", "conv_zero_point"],
+            ["conv"],
+            axis=0,
+        ),
+        helper.make_node("MatMulInteger", ["x", "fc1_quantized", "", "fc1_zero_point"], ["y"]),
+    ]
+    out = helper.make_tensor_value_info("y", onnx.TensorProto.INT32, [1])
+    initializers = [numpy_helper.from_array(value, name) for name, value in arrays.items()]
+    graph = helper.make_graph(nodes, "q", [], [out], initializer=initializers)
+    onnx.save(helper.make_model(graph), str(path))
 
 
 def _save_tflite(state, path: Path) -> None:

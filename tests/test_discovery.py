@@ -129,7 +129,7 @@ def test_optimizer_states_and_pickles_without_tensors_skipped_checkpoints_found(
     for name in ("optimizer.pt", "opt_only.ckpt", "legacy_optimizer.pt"):
         assert "optimizer state" in noted(notes, name)[0]
     assert "no tensor" in noted(notes, "lr_schedule.pt")[0]
-    assert "not written by torch.save" in noted(notes, "encoder.pkl")[0]
+    assert "no tensor" in noted(notes, "encoder.pkl")[0]
     assert len(notes) == 5
 
 
@@ -468,3 +468,49 @@ def test_shared_connectomes_are_17():
     found, notes = run([folder], connectomes=True)
     assert len(found) == 17 and {f.kind for f in found} == {CONNECTOME}
     assert len(notes) == 2
+
+
+def test_folders_that_are_one_network_are_taken_whole(tmp_path):
+    """A TensorFlow SavedModel, a TensorFlow checkpoint folder and a Core ML package are each
+    one network, labelled by their folder; nothing inside them is searched or skipped."""
+    from formats import write_bundle, write_mlpackage
+
+    rng = np.random.default_rng(6)
+    weights = {"dense/kernel": rng.standard_normal((6, 4)).astype(np.float32)}
+    saved = tmp_path / "models" / "saved"
+    write_bundle(saved / "variables" / "variables", weights)
+    (saved / "saved_model.pb").write_bytes(b"\x0a\x00")
+    (saved / "assets").mkdir()
+    (saved / "assets" / "vocab.txt").write_text("a\nb\n")
+    checkpoint = tmp_path / "models" / "MTT_musicnn"
+    write_bundle(checkpoint / "x", weights)
+    for suffix in (".index", ".data-00000-of-00001"):  # saved under the prefix 'MTT_musicnn/'
+        (checkpoint / f"x{suffix}").rename(checkpoint / suffix)
+    (checkpoint / "checkpoint").write_text('model_checkpoint_path: "/home/someone/run/"\n')
+    (checkpoint / "train_log.tsv").write_text("epoch\tloss\n1\t0.5\n")
+    write_mlpackage(tmp_path / "models" / "Net.mlpackage", {"w": rng.standard_normal((5, 4))},
+                    np.ones(5))  # fmt: skip
+    save_npz(tmp_path / "models" / "other.npz", random_mlp([8, 6, 4]))
+    found, notes = run([tmp_path])
+    assert [(f.label, f.kind) for f in found] == [
+        ("other.npz", NETWORK),
+        ("MTT_musicnn", NETWORK),
+        ("Net.mlpackage", NETWORK),
+        ("saved", NETWORK),
+    ]
+    assert notes == []
+    for f in found[1:]:
+        assert f.source == str(f.path) and f.path.is_dir()
+        assert dict(open_weights(f.source).tensors())
+    for folder in (saved, checkpoint, tmp_path / "models" / "Net.mlpackage"):
+        assert [f.label for f in run([folder])[0]] == [folder.name]
+
+
+def test_a_checkpoint_index_is_a_network_only_beside_its_data(tmp_path):
+    from formats import write_bundle
+
+    write_bundle(tmp_path / "model.ckpt-500", {"dense/kernel": np.ones((4, 3), np.float32)})
+    (tmp_path / "faiss.index").write_bytes(b"IxF2" + bytes(60))  # another tool's index
+    found, notes = run([tmp_path / "model.ckpt-500.index", tmp_path / "faiss.index"])
+    assert [f.label for f in found] == ["model.ckpt-500.index"]
+    assert "without TensorFlow data shards" in noted(notes, "faiss.index")[0]

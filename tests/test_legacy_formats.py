@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from nnequiv.errors import FormatError
+from nnequiv.errors import FormatError, InputError
 from nnequiv.loading import open_weights
 
 gguf = pytest.importorskip("gguf")
@@ -148,6 +148,65 @@ def test_corrupt_tensor_bundles_get_one_line(tmp_path, tf_variables):
     data.write_bytes(data.read_bytes()[:-130])  # into the last layer
     with pytest.raises(FormatError, match=r"ckpt\.index: variable .* ends past the end"):
         dict(open_weights(index).tensors())
+
+
+def tf1_checkpoint_variables() -> dict:
+    """A TensorFlow 1 checkpoint as ``tf.train.Saver`` writes it with Adam: each variable with
+    its two ``/Adam`` slots, and the optimizer's power accumulators."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "conv2d/kernel": rng.standard_normal((3, 3, 1, 6)).astype(np.float32),
+        "conv2d/bias": rng.standard_normal(6).astype(np.float32),
+        "dense/kernel": rng.standard_normal((6, 4)).astype(np.float32),
+    }
+    variables = {"beta1_power": np.ones((), np.float32)}
+    for name, value in weights.items():
+        variables |= {name: value, f"{name}/Adam": value * 0.1, f"{name}/Adam_1": value * 0.2}
+    return dict(sorted(variables.items())), weights
+
+
+def test_tensorflow_checkpoint_folder_is_read_without_its_optimizer_slots(tmp_path):
+    """A checkpoint saved under a folder name (musicnn's): the files are '.index' and
+    '.data-00000-of-00001', and the 'checkpoint' file names a path of the machine it was
+    trained on."""
+    from nnequiv.layers import layer_matrices
+    from nnequiv.loading import OPTIMIZER_STATE
+
+    variables, weights = tf1_checkpoint_variables()
+    folder = tmp_path / "MTT_musicnn"
+    write_bundle(folder / "x", variables)
+    for suffix in (".index", ".data-00000-of-00001"):  # saved under the prefix 'folder/'
+        (folder / f"x{suffix}").rename(folder / suffix)
+    (folder / "checkpoint").write_text(
+        'model_checkpoint_path: "/home/someone/experiments/1562/"\n'
+        'all_model_checkpoint_paths: "/home/someone/experiments/1562/"\n'
+    )
+    (folder / "config.json").write_text("{}")
+    source = open_weights(folder)
+    assert source.layout == "hwio"
+    got = {n: v for n, v in source.tensors() if isinstance(v, np.ndarray)}
+    assert sorted(got) == sorted([*weights, "beta1_power"])
+    for name, value in weights.items():
+        np.testing.assert_array_equal(got[name], value)
+    skipped = {s.name: s.reason for s in layer_matrices(folder).skipped}
+    assert skipped["dense/kernel/Adam"] == skipped["conv2d/kernel/Adam_1"] == OPTIMIZER_STATE
+    assert sorted(tensors(folder / ".index")) == sorted(tensors(folder))
+
+
+def test_checkpoint_folder_with_several_checkpoints_reads_the_latest_or_says_which(tmp_path):
+    variables, weights = tf1_checkpoint_variables()
+    later = {name: value + 1 for name, value in variables.items()}
+    folder = tmp_path / "run"
+    write_bundle(folder / "model.ckpt-1000", variables)
+    write_bundle(folder / "model.ckpt-2000", later)
+    with pytest.raises(InputError) as info:
+        open_weights(folder)
+    assert "run: holds 2 TensorFlow checkpoints (model.ckpt-1000.index" in str(info.value)
+    assert "give one .index file" in str(info.value)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-2000"\n')
+    np.testing.assert_array_equal(tensors(folder)["dense/kernel"], later["dense/kernel"])
+    first = tensors(folder / "model.ckpt-1000.index")
+    np.testing.assert_array_equal(first["dense/kernel"], weights["dense/kernel"])
 
 
 # ---- Core ML ML programs --------------------------------------------------------------------

@@ -30,6 +30,10 @@ sharded checkpoints, Hugging Face caches and hub ids.
   when it parses entirely as a connectome. A table with text columns (a manifest) never is one,
   and a CSV found in a folder is one only when it is shaped as an edge list or a square
   adjacency matrix, ``connectomes=True`` or not; other tables are skipped with a note.
+* **One network in a folder**: a TensorFlow SavedModel (``saved_model.pb`` with
+  ``variables/``), a TensorFlow checkpoint folder (``<name>.index`` beside
+  ``<name>.data-00000-of-0000N``, ``<name>`` possibly empty) and a Core ML ``.mlpackage`` are
+  each one network, labelled by the folder and read whole; nothing inside them is searched.
 * **One network in several files**: a ``*.index.json`` with the shards it names
   (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), or a complete set of
   ``name-0000k-of-0000N.ext`` shards without an index (safetensors, PyTorch bins, GGUF splits).
@@ -293,6 +297,9 @@ class _Search:
             self.skip(folder, "folder already searched (a symbolic link loop or a repeat)")
             return []
         self.folders.add((info.st_dev, info.st_ino))
+        if is_network_folder(folder):  # one network in a folder: not searched inside
+            self.take(_Candidate(virtual, str(folder), NETWORK, folder, (), repo))
+            return []
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
@@ -381,6 +388,21 @@ class _Search:
             return
         self.files[key] = str(candidate.path)
         self.found.append(candidate)
+
+
+def is_network_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one network stored as a folder, which
+    :func:`nnequiv.loading.open_weights` reads whole: a TensorFlow SavedModel
+    (``saved_model.pb``, ``variables/``), a TensorFlow checkpoint folder (``<name>.index``
+    beside ``<name>.data-00000-of-0000N``) or a Core ML package (``*.mlpackage``, or a
+    ``Manifest.json`` beside a ``Data`` folder)."""
+    from nnequiv.loading._tensorbundle import is_checkpoint_folder
+
+    if folder.suffix.lower() == ".mlpackage":
+        return True
+    if (folder / "Manifest.json").is_file() and (folder / "Data").is_dir():
+        return True
+    return is_checkpoint_folder(folder)
 
 
 def _display_name(source, main: Path) -> str:

@@ -35,6 +35,8 @@ def sniff(path: Path, connectomes: bool) -> str:
     from nnequiv.loading import MODEL_SUFFIXES, TORCH_SUFFIXES
 
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(".index"):
+        return _sniff_bundle_index(path)
     if suffix == ".npz":
         return _sniff_npz(path)
     if suffix in TORCH_SUFFIXES:
@@ -52,6 +54,17 @@ def sniff(path: Path, connectomes: bool) -> str:
     if suffix in CONNECTOME_SUFFIXES:
         return CONNECTOME
     return f"not a network file ({suffix or 'no suffix'})"
+
+
+def _sniff_bundle_index(path: Path) -> str:
+    """A TensorFlow checkpoint's ``<name>.index`` is a network where its data shards lie
+    beside it (``<name>.data-0000k-of-0000N``)."""
+    stem = path.name[: -len(".index")]
+    try:
+        shards = [p for p in path.parent.iterdir() if p.name.startswith(f"{stem}.data-")]
+    except OSError:
+        shards = []
+    return NETWORK if shards else "an .index file without TensorFlow data shards beside it"
 
 
 def _arrays_reason(names: list[str], header: Callable[[str], tuple[tuple, bool]]) -> str:
@@ -195,8 +208,6 @@ def _sniff_torch(path: Path) -> str:
             return "holds no tensor data (a pickled object without weights)"
         return _torch_object_reason(path)
     pickled = legacy_torch_pickle(path)
-    if pickled is False:
-        return "a pickle not written by torch.save (plain pickles are not read: they can run code)"
     if pickled is None or path.stat().st_size > MAX_LEGACY_SNIFF_BYTES:
         return NETWORK  # not a pickle (corrupt?) or too large to sniff: the loader decides
     return _torch_object_reason(path)
@@ -224,6 +235,11 @@ def _torch_object_reason(path: Path) -> str:
         (name, ref.shape, ref.element.name.startswith(floats))
         for name, ref in loaded.refs.items()
         if isinstance(ref, TensorRef)
+    ]
+    arrays += [  # a plain pickle's NumPy arrays
+        (name, ref.shape, ref.dtype.kind == "f")
+        for name, ref in loaded.refs.items()
+        if isinstance(ref, np.ndarray)
     ]
     return _listed_reason(arrays)
 

@@ -149,10 +149,11 @@ def open_weights(
 
 
 def _open_folder(path: Path, forced: str | None, limit: int) -> WeightSource:
-    """A folder: a TensorFlow SavedModel, a Core ML package, or safetensors shards."""
-    if (path / "saved_model.pb").is_file() or (path / "variables" / "variables.index").is_file():
-        from nnequiv.loading._tensorbundle import open_tensorbundle
+    """A folder: a TensorFlow SavedModel or checkpoint folder, a Core ML package, or
+    safetensors shards."""
+    from nnequiv.loading._tensorbundle import is_checkpoint_folder, open_tensorbundle
 
+    if is_checkpoint_folder(path):
         return open_tensorbundle(path, forced, limit)
     if path.suffix.lower() == ".mlpackage" or (path / "Manifest.json").is_file():
         from nnequiv.loading._coreml import open_coreml
@@ -205,6 +206,8 @@ def _open_file(path: Path, forced: str | None, limit: int, trust_code: bool) -> 
     if is_index_path(path):
         return open_index(path, forced, limit)
     kind = content_format(path) or KIND_BY_SUFFIX.get(suffix)
+    if kind is None and path.name.lower().endswith(".index"):  # a checkpoint's '.index'
+        kind = "tensorbundle"
     if kind in {"tflite", "gguf", "ggml"}:
         from nnequiv.loading._ggml import open_ggml
         from nnequiv.loading._gguf import open_gguf

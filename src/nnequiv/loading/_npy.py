@@ -2,7 +2,10 @@
 ship their weights) read through the restricted unpickler.
 
 The header (version, shape, dtype) is read first. A numeric array's size is checked against
-the limit and the file before it is read; it is one tensor, named after the file. An object
+the limit and the file before it is read; it is one tensor, named after the file. A plain
+little-endian array in C order stays in its file, as a safetensors tensor does: its layer is
+read in blocks where it is large (method item 2), so a layer larger than the memory left is
+still analysed. An object
 array is a pickle: it is rebuilt by :mod:`nnequiv.loading._restricted`, which builds plain
 numeric arrays from their bytes and nothing else (no class of the file is imported, no
 function called), and the arrays found in it, in nested dicts, are the tensors, with dotted
@@ -92,9 +95,43 @@ def _arrays_in(root, label: str) -> dict[str, np.ndarray]:
     return found
 
 
+def stored_npy(path: Path, limit: int):
+    """The array of a plain ``.npy`` file as a :class:`StoredTensor` (left in its file, read
+    in blocks where it is large), or None where it cannot be: a pickle, Fortran order, a
+    big-endian or unknown element type."""
+    from nnequiv.loading._dtypes import ELEMENT_TYPES
+    from nnequiv.loading._safetensors import StoredTensor
+
+    label = str(path)
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        shape, fortran, dtype = _header(handle, label)
+        start = handle.tell()
+    element = ELEMENT_TYPES.get(dtype.name)
+    if dtype.hasobject or fortran or element is None or np.dtype(element.bits) != dtype:
+        return None  # stored elements are little-endian: a big-endian array is read whole
+    nbytes = tensor_nbytes(label, path.stem, shape, dtype.itemsize, limit)
+    if size - start != nbytes:
+        raise FormatError(
+            f"{label}: holds {size - start} bytes of data, its header declares {nbytes}"
+        )
+    return StoredTensor(path, path.stem, element, tuple(shape), start)
+
+
 def open_npy(path: Path, forced, limit: int) -> WeightSource:
-    """The :class:`WeightSource` of a ``.npy`` file (read whole now: it is one array or one
-    pickle)."""
+    """The :class:`WeightSource` of a ``.npy`` file: a plain array stays in its file (its
+    layer is read in blocks where it is large), a pickle is read whole now."""
+    from nnequiv.loading._safetensors import StoredWeights
+
+    stored = stored_npy(path, limit)
+    if stored is not None:
+        return StoredWeights(
+            str(path),
+            forced,
+            lambda: iter([(stored.name, stored.read())]),
+            lambda: iter([(stored.name, stored.shape)]),
+            stored=lambda: iter([stored]),
+        )
     arrays = npy_arrays(path, limit)
     return WeightSource(
         str(path),

@@ -1,6 +1,9 @@
 """PyTorch files read without running code: ``torch.save`` zip archives, TorchScript archives
 and the legacy (pre-1.6) pickle format, through the restricted unpickler.
 
+A plain pickle (``pickle.dump`` of a dict of NumPy arrays) is read through the same restricted
+unpickler, which rebuilds its arrays as data: they are its tensors.
+
 Objects of classes the file names (a Lightning checkpoint's hyper-parameters, a whole model
 saved with ``torch.save(model)``) are inert placeholders. A pickled ``torch.nn.Module`` gives
 its parameters and persistent buffers named as its ``state_dict()`` would name them, from
@@ -54,7 +57,7 @@ class TorchFile:
     """The tensors of a PyTorch file, described; :meth:`tensors` reads them."""
 
     path: Path
-    refs: dict[str, TensorRef | Dropped]
+    refs: dict[str, TensorRef | Dropped | np.ndarray]  # arrays: a plain pickle's, rebuilt
     limit: int
     byteorder: str = "<"
     #: zip archives: the archive's folder; legacy files: storage key -> byte offset.
@@ -72,7 +75,7 @@ class TorchFile:
         with self._storages() as read:
             cached: tuple[str, bytes] | None = None
             for name, ref in self.refs.items():
-                if isinstance(ref, Dropped):
+                if isinstance(ref, (Dropped, np.ndarray)):  # a plain pickle's arrays
                     yield name, ref
                     continue
                 if cached is None or cached[0] != ref.storage.key:
@@ -205,14 +208,15 @@ def _legacy_file(path: Path, limit: int) -> TorchFile:
         except FormatError as error:
             if type(error) is not FormatError:  # an unsafe pickle is said to be one
                 raise
+            handle.seek(0)
+            if handle.read(1) == b"\x80":  # a pickle (protocol 2 or later): what is wrong
+                raise
             raise FormatError(
                 f"{label}: not a PyTorch file (neither a zip archive nor a pickle as torch.save "
                 "writes them)"
             ) from None
         if magic != LEGACY_MAGIC:
-            raise FormatError(
-                f"{label}: not a PyTorch file (neither a zip archive nor a torch pickle)"
-            )
+            return _plain_pickle(path, magic, stream, label)
         if unpickle(stream, label, limit) != LEGACY_PROTOCOL:
             raise FormatError(f"{label}: unsupported legacy PyTorch protocol")
         system = unpickle(stream, label, limit)
@@ -225,6 +229,25 @@ def _legacy_file(path: Path, limit: int) -> TorchFile:
     refs = find_state_dict(root, label)
     check_views(refs, label, size)
     return TorchFile(path, refs, limit, "<" if little else ">", None, offsets)
+
+
+def _plain_pickle(path: Path, root, stream: _Bounded, label: str) -> TorchFile:
+    """A pickle not written by ``torch.save`` (``pickle.dump`` of a dict of NumPy arrays, as
+    some packages ship their weights): its NumPy arrays, rebuilt as data by the restricted
+    unpickler, are the tensors. One that holds no arrays, holds torch storages (which only
+    ``torch.save``'s own framing gives bytes to) or goes on after its pickle is not read."""
+    not_torch = f"{label}: not a PyTorch file (neither a zip archive nor a torch pickle)"
+    if stream.read(1):
+        raise FormatError(f"{not_torch}; bytes follow its pickle")
+    try:
+        refs = find_state_dict(root, label)
+    except FormatError as error:
+        if str(error).endswith(OPTIMIZER_ONLY):
+            raise
+        raise FormatError(f"{label}: a pickle not written by torch.save; {NO_TENSORS}") from None
+    if not all(isinstance(ref, (np.ndarray, Dropped)) for ref in refs.values()):
+        raise FormatError(f"{not_torch}; its tensors have no data")
+    return TorchFile(path, refs, 0)
 
 
 def _legacy_offsets(handle, size, keys, storages, byteorder, label) -> dict[str, int]:

@@ -216,6 +216,14 @@ def _identity(value, *_):
     return value
 
 
+def _device(kind, index=None):
+    """``torch.device`` as its text (``'cpu'``, ``'cuda:0'``): a whole model pickles the
+    device its tensors lived on as ``torch.device('cuda', 0)``."""
+    if not isinstance(kind, str) or not (index is None or _is_count(index)):
+        raise pickle.UnpicklingError("a torch.device with an invalid type or index")
+    return kind if index is None else f"{shown(kind, 40)}:{index}"
+
+
 _NUMERIC_DESCR = re.compile(r"[<>|=]?(?:b1|[iu][1248]|f[248]|c(?:8|16))")
 
 
@@ -270,7 +278,7 @@ def _data_globals() -> dict[str, object]:
         "builtins.complex": complex,
         "_codecs.encode": _latin1,
         "torch.Size": tuple,
-        "torch.device": str,
+        "torch.device": _device,
         "torch.serialization._get_layout": str,
         "torch.Tensor": _TENSOR_TYPE,
         "torch._tensor.Tensor": _TENSOR_TYPE,

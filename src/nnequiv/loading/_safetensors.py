@@ -180,7 +180,8 @@ def _entry(name: str, info, data_size: int, label: str, limit: int) -> _Entry:
 
 @dataclass(frozen=True)
 class StoredTensor:
-    """A tensor of a safetensors file, known from the header and read only when asked for.
+    """A tensor stored as raw little-endian bytes at an offset of a file (a safetensors
+    tensor, a plain ``.npy`` array), known from the header and read only when asked for.
 
     Attributes
     ----------

@@ -11,14 +11,20 @@ used; compressed blocks and partitioned variables are refused with one line. A v
 bytes are read from its shard only when it is asked for, checked against the shard's size
 and ``max_tensor_bytes`` first.
 
-Names lose their ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix; optimizer variables (``optimizer/...``
-and ``.OPTIMIZER_SLOT`` slots) are left out as optimizer states are in every format. Kernels
-are TensorFlow's: the layout is ``"hwio"``.
+A bundle is found from a SavedModel folder (``variables/variables.index``), a TensorFlow
+checkpoint folder (``<name>.index`` beside ``<name>.data-00000-of-0000N``: the checkpoint its
+``checkpoint`` file names, or its only one; ``<name>`` may be empty) or an ``.index`` file.
+
+Names lose their ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix; optimizer variables (``optimizer/...``,
+``.OPTIMIZER_SLOT`` slots, and TensorFlow 1's ``<variable>/Adam``-style slots) are left out as
+optimizer states are in every format. Kernels are TensorFlow's: the layout is ``"hwio"``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,35 +180,129 @@ def read_index(index: Path) -> tuple[dict, list[BundleEntry]]:
     return header, entries
 
 
-def bundle_prefix(path: Path) -> Path:
-    """The prefix of a bundle from a SavedModel folder or an ``.index`` file."""
-    if path.is_dir():
-        prefix = path / "variables" / "variables"
-        if not prefix.with_name("variables.index").is_file():
-            raise InputError(f"{path}: a SavedModel folder without variables/variables.index")
-        return prefix
-    return path.with_name(path.name[: -len(".index")])
+@dataclass(frozen=True)
+class BundlePrefix:
+    """Where a bundle's files lie: ``folder/<stem>.index`` and ``folder/<stem>.data-*``. The
+    stem may be empty (a checkpoint saved under a folder name ending in ``/`` is the files
+    ``.index`` and ``.data-00000-of-00001``)."""
+
+    folder: Path
+    stem: str
+
+    def file(self, suffix: str) -> Path:
+        return self.folder / f"{self.stem}{suffix}"
+
+
+#: The ``checkpoint`` file of a TensorFlow checkpoint folder, and its largest size read.
+CHECKPOINT_STATE = "checkpoint"
+MAX_CHECKPOINT_STATE_BYTES = 1 << 20
+_CHECKPOINT_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.MULTILINE)
+_DATA_SHARD = re.compile(r"^(?P<stem>.*)\.data-\d{5}-of-\d{5}$")
+
+
+def checkpoint_stems(folder: Path) -> list[str]:
+    """The stems of the checkpoints in a TensorFlow checkpoint folder: each ``<stem>.index``
+    with a ``<stem>.data-0000k-of-0000N`` beside it, sorted (listing the folder only)."""
+    try:
+        names = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+    except OSError:
+        return []
+    data = {match["stem"] for name in names if (match := _DATA_SHARD.match(name))}
+    return sorted(
+        name[: -len(".index")]
+        for name in names
+        if name.endswith(".index") and name[: -len(".index")] in data
+    )
+
+
+def is_checkpoint_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a TensorFlow checkpoint folder (a ``<stem>.index`` beside its
+    ``<stem>.data-*`` shards) or a SavedModel (``saved_model.pb`` or
+    ``variables/variables.index``)."""
+    return (
+        (folder / "saved_model.pb").is_file()
+        or (folder / "variables" / "variables.index").is_file()
+        or bool(checkpoint_stems(folder))
+    )
+
+
+def _latest_stem(folder: Path, stems: list[str]) -> str | None:
+    """The stem the folder's ``checkpoint`` file names as the latest (its
+    ``model_checkpoint_path``, by its last path part), where it is one of ``stems``."""
+    state = folder / CHECKPOINT_STATE
+    try:
+        if not state.is_file() or state.stat().st_size > MAX_CHECKPOINT_STATE_BYTES:
+            return None
+        with open_regular(state) as handle:
+            text = handle.read(MAX_CHECKPOINT_STATE_BYTES).decode("utf-8", errors="replace")
+    except (OSError, InputError):
+        return None
+    match = _CHECKPOINT_PATH.search(text)
+    if match is None:
+        return None
+    named = match[1].replace("\\", "/").rsplit("/", 1)[-1]
+    return named if named in stems else None
+
+
+def bundle_prefix(path: Path) -> BundlePrefix:
+    """The prefix of a bundle from a SavedModel folder, a checkpoint folder (the checkpoint
+    its ``checkpoint`` file names, or its only one) or an ``.index`` file."""
+    if not path.is_dir():
+        return BundlePrefix(path.parent, path.name[: -len(".index")])
+    if (path / "variables" / "variables.index").is_file():
+        return BundlePrefix(path / "variables", "variables")
+    if (path / "saved_model.pb").is_file():
+        raise InputError(f"{path}: a SavedModel folder without variables/variables.index")
+    stems = checkpoint_stems(path)
+    if not stems:
+        raise InputError(
+            f"{path}: neither a SavedModel (variables/variables.index) nor a TensorFlow "
+            "checkpoint folder (<name>.index beside <name>.data-00000-of-00001)"
+        )
+    latest = _latest_stem(path, stems)
+    if latest is not None:
+        return BundlePrefix(path, latest)
+    if len(stems) > 1:
+        listed = ", ".join(f"{shown(stem, 40)}.index" for stem in stems[:5])
+        raise InputError(
+            f"{path}: holds {len(stems)} TensorFlow checkpoints ({listed}) and no checkpoint "
+            "file naming the latest; give one .index file"
+        )
+    return BundlePrefix(path, stems[0])
 
 
 def _shown_name(name: str) -> str:
     return name[: -len(_SUFFIX)] if name.endswith(_SUFFIX) else name
 
 
-def _is_optimizer(name: str) -> bool:
-    return name.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in name
+#: The slots TensorFlow 1 optimizers add as ``<variable>/<slot>`` (``conv/kernel/Adam``).
+TF1_SLOTS = frozenset(
+    "Adam Adam_1 Momentum RMSProp RMSProp_1 Adagrad Adadelta Adadelta_1 Ftrl Ftrl_1 "
+    "AdagradDA AdagradDA_1 ProximalAdagrad LazyAdam LazyAdam_1".split()
+)
 
 
-def _items(prefix: Path, label: str, limit: int):
-    header, entries = read_index(prefix.with_name(prefix.name + ".index"))
+def _is_optimizer(name: str, names: frozenset[str] = frozenset()) -> bool:
+    """An optimizer variable: TF2's ``optimizer/...`` and ``.OPTIMIZER_SLOT`` slots, and a
+    TF1 slot ``<variable>/<slot>`` of a variable of the bundle."""
+    if name.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in name:
+        return True
+    variable, _, slot = name.rpartition("/")
+    return slot in TF1_SLOTS and variable in names
+
+
+def _items(prefix: BundlePrefix, label: str, limit: int):
+    header, entries = read_index(prefix.file(".index"))
     shards = header["num_shards"]
     order = ">" if header["big_endian"] else "<"
     handles: dict[int, object] = {}
+    names = frozenset(entry.name for entry in entries)
     try:
         for entry in entries:
             name = _shown_name(entry.name)
             if entry.dtype not in _DTYPES:
                 continue  # strings, resources, variants: never weights
-            if _is_optimizer(entry.name):
+            if _is_optimizer(entry.name, names):
                 yield name, Dropped(entry.shape, OPTIMIZER_STATE)
                 continue
             if entry.sliced:
@@ -219,7 +319,7 @@ def _items(prefix: Path, label: str, limit: int):
             if not 0 <= entry.shard < shards:
                 raise FormatError(f"{label}: variable '{shown(name)}' names a missing shard")
             if entry.shard not in handles:
-                shard = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{shards:05d}")
+                shard = prefix.file(f".data-{entry.shard:05d}-of-{shards:05d}")
                 handles[entry.shard] = open_regular(shard, f"{label}: data shard '{shard.name}'")
             handle = handles[entry.shard]
             if entry.offset + entry.size > handle.seek(0, 2):
@@ -245,5 +345,5 @@ def open_tensorbundle(path: Path, forced, limit: int) -> WeightSource:
     (the index checked now, variables read lazily)."""
     prefix = bundle_prefix(Path(path))
     label = str(path)
-    read_index(prefix.with_name(prefix.name + ".index"))
+    read_index(prefix.file(".index"))
     return WeightSource(label, forced or HWIO, lambda: _items(prefix, label, limit))
