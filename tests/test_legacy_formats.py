@@ -250,3 +250,21 @@ def test_coreml_files_nnequiv_cannot_read_get_one_line_saying_what_to_do(tmp_pat
     weight_bin.write_bytes(blob[:64] + b"\x00" * 4 + blob[68:])  # the blob's sentinel broken
     with pytest.raises(FormatError, match=r"Net\.mlpackage: tensor 'w' points at no blob"):
         dict(open_weights(package).tensors())
+
+
+def test_checkpoint_index_is_cached_by_the_bytes_of_its_data_shards(tmp_path):
+    """An ``.index`` given alone is read with the data shards beside it: the cache key covers
+    them, so changed weights are never answered from the cache."""
+    from nnequiv.cache import file_content_hash, read_files
+
+    variables, _ = tf1_checkpoint_variables()
+    write_bundle(tmp_path / "model.ckpt", variables)
+    index = tmp_path / "model.ckpt.index"
+    data = tmp_path / "model.ckpt.data-00000-of-00001"
+    assert read_files(index) == [data]
+    before, _ = file_content_hash(index)
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    after, _ = file_content_hash(index)
+    assert before is not None and after is not None and before != after

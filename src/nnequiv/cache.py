@@ -136,7 +136,8 @@ def _hash_tree(path: Path, digest) -> None:
 
 def read_files(path: Path) -> list[Path]:
     """Every file a reader reads for the network at ``path`` besides ``path`` itself: the
-    shards a ``*.index.json`` names, the external data files of an ONNX model.
+    shards a ``*.index.json`` names, the external data files of an ONNX model, the data
+    shards (``<name>.data-*``) beside a TensorFlow checkpoint's ``<name>.index``.
 
     Raises
     ------
@@ -147,6 +148,9 @@ def read_files(path: Path) -> list[Path]:
         return list(index_shards(path)[0])
     if path.suffix.lower() == ".onnx":
         return _onnx_external_files(path)
+    if path.name.endswith(".index"):
+        stem = path.name[: -len(".index")]
+        return sorted(p for p in path.parent.iterdir() if p.name.startswith(f"{stem}.data-"))
     return []
 
 
