@@ -274,14 +274,33 @@ def reading(label: str, what: str, errors=(Exception,)):
 
 def inside(directory: Path, relative: str) -> Path | None:
     """``directory / relative`` when the text ``relative`` stays inside ``directory`` (not
-    absolute, no ``..`` that leaves it); None otherwise. Symbolic links are followed when the
-    file is opened, as for any file the user points at."""
+    absolute, no ``..`` that leaves it) and, where it is a symbolic link, so does its target
+    (or, in a Hugging Face cache, inside the repository folder whose ``snapshots/`` link into
+    its ``blobs/``); None otherwise."""
     if not relative or "\x00" in relative or os.path.isabs(relative) or Path(relative).drive:
         return None
     normal = os.path.normpath(relative)
     if normal == ".." or normal.startswith(".." + os.sep):
         return None
-    return directory / normal
+    target = directory / normal
+    if not _links_stay_inside(directory, target):
+        return None
+    return target
+
+
+def _links_stay_inside(directory: Path, target: Path) -> bool:
+    """Whether ``target`` (under ``directory``) resolves inside ``directory``, or inside the
+    Hugging Face repository folder (``models--org--name``) that ``directory`` is a snapshot of."""
+    try:
+        real = os.path.realpath(target)
+        roots = [os.path.realpath(directory)]
+        parts = Path(os.path.abspath(directory)).parts
+    except (OSError, ValueError):
+        return False
+    for at, part in enumerate(parts[:-1]):
+        if part.startswith(("models--", "datasets--")) and parts[at + 1] == "snapshots":
+            roots.append(os.path.realpath(Path(*parts[: at + 1])))
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:
