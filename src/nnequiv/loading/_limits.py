@@ -61,6 +61,10 @@ class ReaderLimits:
         dequantisation, densifying, views of one storage), above ``expansion_floor``.
     expansion_floor : int
         Decoded bytes any file may reach whatever its size.
+    max_folder_depth : int
+        Levels of folders searched below a folder given (deeper ones are noted and skipped).
+
+    The command line sets them with ``--limit NAME=VALUE`` (:func:`apply_limits`).
     """
 
     max_tensors: int = 1_000_000
@@ -73,10 +77,51 @@ class ReaderLimits:
     max_hdf5_chunks: int = 1_000_000
     max_expansion: int = 32
     expansion_floor: int = 256 << 20
+    max_folder_depth: int = 100
 
 
 #: The limits every reader checks (module-wide; raise a field for a file beyond it).
 LIMITS = ReaderLimits()
+
+
+def parse_limit(text: str) -> tuple[str, int]:
+    """``(field, value)`` of a ``NAME=VALUE`` setting of :data:`LIMITS` (``--limit``).
+
+    Raises
+    ------
+    InputError
+        NAME is not a field of :class:`ReaderLimits`, or VALUE not an integer >= 0.
+    """
+    name, equals, value = str(text).partition("=")
+    name = name.strip().replace("-", "_")
+    names = list(ReaderLimits.__dataclass_fields__)
+    if not equals or name not in names:
+        raise InputError(
+            f"--limit {shown(text)}: give NAME=VALUE with NAME one of {', '.join(names)}"
+        )
+    try:
+        number = int(value.strip().replace("_", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InputError(f"--limit {shown(text)}: VALUE must be an integer >= 0")
+    return name, number
+
+
+def apply_limits(settings) -> None:
+    """Set fields of :data:`LIMITS` from ``NAME=VALUE`` texts (the ``--limit`` option), for
+    the rest of the process."""
+    for text in settings or ():
+        name, number = parse_limit(text)
+        setattr(LIMITS, name, number)
+
+
+def apply_limit(text: str) -> str:
+    """:func:`apply_limits` of one ``NAME=VALUE``, returned as ``name=value`` (the command
+    line applies it as it is parsed, before any folder is searched)."""
+    name, number = parse_limit(text)
+    setattr(LIMITS, name, number)
+    return f"{name}={number}"
 
 
 def require_depth(label: str, depth: int) -> None:
@@ -84,7 +129,7 @@ def require_depth(label: str, depth: int) -> None:
     if depth > LIMITS.max_depth:
         raise FormatError(
             f"{label}: nested more than {LIMITS.max_depth} levels deep "
-            "(nnequiv.loading.LIMITS.max_depth)"
+            "(nnequiv.loading.LIMITS.max_depth; --limit max_depth=N)"
         )
 
 
@@ -94,7 +139,7 @@ def require_count(label: str, what: str, count: int, limit_name: str) -> None:
     if count > limit:
         raise ResourceLimitError(
             f"{label}: {what} ({format_count(count)}) above the limit of {limit:,} "
-            f"(nnequiv.loading.LIMITS.{limit_name})"
+            f"(nnequiv.loading.LIMITS.{limit_name}; --limit {limit_name}=N)"
         )
 
 
@@ -112,7 +157,7 @@ class DecodeBudget:
             raise ResourceLimitError(
                 f"{self.label}: {what} would make its tensors decode to more than "
                 f"{format_bytes(self.total)}, {LIMITS.max_expansion} times the file's size "
-                "(nnequiv.loading.LIMITS.max_expansion)"
+                "(nnequiv.loading.LIMITS.max_expansion; --limit max_expansion=N)"
             )
         self.left -= nbytes
 
