@@ -330,3 +330,17 @@ def test_the_folder_depth_limit_can_be_raised(tmp_path, limits, capsys):
     assert run_cli(["analyze", top, "--no-cache", "--limit", "max_folder_depth=2"]) == 1
     assert "no network found" in capsys.readouterr().err
     assert run_cli(["analyze", top, "--no-cache", "--limit", "max_folder_depth=10"]) == 0
+
+
+def test_a_small_edge_list_naming_many_nodes_is_refused(tmp_path, limits):
+    from nnequiv.connectomes import load_connectome
+
+    path = tmp_path / "edges.csv"
+    path.write_text("pre,post,weight\n" + "".join(f"N{i},N{i + 1},1\n" for i in range(300)))
+    assert load_connectome(path).matrices["chemical"].shape == (301, 301)  # under the floor
+    limits.expansion_floor = 0  # the 301 x 301 matrix is ~200 times the file's 3.6 KB
+    with pytest.raises(ResourceLimitError) as info:
+        load_connectome(path)
+    assert "LIMITS.max_expansion" in one_line(info, path)
+    limits.max_expansion = 1000
+    assert load_connectome(path).matrices["chemical"].shape == (301, 301)
