@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import fuzzing  # noqa: E402
+import structured  # noqa: E402
 
 
 def split(total: int, formats: list[str]) -> dict[str, int]:
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     kinds = fuzzing.STRUCTURED_KINDS if args.structured else fuzzing.FORMATS
     args.formats = args.formats or list(kinds)
-    with tempfile.TemporaryDirectory(prefix="nnequiv-fuzz-") as directory:
-        root = Path(directory)
+    with tempfile.TemporaryDirectory(prefix="nnequiv-fuzz-", ignore_cleanup_errors=True) as made:
+        root = Path(made)
         build = fuzzing.build_structured_seeds if args.structured else fuzzing.build_seeds
         seeds = build(root / "seeds")
         formats = [kind for kind in args.formats if kind in seeds]
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
             deadline=args.deadline,
             structured=args.structured,
         )
+        structured.remove_tree(root)  # in a loop: mutant folders may be 1,200 levels deep
     print(
         f"# fuzzing: {args.mutants} {'structured ' if args.structured else ''}mutants, "
         f"seed {args.seed}, {args.workers} workers, "

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import pickletools
-import shutil
 import signal
 import subprocess
 import sys
@@ -598,9 +597,11 @@ def outcome_of(kind: str, path: Path) -> tuple[str, str]:
 
 def _state(directories) -> dict[Path, tuple[int, int]]:
     """Size and modification time of every entry under ``directories``."""
+    from structured import walk
+
     state = {}
     for directory in directories:
-        for path in directory.rglob("*"):
+        for path in walk(directory):
             info = path.lstat()
             state[path] = (info.st_size, info.st_mtime_ns)
     return state
@@ -610,11 +611,10 @@ def _undo(before: dict, after: dict, mutants: Path) -> list[str]:
     """Names of entries created or changed since ``before``; created ones are removed and
     the auxiliary files rewritten, so the next mutant starts clean."""
     changed = sorted(str(p) for p in after if before.get(p) != after[p])
+    from structured import remove_tree
+
     for path in sorted(set(after) - set(before), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_tree(path)
     for name, data in AUX_FILES.items():
         (mutants / name).write_bytes(data)
     return changed
@@ -642,8 +642,10 @@ def worker(
             changed = _undo(before, _state(watched), mutants)
             if changed:
                 result, detail = "side effect", f"created or changed: {changed[:5]}"
+            from structured import remove_tree
+
             for made in (folder, mutants / f"outside-m{index}"):
-                shutil.rmtree(made, ignore_errors=True)
+                remove_tree(made)
             print(f"{index}\t{result}\t{detail}", flush=True)
             continue
         path = mutants / f"mutant-{index}{SUFFIXES[kind]}"

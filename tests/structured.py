@@ -39,6 +39,42 @@ COUNTS = [0, 1, 3, 2_000, 20_000]
 ALIASES = [2, 512, 5_000]
 
 
+def walk(top: Path) -> list[Path]:
+    """Every entry under ``top``, links not followed, in a loop (folders 1,200 levels deep
+    overflow ``os.walk`` and ``Path.rglob``)."""
+    found, stack = [], [Path(top)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            found.append(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+    return found
+
+
+def remove_tree(top: Path) -> None:
+    """``shutil.rmtree`` in a loop (see :func:`walk`); what cannot be removed stays."""
+    if not os.path.lexists(top):
+        return
+    if os.path.islink(top) or not os.path.isdir(top):
+        os.unlink(top)
+        return
+    entries = walk(top)
+    for path in reversed(entries):  # a folder's entries come after it
+        try:
+            os.rmdir(path) if path.is_dir() and not path.is_symlink() else os.unlink(path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass
+
+
 def _pick(rng, values):
     return values[int(rng.integers(0, len(values)))]
 
