@@ -319,16 +319,22 @@ def reading(label: str, what: str, errors=(Exception,)):
 
 def inside(directory: Path, relative: str) -> Path | None:
     """``directory / relative`` when the text ``relative`` stays inside ``directory`` (not
-    absolute, no ``..`` that leaves it) and, where it is a symbolic link, so does its target
-    (or, in a Hugging Face cache, inside the repository folder whose ``snapshots/`` link into
-    its ``blobs/``); None otherwise."""
+    absolute, no ``..`` that leaves it); None otherwise. See :func:`linked_inside` for the
+    targets of symbolic links."""
     if not relative or "\x00" in relative or os.path.isabs(relative) or Path(relative).drive:
         return None
     normal = os.path.normpath(relative)
     if normal == ".." or normal.startswith(".." + os.sep):
         return None
-    target = directory / normal
-    if not _links_stay_inside(directory, target):
+    return directory / normal
+
+
+def linked_inside(directory: Path, relative: str) -> Path | None:
+    """:func:`inside`, and where the file is a symbolic link, its target inside ``directory``
+    too (or, in a Hugging Face cache, inside the repository folder whose ``snapshots/`` link
+    into its ``blobs/``); None otherwise."""
+    target = inside(directory, relative)
+    if target is None or not _links_stay_inside(directory, target):
         return None
     return target
 

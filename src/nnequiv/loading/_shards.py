@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nnequiv.errors import FormatError, InputError, UnsafeFileError
 from nnequiv.loading._limits import (
-    inside,
+    linked_inside,
     open_regular,
     require_count,
     shown,
@@ -105,7 +105,7 @@ def index_weight_map(index: Path) -> dict[str, Path]:
                 f"{index}: tensor '{shown(name)}' maps to '{shard_text}', not a file name in "
                 "the index's folder"
             )
-        path = inside(index.parent, shard)
+        path = linked_inside(index.parent, shard)
         if path is None:  # a link out of the folder
             raise UnsafeFileError(
                 f"{index}: names a shard outside its directory ('{shown(shard)}'); refused"
