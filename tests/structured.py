@@ -213,7 +213,10 @@ def gen_npy(rng, folder: Path, attack: str, value) -> Path:
         if rng.random() < 0.3:
             header = header.replace("(", "(" * value, 1).replace(")", ")" * value, 1)
         header = (header + " " * (-(len(header) + 11) % 64) + "\n").encode()
-        path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(64))
+        magic = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+        if len(header) > 0xFFFF:  # version 2 has a 4-byte header length
+            magic = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header))
+        path.write_bytes(magic + header + bytes(64))
         return path
     inner = pickle.dumps(np.ones((4, 4), np.float32), protocol=2)[2:-1]
     if attack in ("depth", "list_depth"):
@@ -570,15 +573,20 @@ def gen_onnx(rng, folder: Path, attack: str, value) -> Path:
         initializers.append(
             external("x", location, _pick(rng, [0, -1, 2**62]), _pick(rng, [64, 0, 2**62]))
         )
-    elif attack == "depth":  # If nodes nested in each other's branches
-        graph = helper.make_graph([], "leaf", [], [])
+    elif attack == "depth":  # If nodes nested in each other's then-branches
+        leaf = helper.make_graph([], "leaf", [], [])
+        graph = leaf
         for level in range(value):
-            node = helper.make_node(
-                "If", ["c"], [f"o{level}"], then_branch=graph, else_branch=graph
-            )
-            graph = helper.make_graph([node], f"g{level}", [], [])
-        nodes.append(helper.make_node("If", ["c"], ["out"], then_branch=graph, else_branch=graph))
-    graph = helper.make_graph(nodes, "net", [], [], initializer=initializers)
+            node = helper.make_node("If", ["c"], [f"o{level}"], then_branch=graph, else_branch=leaf)
+            try:
+                graph = helper.make_graph([node], f"g{level}", [], [])
+            except Exception:  # noqa: BLE001 - protobuf's own depth limit: as deep as it goes
+                break
+        nodes.append(helper.make_node("If", ["c"], ["out"], then_branch=graph, else_branch=leaf))
+    try:
+        graph = helper.make_graph(nodes, "net", [], [], initializer=initializers)
+    except Exception:  # noqa: BLE001 - nested past protobuf's own depth limit
+        graph = helper.make_graph([], "net", [], [], initializer=initializers)
     model = helper.make_model(graph)
     path = folder / "net.onnx"
     try:
