@@ -344,3 +344,17 @@ def test_a_small_edge_list_naming_many_nodes_is_refused(tmp_path, limits):
     assert "LIMITS.max_expansion" in one_line(info, path)
     limits.max_expansion = 1000
     assert load_connectome(path).matrices["chemical"].shape == (301, 301)
+
+
+def test_a_loop_of_links_in_a_folder_is_noted_not_a_traceback(tmp_path):
+    from nnequiv.discovery import discover
+
+    root = tmp_path / "nets"
+    root.mkdir()
+    np.savez(root / "a.npz", w=np.ones((4, 4)))
+    (root / "link").symlink_to(root / "loop")
+    (root / "loop").symlink_to(root / "link")  # each resolves to the other: ELOOP
+    notes = []
+    found = discover(root, notes=notes.append)
+    assert [f.path.name for f in found] == ["a.npz"]
+    assert any("link" in note for note in notes), notes

@@ -311,7 +311,10 @@ class _Search:
             repo = len(virtual)  # a Trainer checkpoint: one network, labelled by its folder
         for entry in entries:
             path = folder / entry.name
-            is_dir = entry.is_dir()
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop (ELOOP): a file that cannot be read, noted as such
+                is_dir = False
             if entry.name.startswith("."):
                 self.skip(path, "hidden, not searched")
             elif is_dir and entry.is_symlink() and not _inside(path, top):
