@@ -213,9 +213,10 @@ def gen_npy(rng, folder: Path, attack: str, value) -> Path:
         if rng.random() < 0.3:
             header = header.replace("(", "(" * value, 1).replace(")", ")" * value, 1)
         header = (header + " " * (-(len(header) + 11) % 64) + "\n").encode()
-        magic = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
         if len(header) > 0xFFFF:  # version 2 has a 4-byte header length
             magic = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header))
+        else:
+            magic = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
         path.write_bytes(magic + header + bytes(64))
         return path
     inner = pickle.dumps(np.ones((4, 4), np.float32), protocol=2)[2:-1]
@@ -476,7 +477,10 @@ def h5_file(rng, path: Path, attack: str, value) -> Path:
             dataset[:8, :8] = 1.0
         elif attack == "sizes":
             shape = tuple(_pick(rng, [1, 2, 2**20, 2**31]) for _ in range(2))
-            handle.create_dataset("s", shape=shape, dtype="f4")  # no data: fill values
+            try:
+                handle.create_dataset("s", shape=shape, dtype="f4")  # no data: fill values
+            except ValueError:  # larger than HDF5 itself allows
+                pass
         elif attack == "links":
             target = _pick(rng, ["/w", "/loop", "/", "missing"])
             handle["soft"] = h5py.SoftLink(target)
