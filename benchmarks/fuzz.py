@@ -3,8 +3,14 @@ traceback, hang, side effect) per format.
 
 The mutants are those of tests/test_fuzz.py (tests/fuzzing.py), numbered: mutant i of a
 format depends on (seed, format, i) only, so a failure is reproduced by its number.
+``--structured`` swaps the byte mutants for structure-aware ones (tests/structured.py): for
+every format, a folder of shards, a folder to search, a fingerprint index and a cache entry,
+an input built with one of nesting depth, counts, aliases, symbolic links, FIFOs, names with
+control characters or declared sizes turned up, and half of them byte-edited on top. A
+worker killed by a signal is a crash.
 
     python benchmarks/fuzz.py --mutants 10000
+    python benchmarks/fuzz.py --mutants 10000 --structured
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import fuzzing  # noqa: E402
+import structured  # noqa: E402
 
 
 def split(total: int, formats: list[str]) -> dict[str, int]:
@@ -48,11 +55,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the mutant streams")
     parser.add_argument("--workers", type=int, default=2, help="worker processes at a time")
     parser.add_argument("--deadline", type=float, default=60.0, help="seconds before a hang")
-    parser.add_argument("--formats", nargs="*", default=list(fuzzing.FORMATS))
+    parser.add_argument("--formats", nargs="*", help="default: every format (and kind)")
+    parser.add_argument(
+        "--structured", action="store_true", help="structure-aware mutants (tests/structured.py)"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="nnequiv-fuzz-") as directory:
-        root = Path(directory)
-        seeds = fuzzing.build_seeds(root / "seeds")
+    kinds = fuzzing.STRUCTURED_KINDS if args.structured else fuzzing.FORMATS
+    args.formats = args.formats or list(kinds)
+    with tempfile.TemporaryDirectory(prefix="nnequiv-fuzz-", ignore_cleanup_errors=True) as made:
+        root = Path(made)
+        build = fuzzing.build_structured_seeds if args.structured else fuzzing.build_seeds
+        seeds = build(root / "seeds")
         formats = [kind for kind in args.formats if kind in seeds]
         missing = sorted(set(args.formats) - set(formats))
         report = fuzzing.run(
@@ -63,9 +76,12 @@ def main(argv=None) -> int:
             formats=formats,
             workers=args.workers,
             deadline=args.deadline,
+            structured=args.structured,
         )
+        structured.remove_tree(root)  # in a loop: mutant folders may be 1,200 levels deep
     print(
-        f"# fuzzing: {args.mutants} mutants, seed {args.seed}, {args.workers} workers, "
+        f"# fuzzing: {args.mutants} {'structured ' if args.structured else ''}mutants, "
+        f"seed {args.seed}, {args.workers} workers, "
         f"hang after {args.deadline:.0f} s; {platform.machine()}, Python "
         f"{platform.python_version()}; {report.seconds:.0f} s"
     )

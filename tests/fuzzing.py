@@ -27,7 +27,7 @@ import json
 import os
 import pickle
 import pickletools
-import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -61,7 +61,12 @@ SUFFIXES = {
     "csv": ".csv",
     "graphml": ".graphml",
 }
-OUTCOMES = ("loaded", "clean error", "unclean error", "traceback", "hang", "side effect")
+#: What ``--structured`` adds: a folder of shards and its index, a folder to search, a
+#: fingerprint index, a cache entry (tests/structured.py builds every kind from scratch).
+STRUCTURED_KINDS = (*FORMATS, "shards", "folder", "index", "cache")
+OUTCOMES = (
+    *("loaded", "clean error", "unclean error", "traceback", "crash", "hang", "side effect"),
+)
 #: Files a mutant may refer to, placed beside it (ONNX external data).
 AUX_FILES = {"weights.bin": bytes(range(256)) * 16}
 #: Files that go with each mutant of a format, copied from the seed's own (a TensorBundle's
@@ -540,6 +545,33 @@ def mutate(kind: str, data: bytes, rng) -> bytes:
     return mutate_bytes(data, rng)
 
 
+def build_structured_seeds(directory: Path) -> dict[str, list[Path]]:
+    """The seeds of :func:`build_seeds` and those the structured kinds edit (an index and a
+    cache entry; shards and folders are built from nothing, so their seed is a stand-in)."""
+    import structured
+
+    seeds = build_seeds(directory)
+    seeds["index"] = [structured.build_index(directory / "index")]
+    seeds["cache"] = [structured.build_cache_seed(directory / "cache")[1]]
+    for kind in ("shards", "folder"):
+        seeds[kind] = seeds["npz"][:1]
+    return seeds
+
+
+def structured_mutant(kind: str, seeds: list[Path], seed: int, index: int, folder: Path) -> Path:
+    """Structured mutant ``index`` of ``kind``, written into ``folder``: a hostile input built
+    by tests/structured.py, and half of the time a byte edit of its main file on top. A
+    function of (seed, kind, index) alone; the path to load."""
+    import structured
+
+    rng = np.random.default_rng([seed, STRUCTURED_KINDS.index(kind), index, 1])
+    source = seeds[int(rng.integers(0, len(seeds)))]
+    path = structured.generate(kind, rng, folder, seed=source)
+    if rng.random() < 0.5 and path.is_file() and not path.is_symlink():
+        path.write_bytes(mutate_bytes(path.read_bytes(), rng))
+    return path
+
+
 def mutant(kind: str, seeds: list[Path], seed: int, index: int) -> bytes:
     """Mutant ``index`` of format ``kind``: a function of (seed, format, index) alone."""
     rng = np.random.default_rng([seed, FORMATS.index(kind), index])
@@ -552,7 +584,21 @@ def mutant(kind: str, seeds: list[Path], seed: int, index: int) -> bytes:
 
 def load(kind: str, path: Path) -> None:
     """Read a mutant the way a user's command would, through the public entry points."""
-    if kind in ("csv", "graphml"):
+    if kind == "folder":
+        from nnequiv.discovery import discover
+        from nnequiv.spectra import layer_spectra
+
+        for found in discover(path, notes=lambda _line: None):
+            layer_spectra(found.source)
+    elif kind == "index":
+        from nnequiv.index import open_index
+
+        open_index(path)
+    elif kind == "cache":
+        from nnequiv.cache import load_analysis
+
+        load_analysis(path)
+    elif kind in ("csv", "graphml"):
         from nnequiv.connectomes import load_connectome
         from nnequiv.loading import WeightSource
         from nnequiv.spectra import layer_spectra
@@ -585,9 +631,11 @@ def outcome_of(kind: str, path: Path) -> tuple[str, str]:
 
 def _state(directories) -> dict[Path, tuple[int, int]]:
     """Size and modification time of every entry under ``directories``."""
+    from structured import walk
+
     state = {}
     for directory in directories:
-        for path in directory.rglob("*"):
+        for path in walk(directory):
             info = path.lstat()
             state[path] = (info.st_size, info.st_mtime_ns)
     return state
@@ -597,22 +645,43 @@ def _undo(before: dict, after: dict, mutants: Path) -> list[str]:
     """Names of entries created or changed since ``before``; created ones are removed and
     the auxiliary files rewritten, so the next mutant starts clean."""
     changed = sorted(str(p) for p in after if before.get(p) != after[p])
+    from structured import remove_tree
+
     for path in sorted(set(after) - set(before), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_tree(path)
     for name, data in AUX_FILES.items():
         (mutants / name).write_bytes(data)
     return changed
 
 
-def worker(seeds_file: str, kind: str, seed: int, start: int, stop: int, run_dir: str) -> None:
+def worker(
+    seeds_file: str,
+    kind: str,
+    seed: int,
+    start: int,
+    stop: int,
+    run_dir: str,
+    structured: bool = False,
+) -> None:
     """Run mutants ``start..stop-1`` of ``kind``, one output line each."""
     seeds = [Path(p) for p in json.loads(Path(seeds_file).read_text())[kind]]
     mutants = Path(run_dir) / f"mutants-{kind}"
     watched = [Path.cwd(), Path(os.environ["HOME"]), mutants]
     for index in range(start, stop):
+        if structured:
+            folder = mutants / f"m{index}"
+            path = structured_mutant(kind, seeds, seed, index, folder)
+            before = _state(watched)
+            result, detail = outcome_of(kind, path)
+            changed = _undo(before, _state(watched), mutants)
+            if changed:
+                result, detail = "side effect", f"created or changed: {changed[:5]}"
+            from structured import remove_tree
+
+            for made in (folder, mutants / f"outside-m{index}"):
+                remove_tree(made)
+            print(f"{index}\t{result}\t{detail}", flush=True)
+            continue
         path = mutants / f"mutant-{index}{SUFFIXES[kind]}"
         path.write_bytes(mutant(kind, seeds, seed, index))
         companion = None
@@ -656,10 +725,12 @@ def run(
     formats=FORMATS,
     workers: int = 2,
     deadline: float = 60.0,
+    structured: bool = False,
 ) -> Report:
     """``count`` mutants of every format in ``formats`` that has seeds (or ``count[format]``),
     ``workers`` worker processes at a time; a mutant still running after ``deadline``
-    seconds is a hang."""
+    seconds is a hang. ``structured``: the mutants of :func:`structured_mutant` (formats
+    from :data:`STRUCTURED_KINDS`)."""
     counts = count if isinstance(count, dict) else dict.fromkeys(formats, count)
     run_dir.mkdir(parents=True, exist_ok=True)
     seeds_file = run_dir / "seeds.json"
@@ -675,7 +746,9 @@ def run(
                 if not todo:
                     return
                 kind = todo.pop(0)
-            _run_format(kind, seeds_file, run_dir, counts[kind], seed, deadline, report, lock)
+            _run_format(
+                kind, seeds_file, run_dir, counts[kind], seed, deadline, report, lock, structured
+            )
 
     threads = [threading.Thread(target=drive) for _ in range(max(1, workers))]
     for thread in threads:
@@ -686,7 +759,9 @@ def run(
     return report
 
 
-def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) -> None:
+def _run_format(
+    kind, seeds_file, run_dir, count, seed, deadline, report, lock, structured=False
+) -> None:
     """Mutants 0..count-1 of one format, restarting the worker after a hang."""
     for name in (f"mutants-{kind}", f"cwd-{kind}", f"home-{kind}"):
         (run_dir / name).mkdir(exist_ok=True)
@@ -705,6 +780,7 @@ def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) 
     start = 0
     while start < count:
         arguments = [str(seeds_file), kind, str(seed), str(start), str(count), str(run_dir)]
+        arguments.append("structured" if structured else "mutated")
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "worker", *arguments],
             cwd=run_dir / f"cwd-{kind}",
@@ -712,6 +788,7 @@ def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a hang is ended with every process the worker started
         )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stdout))
@@ -728,7 +805,7 @@ def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) 
             if not reader.is_alive():
                 break
             if time.perf_counter() - last_progress > deadline:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 reader.join()
                 with lock:
                     report.add(kind, expected, "hang", f"no result after {deadline:.0f} s")
@@ -738,12 +815,15 @@ def _run_format(kind, seeds_file, run_dir, count, seed, deadline, report, lock) 
         if expected == start and process.returncode not in (0, None):
             error = process.stderr.read()[-2000:]
             with lock:
-                report.add(kind, expected, "traceback", f"worker died: {error!r}")
+                if process.returncode < 0:  # killed by a signal: the interpreter crashed
+                    report.add(kind, expected, "crash", f"signal {-process.returncode}: {error!r}")
+                else:
+                    report.add(kind, expected, "traceback", f"worker died: {error!r}")
             expected += 1
         process.stderr.close()
         start = expected
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
-    seeds_file, kind, seed, start, stop, run_dir = sys.argv[2:8]
-    worker(seeds_file, kind, int(seed), int(start), int(stop), run_dir)
+    seeds_file, kind, seed, start, stop, run_dir, mode = sys.argv[2:9]
+    worker(seeds_file, kind, int(seed), int(start), int(stop), run_dir, mode == "structured")

@@ -80,3 +80,43 @@ def test_outcomes_are_classified(tmp_path, monkeypatch):
     for expected, behaviour in behaviours.items():
         monkeypatch.setattr(fuzzing, "load", behaviour)
         assert fuzzing.outcome_of("npz", path)[0] == expected
+
+
+#: Structured mutants per kind (tests/structured.py; benchmarks/fuzz.py --structured runs more).
+STRUCTURED_PER_KIND = 8
+
+
+@pytest.fixture(scope="module")
+def structured_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("structured")
+    seeds = fuzzing.build_structured_seeds(root / "seeds")
+    report = fuzzing.run(
+        seeds,
+        root / "run",
+        STRUCTURED_PER_KIND,
+        seed=SEED,
+        formats=[kind for kind in fuzzing.STRUCTURED_KINDS if kind in seeds],
+        workers=2,
+        deadline=GUARD_SECONDS,
+        structured=True,
+    )
+    return seeds, report
+
+
+def test_structured_mutants_load_or_fail_cleanly(structured_report):
+    """Nesting, counts, aliases, links, FIFOs, names and declared sizes turned up in every
+    format, a folder, a shard index, a fingerprint index and a cache entry."""
+    seeds, report = structured_report
+    failures = report.failures
+    assert not failures, "\n".join(f"{k} {i} ({SEED=}): {o}: {d}" for k, i, o, d in failures)
+    assert sum(sum(c.values()) for c in report.counts.values()) == STRUCTURED_PER_KIND * len(
+        [kind for kind in fuzzing.STRUCTURED_KINDS if kind in seeds]
+    )
+    assert {"shards", "folder", "index", "cache"} <= set(report.counts)
+
+
+def test_structured_mutants_are_reproducible(tmp_path):
+    seeds = {"npz": [tmp_path / "unused.npz"]}
+    first = fuzzing.structured_mutant("npz", seeds["npz"], SEED, 3, tmp_path / "a")
+    again = fuzzing.structured_mutant("npz", seeds["npz"], SEED, 3, tmp_path / "b")
+    assert first.name == again.name and first.read_bytes() == again.read_bytes()

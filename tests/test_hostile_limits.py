@@ -18,7 +18,7 @@ import pytest
 from test_safety import op_global, op_int, op_str, op_tuple, tensor_pickle, torch_zip
 
 from nnequiv.errors import FormatError, NNEquivError, ResourceLimitError
-from nnequiv.loading import LIMITS, open_weights
+from nnequiv.loading import LIMITS, ReaderLimits, open_weights
 
 
 def one_line(info, path) -> str:
@@ -273,3 +273,88 @@ def test_json_and_pickle_helpers_stay_exact():
     """Guard: the pickles built above are what they claim (a sanity check of the helpers)."""
     assert pickle.loads(b"\x80\x02" + b"]" * 3 + b"a" * 2 + b".") == [[[]]]
     assert json.loads("[" * 3 + "]" * 3) == [[[]]]
+
+
+# ---- raising a limit: --limit NAME=VALUE and LoadOptions.limits ----------------------------------
+
+
+def test_every_limit_can_be_set_on_the_command_line(limits):
+    from nnequiv.cli_parser import build_parser
+
+    for name in ReaderLimits.__dataclass_fields__:
+        args = build_parser().parse_args(["analyze", "net.npz", "--limit", f"{name}=12345"])
+        assert getattr(LIMITS, name) == 12345, name
+        assert args.limits == [f"{name}=12345"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["analyze", "net.npz", "--limit", "max_tensorz=1"])
+
+
+def run_cli(argv) -> int:
+    from nnequiv.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
+
+
+def test_the_limit_option_reaches_the_readers(tmp_path, limits, capsys):
+    path = tmp_path / "many.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, **{f"w{i}": rng.standard_normal((6, 5)) for i in range(20)})
+    assert run_cli(["analyze", str(path), "--no-cache", "--limit", "max_tensors=10"]) == 1
+    assert "LIMITS.max_tensors" in capsys.readouterr().err
+    limits.max_tensors = 10
+    assert run_cli(["analyze", str(path), "--no-cache", "--limit", "max_tensors=20"]) == 0
+    assert LIMITS.max_tensors == 20
+
+
+def test_the_limits_option_of_the_library_is_applied(tmp_path, limits):
+    from nnequiv.analysis import analyze
+
+    path = tmp_path / "many.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, **{f"w{i}": rng.standard_normal((6, 5)) for i in range(20)})
+    with pytest.raises(ResourceLimitError, match="LIMITS.max_tensors"):
+        analyze(path, cache_dir=False, limits=("max_tensors=10",))
+    analyze(path, cache_dir=False, limits=("max_tensors=20",))  # raised again: it loads
+
+
+def test_the_folder_depth_limit_can_be_raised(tmp_path, limits, capsys):
+    deep = tmp_path / "nets"
+    for _ in range(5):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(deep / "a.npz", w1=rng.standard_normal((12, 8)), w2=rng.standard_normal((6, 12)))
+    top = str(tmp_path / "nets")
+    assert run_cli(["analyze", top, "--no-cache", "--limit", "max_folder_depth=2"]) == 1
+    assert "no network found" in capsys.readouterr().err
+    assert run_cli(["analyze", top, "--no-cache", "--limit", "max_folder_depth=10"]) == 0
+
+
+def test_a_small_edge_list_naming_many_nodes_is_refused(tmp_path, limits):
+    from nnequiv.connectomes import load_connectome
+
+    path = tmp_path / "edges.csv"
+    path.write_text("pre,post,weight\n" + "".join(f"N{i},N{i + 1},1\n" for i in range(300)))
+    assert load_connectome(path).matrices["chemical"].shape == (301, 301)  # under the floor
+    limits.expansion_floor = 0  # the 301 x 301 matrix is ~200 times the file's 3.6 KB
+    with pytest.raises(ResourceLimitError) as info:
+        load_connectome(path)
+    assert "LIMITS.max_expansion" in one_line(info, path)
+    limits.max_expansion = 1000
+    assert load_connectome(path).matrices["chemical"].shape == (301, 301)
+
+
+def test_a_loop_of_links_in_a_folder_is_noted_not_a_traceback(tmp_path):
+    from nnequiv.discovery import discover
+
+    root = tmp_path / "nets"
+    root.mkdir()
+    np.savez(root / "a.npz", w=np.ones((4, 4)))
+    (root / "link").symlink_to(root / "loop")
+    (root / "loop").symlink_to(root / "link")  # each resolves to the other: ELOOP
+    notes = []
+    found = discover(root, notes=notes.append)
+    assert [f.path.name for f in found] == ["a.npz"]
+    assert any("link" in note for note in notes), notes

@@ -29,6 +29,7 @@ from nnequiv.errors import (
     InputError,
     NNEquivError,
     ResourceLimitError,
+    UnsafeFileError,
 )
 from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, open_weights
 from nnequiv.spectra import layer_spectra
@@ -591,3 +592,42 @@ def test_degenerate_networks_analyse_or_fail_cleanly(tmp_path):
     assert "\n" not in str(info.value)
     tiny = analyze(tmp_path / "subnormal.npz", realizations=2)
     assert tiny.layers[0].n_eigenvalues == 1 and tiny.layers[0].n_dropped == 5
+
+
+def test_links_named_by_a_file_stay_inside_its_folder(tmp_path):
+    """External data and shards that are symbolic links are read only when the link's target
+    lies inside the model's folder (or, in a Hugging Face cache, inside the repository
+    folder whose snapshots link into its blobs)."""
+    from formats import save_sharded
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(12, dtype=np.float32).tobytes())
+    os.symlink(secret, model_dir / "linked.bin")
+    (model_dir / "weights.bin").write_bytes(secret.read_bytes())
+    os.symlink(model_dir / "weights.bin", model_dir / "inner.bin")
+    linked_out = onnx_with_external(model_dir, "linked.bin")
+    linked_in = onnx_with_external(model_dir, "inner.bin")
+    with pytest.raises(UnsafeFileError, match="outside the model's directory"):
+        dict(open_weights(linked_out).tensors())
+    assert dict(open_weights(linked_in).tensors())["w"].shape == (3, 4)
+    # a shard index whose shard links out of its folder, and the same in a Hugging Face cache
+    state = {"w": np.ones((4, 4), np.float32), "v": np.ones((3, 4), np.float32)}
+    shards = tmp_path / "shards"
+    save_sharded(state, shards)
+    last = sorted(shards.glob("*.safetensors"))[-1]
+    last.rename(tmp_path / "moved.safetensors")
+    os.symlink(tmp_path / "moved.safetensors", last)
+    (index,) = shards.glob("*.index.json")
+    with pytest.raises(UnsafeFileError, match="outside its directory"):
+        dict(open_weights(index).tensors())
+    repo = tmp_path / "hub" / "models--org--net"
+    snapshot = repo / "snapshots" / "abc"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in shards.iterdir():
+        blob = repo / "blobs" / file.name
+        blob.write_bytes(file.read_bytes())
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
+    assert set(dict(open_weights(snapshot / index.name).tensors())) == {"w", "v"}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from nnequiv._version import __version__
-from nnequiv.loading import LAYOUTS
+from nnequiv.errors import InputError
+from nnequiv.loading import LAYOUTS, apply_limit
 from nnequiv.settings import (
     ConnectomeOptions,
     DistanceSettings,
@@ -40,9 +41,11 @@ def _add_settings(parser: argparse.ArgumentParser, group_class, title: str) -> N
         text = meta["help"]
         if f.type in ("bool", bool) or isinstance(default, bool):
             kwargs = {"dest": f.name, "action": "store_true", "default": None}
-        elif f.name in ("include", "exclude"):
+        elif f.name in ("include", "exclude", "limits"):
             kwargs["action"] = "append"
             text += "; default: every tensor" if f.name == "include" else "; default: none"
+            if f.name == "limits":  # applied as parsed: folders are searched under it too
+                kwargs["type"] = _limit
         elif f.name == "layout":
             kwargs.update(type=str.lower, choices=sorted(LAYOUTS), metavar="LAYOUT")
         else:
@@ -55,6 +58,14 @@ def _add_settings(parser: argparse.ArgumentParser, group_class, title: str) -> N
         elif "default:" not in text:
             text += f" (default: {_default_text(default)})"
         group.add_argument(flag, help=text, **kwargs)
+
+
+def _limit(text: str) -> str:
+    """``--limit NAME=VALUE``, applied to ``nnequiv.loading.LIMITS`` as it is parsed."""
+    try:
+        return apply_limit(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--limit ")) from None
 
 
 def _type_of(default, f):

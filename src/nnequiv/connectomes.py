@@ -23,6 +23,7 @@ from nnequiv._seeding import stream_seed
 from nnequiv.errors import FormatError, InputError, MissingDependencyError
 from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, OIHW, WeightSource
 from nnequiv.loading._limits import (
+    DecodeBudget,
     check_limit,
     describe,
     open_regular,
@@ -117,8 +118,14 @@ def _check_matrix(label: str, name: str, matrix):
     return matrix
 
 
-def _require_matrix_size(label: str, nodes: int, limit: int) -> None:
-    require_within(label, f"a {nodes} x {nodes} connection matrix", nodes * nodes * 8, limit)
+def _require_matrix_size(label: str, nodes: int, limit: int, path: Path | None = None) -> None:
+    """Refuse a matrix above ``limit`` bytes, or (for a text file, ``path``) one whose dense
+    N x N float64 size is above ``LIMITS.max_expansion`` times the file's size (a small edge
+    list naming many nodes: the analysis works on dense submatrices of it)."""
+    what = f"a {nodes} x {nodes} connection matrix"
+    require_within(label, what, nodes * nodes * 8, limit)
+    if path is not None:
+        DecodeBudget(label, require_regular(path).st_size).take(nodes * nodes * 8, what)
 
 
 def load_connectome(
@@ -404,7 +411,7 @@ def _load_csv(path: Path, format: str | None, limit: int) -> Connectome:
         return _edge_list(path, edges, limit)
     if table is not None and table_reason is None:
         size = table.size()
-        _require_matrix_size(label, size, limit)
+        _require_matrix_size(label, size, limit, path)
         matrix = _assembled(size, *table.entries())
         return Connectome(
             label, table.nodes(), {"chemical": _check_matrix(label, "adjacency", matrix)}
@@ -435,7 +442,7 @@ def _edge_list(path: Path, edges: _EdgeReader, limit: int) -> Connectome:
         line, weight = edges.invalid
         raise FormatError(f"{label}: edge {line} has an invalid weight '{shown(weight, 40)}'")
     nodes, pre, post = edges.nodes()
-    _require_matrix_size(label, len(nodes), limit)
+    _require_matrix_size(label, len(nodes), limit, path)
     matrix = _assembled(len(nodes), pre, post, np.frombuffer(edges.weights, dtype=np.float64))
     return Connectome(label, nodes, {"chemical": _check_matrix(label, "edges", matrix)})
 
@@ -449,7 +456,7 @@ def _load_graphml(path: Path, limit: int) -> Connectome:
     with open_regular(path) as handle:
         with reading(label, "not a readable GraphML file"):
             graph = nx.read_graphml(handle)
-    _require_matrix_size(label, graph.number_of_nodes(), limit)
+    _require_matrix_size(label, graph.number_of_nodes(), limit, path)
     size = graph.number_of_nodes()
     with reading(label, "has edge weights that are not numbers"):
         if 8 * size * size <= DENSE_CONNECTOME_BYTES:

@@ -3,11 +3,12 @@ sharded checkpoints, Hugging Face caches and hub ids.
 
 :func:`discover` gives every command the same meaning for its paths:
 
-* **Folders** are searched to any depth up to :data:`MAX_DEPTH` levels (in a loop, not a
-  recursion). Symbolic links to files are followed; a link to a folder only where its target
-  lies inside the folder given, and a folder met twice (a link loop) is searched once. Hidden
-  entries (``.git``, ``.cache``), FIFOs, sockets and devices are skipped with a note; nothing
-  that is not a regular file is ever opened, and one given as an argument is refused.
+* **Folders** are searched to any depth up to ``LIMITS.max_folder_depth`` levels (100; in a
+  loop, not a recursion; ``--limit max_folder_depth=N`` raises it). Symbolic links to files
+  are followed; a link to a folder only where its target lies inside the folder given, and
+  a folder met twice (a link loop) is searched once. Hidden entries (``.git``, ``.cache``),
+  FIFOs, sockets and devices are skipped with a note; nothing that is not a regular file is
+  ever opened, and one given as an argument is refused.
 * **Files that are not networks** are skipped with one note each: text and other unknown
   suffixes (README, ``config.json``), a table such as ``MANIFEST.csv``, an optimizer state
   (``{'state': ..., 'param_groups': ...}``), a pickle without tensors (``training_args.bin``),
@@ -73,7 +74,7 @@ from nnequiv.hub import (
     hub_weight_files,
     repo_snapshot,
 )
-from nnequiv.loading._limits import require_regular
+from nnequiv.loading._limits import LIMITS, require_regular
 from nnequiv.sniffing import CONNECTOME, NETWORK, sniff
 
 #: Files a training run writes beside its weights (Hugging Face Trainer, Accelerate, DeepSpeed,
@@ -86,8 +87,9 @@ TRAINING_STATES = (
     (re.compile(r"^scaler\.pt$"), "a gradient scaler state"),
     (re.compile(r"^(trainer_state\.json|training_args\.bin)$"), "the trainer's state"),
 )
-#: Folders more than this many levels below a folder given are not searched.
-MAX_DEPTH = 100
+#: Folders more than this many levels below a folder given are not searched: the default of
+#: ``nnequiv.loading.LIMITS.max_folder_depth``, which a user raises (``--limit``).
+MAX_DEPTH = LIMITS.max_folder_depth
 #: A Hugging Face Trainer checkpoint folder (one network) and DeepSpeed's state folder in it.
 CHECKPOINT_FOLDER = re.compile(r"^checkpoint-\d+$")
 DEEPSPEED_FOLDER = re.compile(r"^global_step\d+$")
@@ -271,7 +273,7 @@ class _Search:
         them, depth first in name order, files of a folder before its subfolders (a loop, not
         a recursion: no depth overflows the stack). A symbolic link to a folder outside
         ``root`` is not followed; a folder met twice (a link loop) is searched once; folders
-        more than :data:`MAX_DEPTH` below ``root`` are not searched."""
+        more than ``LIMITS.max_folder_depth`` below ``root`` are not searched."""
         try:
             top = os.path.realpath(root)
         except (OSError, ValueError) as exc:
@@ -281,8 +283,12 @@ class _Search:
         while stack:
             folder, virtual, repo, depth = stack.pop()
             below = self.folder(folder, virtual, repo, top)
-            if below and depth >= MAX_DEPTH:
-                self.skip(folder, f"holds folders deeper than {MAX_DEPTH} levels; not searched")
+            if below and depth >= LIMITS.max_folder_depth:
+                self.skip(
+                    folder,
+                    f"holds folders deeper than {LIMITS.max_folder_depth} levels; not searched "
+                    "(--limit max_folder_depth=N)",
+                )
                 continue
             stack += [(*item, depth + 1) for item in reversed(below) if item is not None]
 
@@ -312,7 +318,10 @@ class _Search:
             repo = len(virtual)  # a Trainer checkpoint: one network, labelled by its folder
         for entry in entries:
             path = folder / entry.name
-            is_dir = entry.is_dir()
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop (ELOOP): a file that cannot be read, noted as such
+                is_dir = False
             if entry.name.startswith("."):
                 self.skip(path, "hidden, not searched")
             elif is_dir and entry.is_symlink() and not _inside(path, top):

@@ -233,6 +233,14 @@ class LoadOptions:
         "refuse a tensor declared larger than this many bytes, before reading it",
         metavar="BYTES",
     )
+    limits: tuple | None = option(
+        None,
+        "raise (or lower) a limit on what a file may declare, for this run: NAME=VALUE with "
+        "NAME a field of nnequiv.loading.LIMITS, e.g. max_tensors=5000000 (docs/security.md "
+        "lists each with its default); repeatable",
+        flag="--limit",
+        metavar="NAME=VALUE",
+    )
     max_memory: int | None = option(
         None,
         "memory one layer's computation may take: a larger layer is computed in smaller "
@@ -244,9 +252,20 @@ class LoadOptions:
     def __post_init__(self):
         object.__setattr__(self, "include", _patterns(self.include))
         object.__setattr__(self, "exclude", _patterns(self.exclude))
+        object.__setattr__(self, "limits", _limit_settings(self.limits))
         _check_positive_int("max_tensor_bytes", self.max_tensor_bytes)
         if self.max_memory is not None:
             _check_positive_int("max_memory", self.max_memory)
+
+
+def _limit_settings(limits) -> tuple | None:
+    """``NAME=VALUE`` limit settings checked and written ``name=value`` (None: none)."""
+    if not limits:
+        return None
+    from nnequiv.loading._limits import parse_limit
+
+    items = [limits] if isinstance(limits, str) else list(limits)
+    return tuple("=".join(map(str, parse_limit(item))) for item in items)
 
 
 @dataclass(frozen=True)

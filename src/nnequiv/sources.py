@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nnequiv.connectomes import connectome_weights, is_connectome
 from nnequiv.errors import InputError
-from nnequiv.loading import WeightSource, open_weights
+from nnequiv.loading import WeightSource, apply_limits, open_weights
 from nnequiv.settings import ConnectomeOptions, LoadOptions
 
 __all__ = ["open_source"]
@@ -24,6 +24,7 @@ def open_source(
     Ensemble, drawn with ``seed``; anything else is opened as a network with ``load``.
     Connectome options given explicitly (``connectome_given``) for a network are refused.
     """
+    apply_limits(load.limits)  # in this process, which may be a worker of a set
     if is_connectome(source):
         return connectome_weights(source, connectome, seed, load.max_tensor_bytes)
     if connectome_given:

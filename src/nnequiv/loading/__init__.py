@@ -27,6 +27,8 @@ from nnequiv.loading._hdf5 import iter_keras
 from nnequiv.loading._limits import (
     LIMITS,
     ReaderLimits,
+    apply_limit,
+    apply_limits,
     check_limit,
     guarded,
     open_regular,
@@ -65,6 +67,8 @@ __all__ = [
     "Dropped",
     "LIMITS",
     "ReaderLimits",
+    "apply_limits",
+    "apply_limit",
     "OPTIMIZER_STATE",
     "open_weights",
     "LAYOUTS",

@@ -61,6 +61,10 @@ class ReaderLimits:
         dequantisation, densifying, views of one storage), above ``expansion_floor``.
     expansion_floor : int
         Decoded bytes any file may reach whatever its size.
+    max_folder_depth : int
+        Levels of folders searched below a folder given (deeper ones are noted and skipped).
+
+    The command line sets them with ``--limit NAME=VALUE`` (:func:`apply_limits`).
     """
 
     max_tensors: int = 1_000_000
@@ -73,10 +77,51 @@ class ReaderLimits:
     max_hdf5_chunks: int = 1_000_000
     max_expansion: int = 32
     expansion_floor: int = 256 << 20
+    max_folder_depth: int = 100
 
 
 #: The limits every reader checks (module-wide; raise a field for a file beyond it).
 LIMITS = ReaderLimits()
+
+
+def parse_limit(text: str) -> tuple[str, int]:
+    """``(field, value)`` of a ``NAME=VALUE`` setting of :data:`LIMITS` (``--limit``).
+
+    Raises
+    ------
+    InputError
+        NAME is not a field of :class:`ReaderLimits`, or VALUE not an integer >= 0.
+    """
+    name, equals, value = str(text).partition("=")
+    name = name.strip().replace("-", "_")
+    names = list(ReaderLimits.__dataclass_fields__)
+    if not equals or name not in names:
+        raise InputError(
+            f"--limit {shown(text)}: give NAME=VALUE with NAME one of {', '.join(names)}"
+        )
+    try:
+        number = int(value.strip().replace("_", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InputError(f"--limit {shown(text)}: VALUE must be an integer >= 0")
+    return name, number
+
+
+def apply_limits(settings) -> None:
+    """Set fields of :data:`LIMITS` from ``NAME=VALUE`` texts (the ``--limit`` option), for
+    the rest of the process."""
+    for text in settings or ():
+        name, number = parse_limit(text)
+        setattr(LIMITS, name, number)
+
+
+def apply_limit(text: str) -> str:
+    """:func:`apply_limits` of one ``NAME=VALUE``, returned as ``name=value`` (the command
+    line applies it as it is parsed, before any folder is searched)."""
+    name, number = parse_limit(text)
+    setattr(LIMITS, name, number)
+    return f"{name}={number}"
 
 
 def require_depth(label: str, depth: int) -> None:
@@ -84,7 +129,7 @@ def require_depth(label: str, depth: int) -> None:
     if depth > LIMITS.max_depth:
         raise FormatError(
             f"{label}: nested more than {LIMITS.max_depth} levels deep "
-            "(nnequiv.loading.LIMITS.max_depth)"
+            "(nnequiv.loading.LIMITS.max_depth; --limit max_depth=N)"
         )
 
 
@@ -94,7 +139,7 @@ def require_count(label: str, what: str, count: int, limit_name: str) -> None:
     if count > limit:
         raise ResourceLimitError(
             f"{label}: {what} ({format_count(count)}) above the limit of {limit:,} "
-            f"(nnequiv.loading.LIMITS.{limit_name})"
+            f"(nnequiv.loading.LIMITS.{limit_name}; --limit {limit_name}=N)"
         )
 
 
@@ -112,7 +157,7 @@ class DecodeBudget:
             raise ResourceLimitError(
                 f"{self.label}: {what} would make its tensors decode to more than "
                 f"{format_bytes(self.total)}, {LIMITS.max_expansion} times the file's size "
-                "(nnequiv.loading.LIMITS.max_expansion)"
+                "(nnequiv.loading.LIMITS.max_expansion; --limit max_expansion=N)"
             )
         self.left -= nbytes
 
@@ -274,14 +319,39 @@ def reading(label: str, what: str, errors=(Exception,)):
 
 def inside(directory: Path, relative: str) -> Path | None:
     """``directory / relative`` when the text ``relative`` stays inside ``directory`` (not
-    absolute, no ``..`` that leaves it); None otherwise. Symbolic links are followed when the
-    file is opened, as for any file the user points at."""
+    absolute, no ``..`` that leaves it); None otherwise. See :func:`linked_inside` for the
+    targets of symbolic links."""
     if not relative or "\x00" in relative or os.path.isabs(relative) or Path(relative).drive:
         return None
     normal = os.path.normpath(relative)
     if normal == ".." or normal.startswith(".." + os.sep):
         return None
     return directory / normal
+
+
+def linked_inside(directory: Path, relative: str) -> Path | None:
+    """:func:`inside`, and where the file is a symbolic link, its target inside ``directory``
+    too (or, in a Hugging Face cache, inside the repository folder whose ``snapshots/`` link
+    into its ``blobs/``); None otherwise."""
+    target = inside(directory, relative)
+    if target is None or not _links_stay_inside(directory, target):
+        return None
+    return target
+
+
+def _links_stay_inside(directory: Path, target: Path) -> bool:
+    """Whether ``target`` (under ``directory``) resolves inside ``directory``, or inside the
+    Hugging Face repository folder (``models--org--name``) that ``directory`` is a snapshot of."""
+    try:
+        real = os.path.realpath(target)
+        roots = [os.path.realpath(directory)]
+        parts = Path(os.path.abspath(directory)).parts
+    except (OSError, ValueError):
+        return False
+    for at, part in enumerate(parts[:-1]):
+        if part.startswith(("models--", "datasets--")) and parts[at + 1] == "snapshots":
+            roots.append(os.path.realpath(Path(*parts[: at + 1])))
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:

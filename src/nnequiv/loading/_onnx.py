@@ -29,7 +29,7 @@ import numpy as np
 from nnequiv.errors import FormatError, MissingDependencyError, UnsafeFileError
 from nnequiv.loading._limits import (
     format_shape,
-    inside,
+    linked_inside,
     open_regular,
     reading,
     shown,
@@ -258,7 +258,7 @@ def _with_external_data(tensor, name: str, path: Path, stored: int, onnx):
     location = entries.get("location", "")
     if not location:
         raise FormatError(f"{what} has external data without a location")
-    target = inside(path.parent, location)
+    target = linked_inside(path.parent, location)
     if target is None:
         raise UnsafeFileError(
             f"{what} names external data outside the model's directory "

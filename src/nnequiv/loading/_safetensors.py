@@ -30,7 +30,7 @@ from nnequiv.loading._dtypes import ELEMENT_TYPES, ElementType
 from nnequiv.loading._limits import (
     describe,
     format_bytes,
-    inside,
+    linked_inside,
     open_regular,
     reading,
     require_count,
@@ -379,7 +379,7 @@ def _indexed_shards(index: Path, directory: Path) -> tuple[list[Path], list[str]
         )
     shards = []
     for name in dict.fromkeys(weight_map.values()):
-        shard = inside(directory, name)
+        shard = linked_inside(directory, name)
         if shard is None:
             raise UnsafeFileError(
                 f"{label}: names a shard outside its directory ('{shown(name)}'); refused"

@@ -13,8 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnequiv.errors import FormatError, InputError
-from nnequiv.loading._limits import open_regular, require_count, shown, tensor_byte_limit
+from nnequiv.errors import FormatError, InputError, UnsafeFileError
+from nnequiv.loading._limits import (
+    linked_inside,
+    open_regular,
+    require_count,
+    shown,
+    tensor_byte_limit,
+)
 from nnequiv.loading._safetensors import parse_json
 
 #: Largest index file read (real ones are a few hundred KiB, even for 400-billion-parameter
@@ -99,7 +105,11 @@ def index_weight_map(index: Path) -> dict[str, Path]:
                 f"{index}: tensor '{shown(name)}' maps to '{shard_text}', not a file name in "
                 "the index's folder"
             )
-        path = index.parent / shard
+        path = linked_inside(index.parent, shard)
+        if path is None:  # a link out of the folder
+            raise UnsafeFileError(
+                f"{index}: names a shard outside its directory ('{shown(shard)}'); refused"
+            )
         if path.suffix.lower() not in SHARD_SUFFIXES:
             raise FormatError(
                 f"{index}: shard '{shown(shard)}' is not a safetensors or PyTorch file"
