@@ -820,6 +820,7 @@ def _run_format(
                 else:
                     report.add(kind, expected, "traceback", f"worker died: {error!r}")
             expected += 1
+        process.stdout.close()
         process.stderr.close()
         start = expected
 

@@ -1003,7 +1003,7 @@ INDEX_ATTACKS = {
 
 def build_cache_seed(directory: Path) -> tuple[Path, Path]:
     """A small network and its cache entry: (network, entry)."""
-    from nnequiv.analysis import analyze
+    from nnequiv import analyze
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)

@@ -309,7 +309,7 @@ def test_the_limit_option_reaches_the_readers(tmp_path, limits, capsys):
 
 
 def test_the_limits_option_of_the_library_is_applied(tmp_path, limits):
-    from nnequiv.analysis import analyze
+    from nnequiv import analyze
 
     path = tmp_path / "many.npz"
     rng = np.random.default_rng(0)

@@ -184,7 +184,23 @@ def damaged_entries(good: bytes) -> dict[str, bytes]:
         "other settings": tampered(good, meta=other_settings),
         "bad layer": tampered(good, meta=bad_layer),
         "object array": pickled.getvalue(),
+        "mangled array header": mangled_header(good),
     }
+
+
+def mangled_header(data: bytes) -> bytes:
+    """The entry with the closing brace of its CSD array's header blanked out (numpy's header
+    parser then raises tokenize.TokenError, not a ValueError)."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with source, zipfile.ZipFile(buffer, "w") as target:
+        for info in source.infolist():
+            member = source.read(info)
+            if info.filename == "csd.npy":
+                end = member.index(b"}")
+                member = member[:end] + b" " + member[end + 1 :]
+            target.writestr(info.filename, member)
+    return buffer.getvalue()
 
 
 def test_damaged_entries_are_refused_in_one_line(tmp_path):
@@ -516,7 +532,16 @@ def test_reading_an_index_in_wal_mode_writes_nothing_beside_it(capsys, tmp_path)
     writer.commit()  # the change sits in lib.sqlite-wal while this connection is open
     assert os.path.exists(f"{lib}-wal")
     assert [e.label for e in open_index(lib).entries] == ["renamed.npz"]
+    left = tmp_path / "left"  # a -wal with changes and no -shm, as a crashed writer leaves
+    left.mkdir()
+    for name in ("lib.sqlite", "lib.sqlite-wal"):
+        (left / name).write_bytes((tmp_path / name).read_bytes())
     writer.close()
+    before = {p.name: p.read_bytes() for p in left.iterdir()}
+    code, out, err = run(capsys, "index", "list", left / "lib.sqlite")
+    assert code == 0, err
+    assert "renamed.npz" in out
+    assert {p.name: p.read_bytes() for p in left.iterdir()} == before
 
 
 @pytest.mark.parametrize(
@@ -573,10 +598,25 @@ def test_a_query_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
     (first,) = write_nets(tmp_path / "nets", count=1)[:1]
     lib = tmp_path / "lib.sqlite"
     build_index([first], lib, realizations=R)
-    monkeypatch.setattr(nnequiv.index, "MAX_QUERY_STEPS", 10)
     monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
+    monkeypatch.setattr(nnequiv.index.LIMITS, "max_query_steps", 10)
     with pytest.raises(FormatError, match="a query ran past 10 steps"):
         open_index(lib)
+
+
+def test_the_query_bound_is_raised_with_the_limit_option(capsys, tmp_path, monkeypatch):
+    import nnequiv.index
+
+    (first,) = write_nets(tmp_path / "nets", count=1)[:1]
+    lib = tmp_path / "lib.sqlite"
+    build_index([first], lib, realizations=R)
+    monkeypatch.setattr(nnequiv.index, "_STEPS_PER_CALL", 1)
+    monkeypatch.setattr(nnequiv.index.LIMITS, "max_query_steps", 10)
+    code, _, err = run(capsys, "index", "list", lib)
+    assert code == 1 and "--limit max_query_steps=N" in err
+    code, out, err = run(capsys, "index", "list", lib, "--limit", "max_query_steps=10000000")
+    assert code == 0, err
+    assert first.name in out
 
 
 def test_lookup_and_store_are_deprecated_and_still_work(tmp_path):

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import tempfile
+import tokenize
 import zipfile
 from dataclasses import fields
 from pathlib import Path
@@ -88,6 +89,12 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+#: What decoding a damaged entry raises (numpy parses an array's header with the tokenizer,
+#: which raises TokenError or SyntaxError on a mangled one).
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError,
+            tokenize.TokenError, SyntaxError)  # fmt: skip
+
+
 def analysis_from_bytes(data: bytes, settings: Settings | None = None, label: str = "<bytes>"):
     """The analysis in the bytes of an entry (see :func:`nnequiv.cache.load_analysis`)."""
     try:
@@ -96,7 +103,7 @@ def analysis_from_bytes(data: bytes, settings: Settings | None = None, label: st
         raise FormatError(f"{label}: not a valid stored analysis: {exc}") from None
     except RecursionError:
         raise FormatError(f"{label}: not a valid stored analysis: nested too deeply") from None
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, MemoryError) as exc:
+    except _DAMAGED as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise FormatError(f"{label}: not a valid stored analysis: {reason}") from None
 

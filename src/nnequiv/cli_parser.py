@@ -411,4 +411,9 @@ def _add_index_parser(sub, method: argparse.ArgumentParser) -> None:
     _add_json(q, "the index")
     q = _command(actions, "list", [], "the networks of an index", "The networks of an index.")
     q.add_argument("index", metavar="LIB", help="the index file")
+    limits = next(f for f in option_fields(LoadOptions) if f.name == "limits")
+    q.add_argument(
+        "--limit", dest="limits", action="append", type=_limit, metavar="NAME=VALUE",
+        help=limits.metadata["help"] + "; default: none",
+    )  # fmt: skip
     _add_json(q, "the index")

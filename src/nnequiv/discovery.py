@@ -307,7 +307,8 @@ class _Search:
             self.take(_Candidate(virtual, str(folder), NETWORK, folder, (), repo))
             return []
         try:
-            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as exc:
             self.skip(folder, f"folder cannot be listed ({exc.strerror})")
             return []

@@ -30,7 +30,7 @@ from nnequiv.cache import content_hash
 from nnequiv.discovery import discover
 from nnequiv.distances import Summary, summarize
 from nnequiv.errors import FormatError, InputError, NNEquivError
-from nnequiv.loading._limits import open_regular, shown
+from nnequiv.loading._limits import LIMITS, open_regular, shown
 from nnequiv.settings import DistanceSettings, Settings
 
 __all__ = [
@@ -49,9 +49,9 @@ INDEX_FORMAT_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: A row claiming more layers than this is refused before its arrays are read.
 MAX_LAYERS = 1_000_000
-#: SQLite virtual-machine steps after which a query on an index is interrupted (reading a
-#: valid index of 100,000 networks takes far fewer).
-MAX_QUERY_STEPS = 500_000_000
+#: The default of ``LIMITS.max_query_steps`` (``--limit max_query_steps=N``): SQLite
+#: virtual-machine steps after which a query on an index is interrupted.
+MAX_QUERY_STEPS = LIMITS.max_query_steps
 _STEPS_PER_CALL = 10_000
 #: Longest text (label, path, setting) an index may hold, in characters or bytes.
 MAX_TEXT = 1 << 20
@@ -221,24 +221,48 @@ def check_index_settings(library: Library, settings: Settings) -> None:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection that writes nothing beside the index: ``mode=ro``, and
-    ``immutable`` (no lock, no ``-shm`` or ``-wal`` file) unless a ``-wal`` file holds
-    changes not yet in the index. Every query is bounded (:data:`MAX_QUERY_STEPS`)."""
-    query = "mode=ro" if os.path.lexists(f"{path}-wal") else "mode=ro&immutable=1"
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True)
+    """A read-only connection that writes nothing beside the index. Without changes in a
+    ``-wal`` file: ``mode=ro&immutable=1`` (no lock, no ``-shm`` or ``-wal`` file). With
+    them: the index and its ``-wal`` are copied into a private temporary folder and read
+    from there into memory (SQLite would otherwise make a ``-shm`` file beside the index).
+    Every query is bounded (``LIMITS.max_query_steps``)."""
+    wal = Path(f"{path}-wal")
+    if not os.path.lexists(wal) or (wal.is_file() and wal.stat().st_size == 0):
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        connection = sqlite3.connect(uri, uri=True)
+    else:
+        connection = _read_with_wal(path, wal)
     _bound_queries(connection)
     return connection
 
 
+def _read_with_wal(path: Path, wal: Path) -> sqlite3.Connection:
+    """An in-memory copy of the index with the changes of its ``-wal`` file applied."""
+    with tempfile.TemporaryDirectory(prefix="nnequiv-index-") as folder:
+        copy = Path(folder) / "index.sqlite"
+        for source, target in ((path, copy), (wal, Path(f"{copy}-wal"))):
+            with open_regular(source) as stream, open(target, "wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+        on_disk = sqlite3.connect(copy)
+        try:
+            _bound_queries(on_disk)
+            in_memory = sqlite3.connect(":memory:")
+            on_disk.backup(in_memory)
+        finally:
+            on_disk.close()
+    return in_memory
+
+
 def _bound_queries(connection: sqlite3.Connection) -> None:
-    """Interrupt any statement after :data:`MAX_QUERY_STEPS` virtual-machine steps (an
+    """Interrupt any statement after ``LIMITS.max_query_steps`` virtual-machine steps (an
     index made to loop gives an error, not a hang)."""
     steps = 0
 
     def count() -> int:
         nonlocal steps
         steps += _STEPS_PER_CALL
-        return 1 if steps > MAX_QUERY_STEPS else 0
+        return 1 if steps > LIMITS.max_query_steps else 0
 
     connection.set_progress_handler(count, _STEPS_PER_CALL)
 
@@ -298,7 +322,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "too large to read into memory"
     if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
-        return f"a query ran past {MAX_QUERY_STEPS:,} steps (a view or loop?)"
+        return (
+            f"a query ran past {LIMITS.max_query_steps:,} steps (a view or loop?; "
+            "--limit max_query_steps=N raises the bound)"
+        )
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -63,6 +63,9 @@ class ReaderLimits:
         Decoded bytes any file may reach whatever its size.
     max_folder_depth : int
         Levels of folders searched below a folder given (deeper ones are noted and skipped).
+    max_query_steps : int
+        SQLite virtual-machine steps of one query on an nnequiv index (reading a valid index
+        of 100,000 networks takes far fewer).
 
     The command line sets them with ``--limit NAME=VALUE`` (:func:`apply_limits`).
     """
@@ -78,6 +81,7 @@ class ReaderLimits:
     max_expansion: int = 32
     expansion_floor: int = 256 << 20
     max_folder_depth: int = 100
+    max_query_steps: int = 500_000_000
 
 
 #: The limits every reader checks (module-wide; raise a field for a file beyond it).

@@ -204,7 +204,8 @@ def checkpoint_stems(folder: Path) -> list[str]:
     """The stems of the checkpoints in a TensorFlow checkpoint folder: each ``<stem>.index``
     with a ``<stem>.data-0000k-of-0000N`` beside it, sorted (listing the folder only)."""
     try:
-        names = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+        with os.scandir(folder) as listing:
+            names = {entry.name for entry in listing if entry.is_file()}
     except OSError:
         return []
     data = {match["stem"] for name in names if (match := _DATA_SHARD.match(name))}
