@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from _helpers import random_mlp
 
+from nnequiv._cli_parser import build_parser
 from nnequiv.calibration import load_calibration
 from nnequiv.cli import main
-from nnequiv.cli_parser import build_parser
 from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
 
 

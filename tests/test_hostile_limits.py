@@ -279,7 +279,7 @@ def test_json_and_pickle_helpers_stay_exact():
 
 
 def test_every_limit_can_be_set_on_the_command_line(limits):
-    from nnequiv.cli_parser import build_parser
+    from nnequiv._cli_parser import build_parser
 
     for name in ReaderLimits.__dataclass_fields__:
         args = build_parser().parse_args(["analyze", "net.npz", "--limit", f"{name}=12345"])

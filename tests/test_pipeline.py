@@ -106,17 +106,17 @@ def test_an_in_memory_source_is_opened_and_its_options_split_once(monkeypatch, t
 
 
 def test_a_connectome_ensemble_is_drawn_once_with_the_cache_on(monkeypatch, tmp_path):
-    import nnequiv.sources
+    import nnequiv._sources
     from nnequiv.connectomes import Connectome
 
     drawn = []
-    weights = nnequiv.sources.connectome_weights
+    weights = nnequiv._sources.connectome_weights
 
     def counted(*args, **kwargs):
         drawn.append(args[0])
         return weights(*args, **kwargs)
 
-    monkeypatch.setattr(nnequiv.sources, "connectome_weights", counted)
+    monkeypatch.setattr(nnequiv._sources, "connectome_weights", counted)
     rng = np.random.default_rng(4)
     adjacency = (rng.random((40, 40)) < 0.2).astype(float)
     connectome = Connectome("toy", [f"n{i}" for i in range(40)], {"chemical": adjacency})

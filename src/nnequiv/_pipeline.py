@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from nnequiv._pool import resolve_n_jobs, resolve_scheduler, run_tasks
+from nnequiv._sources import open_source
 from nnequiv.analysis import Analysis, analysis_of_weights
 from nnequiv.cache import (
     analysis_key,
@@ -31,7 +32,6 @@ from nnequiv.cache import (
 from nnequiv.errors import InputError, NNEquivError, ResourceLimitError
 from nnequiv.loading import WeightSource
 from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings, split_options
-from nnequiv.sources import open_source
 from nnequiv.spectra import Progress
 
 __all__ = ["Request", "request", "analyze", "analyse_all", "require_analyses", "too_deep"]

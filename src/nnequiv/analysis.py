@@ -246,7 +246,7 @@ def analysis_of_weights(
     n_jobs: int | None = None,
     progress: Progress | None = None,
 ) -> Analysis:
-    """The :class:`Analysis` of opened weights (:func:`nnequiv.sources.open_source`): their
+    """The :class:`Analysis` of opened weights (:func:`nnequiv._sources.open_source`): their
     layer spectra (chosen and read with ``load``), then :func:`analysis_from_spectra`."""
     spectra = network_spectra(
         weights, load.include, load.exclude, load.layout, rtol=settings.rtol,

@@ -33,6 +33,7 @@ from nnequiv._serial import (
     analysis_to_bytes,
     write_atomic,
 )
+from nnequiv._sources import open_source
 from nnequiv._version import __version__
 from nnequiv.errors import FormatError, NNEquivError, UnsafeFileError
 from nnequiv.loading import ShardSet, WeightSource
@@ -40,7 +41,6 @@ from nnequiv.loading._limits import inside, open_regular, reading, require_regul
 from nnequiv.loading._onnx import _weight_tensors
 from nnequiv.loading._shards import index_shards, is_index_path
 from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings, split_options
-from nnequiv.sources import open_source
 
 __all__ = [
     "CACHE_ENV",

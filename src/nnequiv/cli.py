@@ -1,6 +1,6 @@
 """The ``nnequiv`` command line: analyze, compare, cluster, identify, report, index, null.
 
-The arguments and options are :mod:`nnequiv.cli_parser`'s, generated from
+The arguments and options are :mod:`nnequiv._cli_parser`'s, generated from
 :mod:`nnequiv.settings`. Shell completion comes from
 ``argcomplete`` where it is installed (``eval "$(register-python-argcomplete nnequiv)"``).
 """
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
+from nnequiv._cli_parser import build_parser
 from nnequiv._display import printable
-from nnequiv.cli_parser import build_parser
 from nnequiv.errors import InputError, NNEquivError
 from nnequiv.settings import ConnectomeOptions, DistanceSettings, LoadOptions, Settings
 

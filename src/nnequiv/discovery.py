@@ -65,8 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnequiv._display import unique_labels
-from nnequiv.errors import InputError, NNEquivError, ResourceLimitError
-from nnequiv.hub import (
+from nnequiv._hub import (
     HF_WEIGHT_NAMES,
     HUB_ID,
     REPO_FOLDER,
@@ -74,8 +73,9 @@ from nnequiv.hub import (
     hub_weight_files,
     repo_snapshot,
 )
+from nnequiv._sniffing import CONNECTOME, NETWORK, sniff
+from nnequiv.errors import InputError, NNEquivError, ResourceLimitError
 from nnequiv.loading._limits import LIMITS, require_regular
-from nnequiv.sniffing import CONNECTOME, NETWORK, sniff
 
 #: Files a training run writes beside its weights (Hugging Face Trainer, Accelerate, DeepSpeed,
 #: Lightning): random generator, learning-rate scheduler, optimizer, gradient scaler and trainer
@@ -463,8 +463,8 @@ def _csv_connectome(path: Path) -> str:
     """CONNECTOME for a CSV whose shape is an edge list or a square adjacency matrix (its
     values are the loader's to check), else why not; read as a stream by the connectome
     readers, and one too large to read here is taken, as ``--connectome`` asks."""
+    from nnequiv._sniffing import MAX_CSV_PARSE_BYTES
     from nnequiv.connectomes import _AdjacencyReader, _csv_rows, _EdgeReader
-    from nnequiv.sniffing import MAX_CSV_PARSE_BYTES
 
     edges, table = _EdgeReader(), _AdjacencyReader()
     try:

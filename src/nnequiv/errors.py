@@ -85,3 +85,18 @@ class MissingDependencyError(NNEquivError, ImportError):
         self.package = package
         self.extra = extra
         super().__init__(f"{purpose} needs the '{package}' package: pip install 'nnequiv[{extra}]'")
+
+
+#: Longest text taken from a file into a message.
+SHOWN_CHARS = 120
+
+
+def shown(text, limit: int = SHOWN_CHARS) -> str:
+    """``text`` made safe for a one-line message: escapes for every unprintable character,
+    runs of whitespace as one space, at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    safe = "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in flat
+    )
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."

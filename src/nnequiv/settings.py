@@ -22,7 +22,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 
 import numpy as np
 
-from nnequiv.errors import InputError
+from nnequiv.errors import InputError, shown
 
 __all__ = [
     "Settings",
@@ -258,12 +258,92 @@ class LoadOptions:
             _check_positive_int("max_memory", self.max_memory)
 
 
+@dataclass
+class ReaderLimits:
+    """Bounds on the work one file may ask of a reader, each checked from what the file
+    declares before the work is done (docs/security.md lists them). A legitimate file beyond
+    one is refused with a line naming the limit; raise it for such a file, e.g.
+    ``nnequiv.loading.LIMITS.max_tensors = 5_000_000``.
+
+    Attributes
+    ----------
+    max_tensors : int
+        Tensors, header keys, archive members, variables or constants one file may list.
+    max_pickle_objects : int
+        Objects (records, containers, tensors) one pickle may build.
+    max_depth : int
+        Nesting of the containers and modules a file's tensors are found in (their dotted
+        names grow with it).
+    max_storage_views : int
+        Tensors that may view one PyTorch storage.
+    max_subgraphs : int
+        Subgraphs of a TFLite model.
+    max_hdf5_objects : int
+        Groups, datasets and links of an HDF5 file.
+    max_hdf5_depth : int
+        Nesting of HDF5 groups.
+    max_hdf5_chunks : int
+        Chunks of one HDF5 dataset.
+    max_expansion : int
+        Bytes the tensors of a file may decode to per byte of the file (decompression,
+        dequantisation, densifying, views of one storage), above ``expansion_floor``.
+    expansion_floor : int
+        Decoded bytes any file may reach whatever its size.
+    max_folder_depth : int
+        Levels of folders searched below a folder given (deeper ones are noted and skipped).
+    max_query_steps : int
+        SQLite virtual-machine steps of one query on an nnequiv index (reading a valid index
+        of 100,000 networks takes far fewer).
+
+    The command line sets them with ``--limit NAME=VALUE`` (:func:`apply_limits`).
+    """
+
+    max_tensors: int = 1_000_000
+    max_pickle_objects: int = 10_000_000
+    max_depth: int = 256
+    max_storage_views: int = 100_000
+    max_subgraphs: int = 10_000
+    max_hdf5_objects: int = 1_000_000
+    max_hdf5_depth: int = 64
+    max_hdf5_chunks: int = 1_000_000
+    max_expansion: int = 32
+    expansion_floor: int = 256 << 20
+    max_folder_depth: int = 100
+    max_query_steps: int = 500_000_000
+
+
+#: The limits every reader checks (module-wide; raise a field for a file beyond it).
+LIMITS = ReaderLimits()
+
+
+def parse_limit(text: str) -> tuple[str, int]:
+    """``(field, value)`` of a ``NAME=VALUE`` setting of :data:`LIMITS` (``--limit``).
+
+    Raises
+    ------
+    InputError
+        NAME is not a field of :class:`ReaderLimits`, or VALUE not an integer >= 0.
+    """
+    name, equals, value = str(text).partition("=")
+    name = name.strip().replace("-", "_")
+    names = list(ReaderLimits.__dataclass_fields__)
+    if not equals or name not in names:
+        raise InputError(
+            f"--limit {shown(text)}: give NAME=VALUE with NAME one of {', '.join(names)}"
+        )
+    try:
+        number = int(value.strip().replace("_", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InputError(f"--limit {shown(text)}: VALUE must be an integer >= 0")
+    return name, number
+
+
 def _limit_settings(limits) -> tuple | None:
     """``NAME=VALUE`` limit settings checked and written ``name=value`` (None: none)."""
     if not limits:
         return None
-    from nnequiv.loading._limits import parse_limit
-
     items = [limits] if isinstance(limits, str) else list(limits)
     return tuple("=".join(map(str, parse_limit(item))) for item in items)
 

@@ -1,6 +1,6 @@
 """A file's format from its content: the first bytes (and a zip archive's member names),
 whatever its suffix. The readers choose by it (:func:`nnequiv.loading.open_weights`), and
-so does the sniffing of folders (:mod:`nnequiv.sniffing`)."""
+so does the sniffing of folders (:mod:`nnequiv._sniffing`)."""
 
 from __future__ import annotations
 
