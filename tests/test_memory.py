@@ -223,7 +223,13 @@ def test_a_memory_error_outside_an_analysis_is_one_line(tmp_path, capsys, monkey
 
 
 @pytest.mark.slow
-def test_a_large_sparse_edge_list_is_read_without_its_dense_matrix(tmp_path):
+def test_a_large_sparse_edge_list_is_read_without_its_dense_matrix(tmp_path, monkeypatch):
+    """A 20,000-node edge list of a few hundred KB declares a matrix far beyond
+    ``max_expansion`` times its size (refused by default, tests/test_hostile_limits.py);
+    with the limit raised, as a user would, it is read sparse, never as the dense matrix."""
+    from nnequiv.loading import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_expansion", 100_000)
     nodes = 20_000
     rng = np.random.default_rng(0)
     pre, post = rng.integers(0, nodes, 2000), rng.integers(0, nodes, 2000)
