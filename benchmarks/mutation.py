@@ -329,11 +329,15 @@ def pytest_unconfigure(config):
 
 
 def _workspace() -> Path:
-    """A copy of src/ and tests/ to mutate."""
+    """A copy of src/ and tests/ to mutate (with the files the tests read beside them)."""
     place = Path(tempfile.mkdtemp(prefix="nnequiv-mutants-"))
     shutil.copytree(ROOT / "src", place / "src")
     shutil.copytree(ROOT / "tests", place / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", place / "pyproject.toml")
+    shutil.copy(ROOT / ".importlinter", place / ".importlinter")  # tests/test_pipeline.py
+    shutil.copytree(  # the scripts some tests drive (fetch, fuzz, large layers)
+        ROOT / "benchmarks", place / "benchmarks", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (place / "plugin").mkdir()
     shutil.copy(Path(__file__), place / "plugin" / f"{PLUGIN}.py")  # the line tracer
     return place

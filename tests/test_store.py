@@ -633,3 +633,23 @@ def test_lookup_and_store_are_deprecated_and_still_work(tmp_path):
     with pytest.warns(DeprecationWarning):
         found, _ = cache.lookup(path, settings, {}, tmp_path / "cache")
     assert np.array_equal(found.layer_points, analysis.layer_points)
+
+
+def test_a_crafted_wal_frame_cannot_grow_the_index_in_memory():
+    """A frame with a valid checksum that names page 2**32 - 1 ends the log (the result could
+    not have that many pages); the database is read as it is."""
+    from nnequiv.index import _wal_checksum, _with_wal
+
+    page_size, salts = 4096, b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    database = bytes(100) + bytes(page_size - 100)
+    header = (0x377F0682).to_bytes(4, "big") + (3007000).to_bytes(4, "big")
+    header += page_size.to_bytes(4, "big") + bytes(4) + salts
+    checksum = _wal_checksum(header, (0, 0), "little")
+    log = header + b"".join(c.to_bytes(4, "big") for c in checksum)
+    frame = (2**32 - 1).to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big") + salts
+    page = b"\xff" * page_size
+    checksum = _wal_checksum(frame[:8] + page, checksum, "little")
+    log += frame + b"".join(c.to_bytes(4, "big") for c in checksum) + page
+    result = _with_wal(database, log)
+    assert len(result) == page_size and result[:18] == database[:18]
+    assert result[18:20] == b"\x01\x01"  # rollback-journal mode, to open from memory

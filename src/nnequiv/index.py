@@ -221,37 +221,82 @@ def check_index_settings(library: Library, settings: Settings) -> None:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection that writes nothing beside the index. Without changes in a
-    ``-wal`` file: ``mode=ro&immutable=1`` (no lock, no ``-shm`` or ``-wal`` file). With
-    them: the index and its ``-wal`` are copied into a private temporary folder and read
-    from there into memory (SQLite would otherwise make a ``-shm`` file beside the index).
-    Every query is bounded (``LIMITS.max_query_steps``)."""
+    """A read-only connection that writes nothing anywhere. Without changes in a ``-wal``
+    file: ``mode=ro&immutable=1`` (no lock, no ``-shm`` or ``-wal`` file). With them: the
+    index is read into memory with the committed frames of its ``-wal`` applied
+    (:func:`_with_wal`; SQLite itself would make a ``-shm`` file beside the index). Every
+    query is bounded (``LIMITS.max_query_steps``)."""
     wal = Path(f"{path}-wal")
     if not os.path.lexists(wal) or (wal.is_file() and wal.stat().st_size == 0):
         uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
         connection = sqlite3.connect(uri, uri=True)
     else:
-        connection = _read_with_wal(path, wal)
+        with open_regular(path) as stream:
+            database = stream.read()
+        with open_regular(wal) as stream:
+            log = stream.read()
+        connection = sqlite3.connect(":memory:")
+        connection.deserialize(_with_wal(database, log))
     _bound_queries(connection)
     return connection
 
 
-def _read_with_wal(path: Path, wal: Path) -> sqlite3.Connection:
-    """An in-memory copy of the index with the changes of its ``-wal`` file applied."""
-    with tempfile.TemporaryDirectory(prefix="nnequiv-index-") as folder:
-        copy = Path(folder) / "index.sqlite"
-        for source, target in ((path, copy), (wal, Path(f"{copy}-wal"))):
-            with open_regular(source) as stream, open(target, "wb") as out:
-                while chunk := stream.read(1 << 20):
-                    out.write(chunk)
-        on_disk = sqlite3.connect(copy)
-        try:
-            _bound_queries(on_disk)
-            in_memory = sqlite3.connect(":memory:")
-            on_disk.backup(in_memory)
-        finally:
-            on_disk.close()
-    return in_memory
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little-endian, big-endian words
+
+
+def _with_wal(database: bytes, log: bytes) -> bytes:
+    """The database file as SQLite would read it: every frame of the write-ahead log up to
+    its last valid commit applied (a frame is valid when its salts match the log's header
+    and its running checksum holds, as https://sqlite.org/fileformat2.html#walformat
+    defines them), in rollback-journal mode so that it opens from memory."""
+    pages = bytearray(database)
+    if len(log) >= 32 and int.from_bytes(log[:4], "big") in _WAL_MAGIC:
+        order = "big" if int.from_bytes(log[:4], "big") & 1 else "little"
+        page_size = int.from_bytes(log[8:12], "big")
+        salts = log[16:24]
+        checksum = _wal_checksum(log[:24], (0, 0), order)
+        if checksum == (int.from_bytes(log[24:28], "big"), int.from_bytes(log[28:32], "big")):
+            pages = _apply_frames(pages, log, page_size, salts, checksum, order)
+    if len(pages) >= 20:
+        pages[18:20] = b"\x01\x01"  # file format: rollback journal (WAL cannot be in memory)
+    return bytes(pages)
+
+
+def _apply_frames(pages: bytearray, log: bytes, page_size: int, salts, checksum, order):
+    """``pages`` with the log's frames applied up to its last valid commit frame."""
+    pending: dict[int, bytes] = {}
+    frame = 24 + page_size
+    valid_size = 512 <= page_size <= 65536 and page_size & (page_size - 1) == 0
+    most = len(pages) // page_size + len(log) // frame  # pages the result can have
+    for start in range(32, len(log) - frame + 1 if valid_size else 32, frame):
+        header, page = log[start : start + 24], log[start + 24 : start + frame]
+        number, size = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+        if header[8:16] != salts or not 1 <= number <= most or size > most:
+            break
+        checksum = _wal_checksum(header[:8] + page, checksum, order)
+        if checksum != (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")):
+            break
+        pending[number] = page
+        if size:  # a commit (size: the pages after it): its frames and those before it count
+            for number, content in pending.items():
+                offset = (number - 1) * page_size
+                pages.extend(bytes(max(0, offset + page_size - len(pages))))
+                pages[offset : offset + page_size] = content
+            del pages[size * page_size :]
+            pending = {}
+    return pages
+
+
+def _wal_checksum(data: bytes, start: tuple[int, int], order: str) -> tuple[int, int]:
+    """SQLite's running checksum of a WAL header or frame (32-bit words in pairs)."""
+    first, second = start
+    words = memoryview(data).cast("B")
+    for offset in range(0, len(words), 8):
+        x0 = int.from_bytes(words[offset : offset + 4], order)
+        x1 = int.from_bytes(words[offset + 4 : offset + 8], order)
+        first = (first + x0 + second) & 0xFFFFFFFF
+        second = (second + x1 + first) & 0xFFFFFFFF
+    return first, second
 
 
 def _bound_queries(connection: sqlite3.Connection) -> None:
