@@ -407,3 +407,29 @@ def test_a_text_file_named_pt_is_not_a_pytorch_file(tmp_path):
     path.write_text("plain text, not weights\n")
     with pytest.raises(FormatError, match=r"notes\.pt: not a PyTorch file \(neither a zip"):
         open_weights(path)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_npy_headers_of_every_version_are_read_as_literals(tmp_path, version):
+    """The .npy header reader (public NumPy only, no private parser): every format version,
+    in a .npy and in an .npz member; a header that is not a plain literal is refused."""
+    import io
+    import zipfile
+
+    from nnequiv.loading._npy import npy_header
+
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, weights, version=version)
+    (tmp_path / "w.npy").write_bytes(buffer.getvalue())
+    with zipfile.ZipFile(tmp_path / "w.npz", "w") as archive:
+        archive.writestr("w.npy", buffer.getvalue())
+    for path in (tmp_path / "w.npy", tmp_path / "w.npz"):
+        assert np.array_equal(dict(open_weights(path).tensors())["w"], weights)
+    stream = io.BytesIO(buffer.getvalue())
+    assert np.lib.format.read_magic(stream) == version
+    assert npy_header(stream, version) == ((3, 4), False, np.dtype("<f4"))
+    text = b"{'descr': '<f4', 'fortran_order': False, 'shape': __import__('os').getpid()}"
+    forged = io.BytesIO(len(text).to_bytes(4, "little") + text)
+    with pytest.raises(ValueError, match="not a literal"):
+        npy_header(forged, (2, 0))

@@ -15,6 +15,7 @@ import numpy as np
 
 from nnequiv.errors import NNEquivError
 from nnequiv.loading._formats import legacy_torch_pickle
+from nnequiv.loading._npy import npy_header
 from nnequiv.settings import DEFAULT_MAX_TENSOR_BYTES
 
 NETWORK, CONNECTOME = "network", "connectome"
@@ -130,11 +131,7 @@ def _sniff_npz(path: Path) -> str:
 
 def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool]:
     with archive.open(info) as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        if major == 1:
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        shape, _, dtype = npy_header(handle, np.lib.format.read_magic(handle))
     return tuple(shape), dtype.kind == "f"
 
 
@@ -143,11 +140,7 @@ def _sniff_npy(path: Path) -> str:
     the restricted unpickler, which runs nothing)."""
     try:
         with path.open("rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read = np.lib.format.read_array_header_1_0
-            _, _, dtype = (
-                read(handle) if version == (1, 0) else np.lib.format.read_array_header_2_0(handle)
-            )
+            _, _, dtype = npy_header(handle, np.lib.format.read_magic(handle))
     except (OSError, ValueError, EOFError):
         return NETWORK  # corrupt: the loader gives the error
     if not dtype.hasobject:

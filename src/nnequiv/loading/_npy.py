@@ -14,6 +14,7 @@ names.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -31,21 +32,50 @@ from nnequiv.loading._limits import (
 )
 from nnequiv.loading._source import WeightSource, count_once
 
-_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-    (3, 0): np.lib.format.read_array_header_2_0,
-}
+#: The ``.npy`` format versions read (3.0 is 2.0 with UTF-8 field names).
+NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+#: Longest header read, as NumPy's own limit (a header is a few hundred bytes).
+MAX_HEADER_BYTES = 10_000
+
+
+def npy_header(stream, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header that follows the magic string of
+    ``version`` (one of :data:`NPY_VERSIONS`), parsed as NumPy documents the format: a
+    little-endian length, then a Python literal dict with exactly the keys ``descr``,
+    ``fortran_order`` and ``shape``, read as a literal (nothing is evaluated).
+
+    Raises
+    ------
+    ValueError
+        The header is too long, not such a literal, or describes no valid array.
+    """
+    width = 2 if version == (1, 0) else 4
+    length = int.from_bytes(stream.read(width), "little")
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {length} bytes (at most {MAX_HEADER_BYTES} are read)")
+    raw = stream.read(length)
+    if len(raw) != length:
+        raise ValueError("truncated header")
+    try:
+        fields = ast.literal_eval(raw.decode("latin1" if version < (3, 0) else "utf-8"))
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"header is not a literal dict ({type(exc).__name__})") from None
+    if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
+        raise ValueError("header is not a dict of descr, fortran_order and shape")
+    shape, fortran_order = fields["shape"], fields["fortran_order"]
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        raise ValueError(f"shape {shape!r} is not a tuple of sizes")
+    if not isinstance(fortran_order, bool):
+        raise ValueError("fortran_order is not a boolean")
+    return shape, fortran_order, np.lib.format.descr_to_dtype(fields["descr"])
 
 
 def _header(handle, label: str):
     with reading(label, "not a readable .npy file (corrupt header)"):
         version = np.lib.format.read_magic(handle)
-        if version not in _HEADER_READERS:
+        if version not in NPY_VERSIONS:
             raise FormatError(f"{label}: .npy version {version} is not read")
-        if version == (3, 0):
-            return np.lib.format._read_array_header(handle, version)
-        return _HEADER_READERS[version](handle)
+        return npy_header(handle, version)
 
 
 def npy_arrays(path: Path, limit: int) -> dict[str, np.ndarray]:

@@ -23,12 +23,8 @@ from nnequiv.loading._limits import (
     shown,
     tensor_nbytes,
 )
+from nnequiv.loading._npy import NPY_VERSIONS, npy_header
 from nnequiv.loading._zip import read_exact, require_end, require_plain, zip_archive
-
-_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
 
 
 def iter_npz(path: Path, limit: int, names=None) -> Iterator[tuple[str, np.ndarray]]:
@@ -70,9 +66,9 @@ def _npy_header(stream, info, label: str, limit: int):
     what = f"array '{name}' has a corrupt header"
     with reading(label, what):
         version = np.lib.format.read_magic(stream)
-        if version not in _HEADER_READERS:
-            raise FormatError(f"{label}: array '{name}' uses .npy version {version}, not 1.0/2.0")
-        shape, fortran_order, dtype = _HEADER_READERS[version](stream)
+        if version not in NPY_VERSIONS:
+            raise FormatError(f"{label}: array '{name}' uses .npy version {version}, not 1.0-3.0")
+        shape, fortran_order, dtype = npy_header(stream, version)
         header_bytes = stream.tell()
     if dtype.hasobject:
         raise UnsafeFileError(f"{label}: array '{name}' is a pickled object; refusing to unpickle")
