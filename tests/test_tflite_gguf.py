@@ -344,3 +344,25 @@ def test_gguf_split_files_are_one_network(tmp_path, llm_weights):
     arrays = dict(open_weights(found.source).tensors())
     assert list(arrays) == names
     assert found.label == "m-*-of-00002.gguf"
+
+
+def test_gguf_tensor_names_in_errors_are_escaped_and_bad_shapes_are_one_line(tmp_path):
+    """Structured fuzzing found a name printed raw (escape sequences, kilobytes of it) and a
+    zero-sized tensor of a huge shape that failed in numpy's reshape with a traceback."""
+    name = "w\x1b[31mred"
+    data = write_gguf(
+        tmp_path / "n.gguf", {name: (np.ones((4, 8), np.float32), gguf.GGMLQuantizationType.F32)}
+    ).read_bytes()
+    at = data.index(name.encode()) + len(name)  # the tensor's dimension count follows its name
+    many = data[:at] + struct.pack("<I", 2_021_161_080) + data[at + 4 :]
+    (tmp_path / "many.gguf").write_bytes(many)
+    with pytest.raises(FormatError) as info:
+        read(tmp_path / "many.gguf")
+    message = str(info.value)
+    assert "\x1b" not in message and "\\x1b[31mred" in message and "\n" not in message
+    dims = struct.pack("<QQ", 0, 1 << 62)  # 0 x 2**62 values: zero bytes, no array shape
+    empty = data[:at] + struct.pack("<I", 2) + dims + data[at + 4 + 16 :]
+    (tmp_path / "empty.gguf").write_bytes(empty)
+    with pytest.raises(FormatError) as info:
+        read(tmp_path / "empty.gguf")
+    assert str(tmp_path / "empty.gguf") in str(info.value) and "\n" not in str(info.value)

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv.errors import FormatError, MissingDependencyError
-from nnequiv.loading._limits import read_tensor_bytes, require_count, tensor_byte_limit
+from nnequiv.loading._limits import (
+    read_tensor_bytes,
+    reading,
+    require_count,
+    shown,
+    tensor_byte_limit,
+)
 from nnequiv.loading._source import OIHW, WeightSource
 
 GGUF_MAGIC = b"GGUF"
@@ -150,7 +156,7 @@ def gguf_tensors(path: Path) -> list[GGUFTensor]:
         alignment = DEFAULT_ALIGNMENT
         for _ in range(n_keys):
             key = cursor.string("metadata key")
-            value = cursor.skip_value(cursor.unpack("I", f"metadata '{key}'"), key)
+            value = cursor.skip_value(cursor.unpack("I", f"metadata '{shown(key)}'"), shown(key))
             if key == "general.alignment":
                 alignment = value
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
@@ -161,7 +167,8 @@ def gguf_tensors(path: Path) -> list[GGUFTensor]:
     for name, shape, ggml_type, offset, nbytes in table:
         if data_start + offset + nbytes > size:
             raise FormatError(
-                f"{path}: truncated GGUF file (tensor '{name}' ends past the end of the file)"
+                f"{path}: truncated GGUF file (tensor '{shown(name)}' ends past the end of the "
+                "file)"
             )
         tensors.append(GGUFTensor(name, shape, ggml_type, data_start + offset, nbytes))
     return tensors
@@ -169,18 +176,19 @@ def gguf_tensors(path: Path) -> list[GGUFTensor]:
 
 def _tensor_entry(cursor: _Cursor, sizes) -> tuple:
     name = cursor.string("tensor name")
-    n_dims = cursor.unpack("I", f"tensor '{name}'")
+    what = f"tensor '{shown(name)}'"  # safe for a one-line message
+    n_dims = cursor.unpack("I", what)
     if n_dims > MAX_DIMS:
-        raise FormatError(f"{cursor.path}: tensor '{name}' has {n_dims} dimensions")
-    dims = [cursor.unpack("Q", f"tensor '{name}'") for _ in range(n_dims)]
-    ggml_type = cursor.unpack("I", f"tensor '{name}'")
-    offset = cursor.unpack("Q", f"tensor '{name}'")
-    block = _block(cursor.path, name, ggml_type, sizes)
+        raise FormatError(f"{cursor.path}: {what} has {n_dims} dimensions")
+    dims = [cursor.unpack("Q", what) for _ in range(n_dims)]
+    ggml_type = cursor.unpack("I", what)
+    offset = cursor.unpack("Q", what)
+    block = _block(cursor.path, shown(name), ggml_type, sizes)
     block_size, type_size = block
     elements = int(np.prod(dims, dtype=object)) if dims else 1
     if dims and dims[0] % block_size:
         raise FormatError(
-            f"{cursor.path}: tensor '{name}' has rows of {dims[0]} values, not a multiple of "
+            f"{cursor.path}: {what} has rows of {dims[0]} values, not a multiple of "
             f"its quantisation block of {block_size}"
         )
     return (
@@ -206,6 +214,11 @@ def _decoded_itemsize(tensor: GGUFTensor) -> int:
 
 
 def _decode(path: Path, tensor: GGUFTensor, raw: np.ndarray) -> np.ndarray:
+    with reading(str(path), f"tensor '{shown(tensor.name)}' cannot be decoded"):
+        return _decoded(path, tensor, raw)
+
+
+def _decoded(path: Path, tensor: GGUFTensor, raw: np.ndarray) -> np.ndarray:
     if tensor.ggml_type in _PLAIN:
         array = raw.view(_PLAIN[tensor.ggml_type]).reshape(tensor.shape)
         return array.astype(np.float32) if array.dtype == np.float16 else array
@@ -217,7 +230,7 @@ def _decode(path: Path, tensor: GGUFTensor, raw: np.ndarray) -> np.ndarray:
         return gguf.quants.dequantize(packed, qtype).reshape(tensor.shape)
     except NotImplementedError as exc:
         raise FormatError(
-            f"{path}: tensor '{tensor.name}' is {qtype.name}, a GGML type the gguf package "
+            f"{path}: tensor '{shown(tensor.name)}' is {qtype.name}, a GGML type the gguf package "
             "cannot dequantise"
         ) from exc
 
