@@ -32,7 +32,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,7 +303,7 @@ def build(root: Path) -> list[Case]:
     )
     gen("folders-1200-deep", "traceback", "folder", "depth", 1200)
     directory = folder("npz-encrypted")
-    _encrypted_npz(directory / "locked.npz")
+    structured.encrypted_npz(directory / "locked.npz")
     cases.append(
         Case(
             "npz-encrypted", "traceback", ["analyze", str(directory / "locked.npz")], ["locked.npz"]
@@ -412,22 +411,6 @@ def _leave_wal(path: Path) -> None:
     else:
         os.unlink(str(path) + "-wal.keep")
     Path(str(path) + "-shm").unlink(missing_ok=True)
-
-
-def _encrypted_npz(path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        with archive.open("w.npy", "w") as member:
-            np.save(member, np.ones((3, 3)))
-    data = bytearray(buffer.getvalue())
-    for signature, flags_at in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)]:
-        data[data.index(signature) + flags_at] |= 0x1
-    path.write_bytes(bytes(data))
-
-
-# ---- running one input --------------------------------------------------------------------------
 
 
 def snapshot(directory: Path) -> dict[str, str]:

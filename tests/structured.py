@@ -147,6 +147,20 @@ def torch_zip(path: Path, data_pkl: bytes, records=None, code=None) -> Path:
     return path
 
 
+def encrypted_npz(path: Path) -> Path:
+    """An .npz whose one member says it is encrypted (the flag bit of its local and central
+    headers set), which nnequiv refuses in one line."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        with archive.open("w.npy", "w") as member:
+            np.save(member, np.ones((3, 3)))
+    data = bytearray(buffer.getvalue())
+    for signature, flags_at in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)]:
+        data[data.index(signature) + flags_at] |= 0x1
+    path.write_bytes(bytes(data))
+    return path
+
+
 def pickle_data(rng, attack: str, value) -> tuple[bytes, dict]:
     """(data.pkl, storage records) of a state dict with ``attack`` turned up to ``value``."""
     one = tensor_ops("0", 16, 0, (4, 4), (4, 1))

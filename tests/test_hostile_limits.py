@@ -5,16 +5,15 @@ deep in a reader (recursion, memory, the HDF5 library) are one line naming the f
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import signal
 import struct
-import zipfile
 
 import numpy as np
 import pytest
+from structured import encrypted_npz
 from test_safety import op_global, op_int, op_str, op_tuple, tensor_pickle, torch_zip
 
 from nnequiv.errors import FormatError, NNEquivError, ResourceLimitError
@@ -146,16 +145,7 @@ def test_files_that_decode_to_far_more_than_their_size_are_refused(tmp_path, lim
 
 
 def test_encrypted_npz_member_is_one_line(tmp_path):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        with archive.open("w.npy", "w") as member:
-            np.save(member, np.ones((3, 3)))
-    data = bytearray(buffer.getvalue())
-    for signature, flags_at in [(b"PK\x03\x04", 6), (b"PK\x01\x02", 8)]:
-        at = data.index(signature)
-        data[at + flags_at] |= 0x1  # the member says it is encrypted
-    path = tmp_path / "locked.npz"
-    path.write_bytes(bytes(data))
+    path = encrypted_npz(tmp_path / "locked.npz")  # the member says it is encrypted
     with pytest.raises(FormatError) as info:
         read_all(path)
     assert "encrypted" in one_line(info, path)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structured import torch_zip
 
 from nnequiv.errors import (
     FormatError,
@@ -231,17 +232,6 @@ def tensor_pickle(numel, offset, shape, stride, storage="FloatStorage") -> bytes
         call("collections", "OrderedDict"),
     )
     return b"\x80\x02}" + op_str("w") + tensor + b"s."
-
-
-def torch_zip(path: Path, data_pkl: bytes, records=None, code=None) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
-        archive.writestr("archive/version", "3\n")
-        for key, data in (records or {}).items():
-            archive.writestr(f"archive/data/{key}", data)
-        if code is not None:
-            archive.writestr("archive/code/__torch__.py", code)
-    return path
 
 
 def test_pickles_that_name_code_are_refused(tmp_path):
