@@ -57,6 +57,25 @@ def require_depth(label: str, depth: int) -> None:
         )
 
 
+def walk_modules(root, label: str, visit) -> None:
+    """Visit a tree of pickled modules depth first, in order, each module once (a module
+    reached twice, shared or in a cycle of a hostile file, is visited once), at most
+    ``LIMITS.max_depth`` levels deep. ``visit(prefix, module)`` reads a module whose
+    names start with ``prefix`` (``""``, ``"encoder."``, ...) and gives its child modules as
+    ``(name, child)`` pairs."""
+    stack = [("", root)]
+    seen: set[int] = set()
+    while stack:
+        prefix, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        children = [(f"{prefix}{name}.", child) for name, child in visit(prefix, module)]
+        if children:
+            require_depth(label, prefix.count(".") + 1)
+        stack.extend(reversed(children))
+
+
 def require_count(label: str, what: str, count: int, limit_name: str) -> None:
     """Refuse a declared count above the named field of :data:`LIMITS`."""
     limit = getattr(LIMITS, limit_name)

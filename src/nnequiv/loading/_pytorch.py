@@ -38,6 +38,7 @@ from nnequiv.loading._limits import (
     require_depth,
     require_within,
     shown,
+    walk_modules,
 )
 from nnequiv.loading._restricted import Placeholder, StorageRef, TensorRef, unpickle
 from nnequiv.loading._source import OPTIMIZER_STATE, STATE_DICT_KEYS, Dropped, count_once
@@ -322,13 +323,8 @@ def module_state_dict(root: Placeholder, label: str = "") -> dict:
     ``state_dict()`` names them (non-persistent buffers left out); a module reached twice is
     read once."""
     tensors: dict = {}
-    stack = [("", root)]
-    seen: set[int] = set()
-    while stack:
-        prefix, module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+
+    def visit(prefix: str, module) -> list:
         state = module.state
         transient = state.get("_non_persistent_buffers_set")
         transient = transient if isinstance(transient, (set, frozenset)) else set()
@@ -340,14 +336,13 @@ def module_state_dict(root: Placeholder, label: str = "") -> dict:
         for name, value in buffers.items():
             if isinstance(name, str) and isinstance(value, TensorRef) and name not in transient:
                 tensors[prefix + name] = value
-        children = [
-            (f"{prefix}{key}.", child)
+        return [
+            (key, child)
             for key, child in state["_modules"].items()
             if isinstance(key, str) and _is_module(child)
         ]
-        if children:
-            require_depth(label, prefix.count(".") + 1)
-        stack.extend(reversed(children))
+
+    walk_modules(root, label, visit)
     return tensors
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nnequiv.errors import FormatError
-from nnequiv.loading._limits import reading, require_depth, shown
+from nnequiv.loading._limits import reading, shown, walk_modules
 from nnequiv.loading._restricted import ScriptObject, TensorRef
 
 _CLASS_LINE = re.compile(r"class ([A-Za-z_][A-Za-z0-9_]*)(?:\(([^)]*)\))?:")
@@ -76,32 +76,26 @@ def script_state_dict(
     if not isinstance(root, ScriptObject) or lookup(root.qualname) is None:
         raise FormatError(f"{label}: TorchScript archive whose data is not a declared module")
     tensors: dict[str, TensorRef] = {}
-    stack = [("", root)]
-    seen: set[int] = set()
-    while stack:
-        prefix, module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        declared = lookup(module.qualname)
+
+    def visit(prefix: str, module: ScriptObject) -> list:
         state = module.state
         if not isinstance(state, dict):
             for index, tensor in enumerate(_tensors_in(state)):
                 tensors[f"{prefix}__state__.{index}"] = tensor
-            continue
+            return []
+        declared = lookup(module.qualname)
         for name in declared.parameters + declared.buffers:
             if isinstance(state.get(name), TensorRef):
                 tensors[prefix + name] = state[name]
-        children = [
-            (f"{prefix}{key}.", value)
+        return [
+            (key, value)
             for key, value in state.items()
             if isinstance(key, str)
             and isinstance(value, ScriptObject)
             and _is_module(value, lookup)
         ]
-        if children:
-            require_depth(label, prefix.count(".") + 1)
-        stack.extend(reversed(children))
+
+    walk_modules(root, label, visit)
     return tensors
 
 
