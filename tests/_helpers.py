@@ -71,3 +71,30 @@ def seed_sweep(text: str | None = None) -> list[int | None]:
         low, _, high = part.strip().partition("-")
         seeds += range(int(low), int(high or low) + 1)
     return seeds
+
+
+def save_safetensors(path, state):
+    """``state`` as float32 tensors in a safetensors file at ``path`` (folders made)."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(path))
+    return path
+
+
+def hub_cache(root, state, repo="acme/tiny-mlp", commit="a" * 40, *, older_snapshot=False):
+    """A Hugging Face hub cache as huggingface_hub lays it out: a blob, a snapshot of
+    symbolic links to it, refs/main (and, with ``older_snapshot``, an older snapshot that
+    refs/main skips)."""
+    org, name = repo.split("/")
+    folder = root / f"models--{org}--{name}"
+    blob = save_safetensors(folder / "blobs" / ("b" * 64), state)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    if older_snapshot:
+        (folder / "snapshots" / ("c" * 40)).mkdir()
+    return folder

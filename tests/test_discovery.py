@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from _helpers import CONNECTOMES, ZOO, random_mlp, require_shared
+from _helpers import CONNECTOMES, ZOO, hub_cache, random_mlp, require_shared, save_safetensors
 
 from nnequiv.discovery import CONNECTOME, NETWORK, discover, hub_weight_files
 from nnequiv.errors import FormatError, InputError, UnsafeFileError
@@ -37,14 +37,6 @@ def noted(notes, name):
 def save_npz(path, state):
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **state)
-    return path
-
-
-def save_safetensors(path, state):
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(path))
     return path
 
 
@@ -286,25 +278,9 @@ def test_same_model_in_two_formats_is_one_network(tmp_path, state):
 # --- Hugging Face -------------------------------------------------------------------------------
 
 
-def hf_cache(root, state, repo="acme/tiny-mlp", commit="a" * 40):
-    """A Hugging Face hub cache as huggingface_hub lays it out: blobs, snapshots of symbolic
-    links to them, refs/main."""
-    org, name = repo.split("/")
-    folder = root / f"models--{org}--{name}"
-    blob = save_safetensors(folder / "blobs" / ("b" * 64), state)
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
-    (snapshot / "config.json").write_text("{}")
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    (folder / "snapshots" / ("c" * 40)).mkdir()  # an older snapshot that refs/main skips
-    return folder
-
-
 def test_the_fake_cache_is_one_huggingface_hub_reads(tmp_path, state):
     hub = pytest.importorskip("huggingface_hub")
-    hf_cache(tmp_path / "hub", state)
+    hub_cache(tmp_path / "hub", state, older_snapshot=True)
     info = hub.scan_cache_dir(tmp_path / "hub")
     (repo,) = info.repos
     assert repo.repo_id == "acme/tiny-mlp" and repo.repo_type == "model"
@@ -312,7 +288,7 @@ def test_the_fake_cache_is_one_huggingface_hub_reads(tmp_path, state):
 
 
 def test_hugging_face_cache_folder_read_at_refs_main(tmp_path, state):
-    folder = hf_cache(tmp_path / "hub", state)
+    folder = hub_cache(tmp_path / "hub", state, older_snapshot=True)
     (tmp_path / "hub" / "datasets--acme--corpus").mkdir()
     for given in ([folder], [tmp_path / "hub"]):
         found, notes = run(given)
@@ -326,7 +302,7 @@ def test_networks_keep_their_discovery_labels_in_a_comparison(tmp_path, state):
     """A hub network is named by its id, not by its weight file's name."""
     from nnequiv import cluster
 
-    folder = hf_cache(tmp_path / "hub", state)
+    folder = hub_cache(tmp_path / "hub", state, older_snapshot=True)
     other = save_npz(tmp_path / "other.npz", random_mlp([12, 10, 8, 4], seed=6))
     result = cluster([folder, other], realizations=3)
     assert result.models == ["acme/tiny-mlp", "other.npz"]
@@ -334,7 +310,7 @@ def test_networks_keep_their_discovery_labels_in_a_comparison(tmp_path, state):
 
 
 def test_hub_id_resolved_offline_from_the_local_cache(tmp_path, state, monkeypatch):
-    hf_cache(tmp_path / "hub", state)
+    hub_cache(tmp_path / "hub", state, older_snapshot=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     try:
@@ -356,7 +332,7 @@ def test_hub_id_resolved_offline_from_the_local_cache(tmp_path, state, monkeypat
 
 
 def test_hub_id_in_a_new_process_as_a_user_runs_it(tmp_path, state):
-    hf_cache(tmp_path / "hub", state)
+    hub_cache(tmp_path / "hub", state, older_snapshot=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     code = textwrap.dedent(
         """

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from _helpers import random_mlp
+from _helpers import hub_cache, random_mlp, save_safetensors
 
 from nnequiv.cli import main
 from nnequiv.discovery import CONNECTOME, NETWORK, discover
@@ -31,14 +31,6 @@ def run_cli(capsys, *argv):
 def found_and_notes(paths, **kwargs):
     notes = []
     return discover(paths, notes=notes.append, **kwargs), notes
-
-
-def save_safetensors(path, state):
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}, str(path))
-    return path
 
 
 def mlp(seed):
@@ -163,21 +155,6 @@ def shards(folder, state):
     index = folder / "model.safetensors.index.json"
     index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return index
-
-
-def hub_cache(root, state, repo="acme/tiny-mlp", commit="a" * 40):
-    """A Hugging Face hub cache as huggingface_hub lays it out: a blob, a snapshot of
-    symbolic links to it, refs/main."""
-    org, name = repo.split("/")
-    folder = root / f"models--{org}--{name}"
-    blob = save_safetensors(folder / "blobs" / ("b" * 64), state)
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
-    (snapshot / "config.json").write_text("{}")
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    return folder
 
 
 @pytest.fixture
