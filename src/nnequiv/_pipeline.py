@@ -187,15 +187,12 @@ def analyze(
 
     Examples
     --------
-    >>> import numpy as np
     >>> import nnequiv
-    >>> def mlp(seed):
-    ...     rng = np.random.default_rng(seed)
-    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
-    ...             "fc2.weight": rng.standard_normal((10, 48))}
-    >>> analysis = nnequiv.analyze(mlp(0), realizations=4, seed=0, cache_dir=False)
+    >>> from nnequiv.datasets import random_network
+    >>> network = random_network([(48, 32), (10, 48)], seed=0)
+    >>> analysis = nnequiv.analyze(network, realizations=4, seed=0, cache_dir=False)
     >>> [layer.name for layer in analysis.layers], analysis.orders.tolist()
-    (['fc1.weight', 'fc2.weight'], [32, 10])
+    (['layer0.weight', 'layer1.weight'], [32, 10])
     """
     wanted = request(options, settings)
     return _obtained(source, wanted, cache_directory(cache_dir), n_jobs, progress)

@@ -41,6 +41,7 @@ STREAMS = {
     "bootstrap": 2,  # resamples of the realizations: spreads of d and alpha
     "connectome-submatrix": 3,  # (matrix, draw): a connectome's principal submatrices
     "null-model": 4,  # (matrix,): the edge swaps of a null connectome
+    "random-network": 5,  # (): the weights of nnequiv.datasets.random_network
 }
 
 
