@@ -87,6 +87,11 @@ def test_leaving_one_family_out_judges_it_with_a_tolerance_fitted_without_it():
     # inside; likewise without B (eps 1.925): 8 of 24 judgements
     assert folds["A"]["eps"] == pytest.approx(1.425) and folds["B"]["eps"] == pytest.approx(1.925)
     assert row["false_rate"] == pytest.approx(8 / 24)
+    # the fit's own arguments are passed on to every fold
+    loose = leave_one_family_out(spectral, np.zeros((6, 6)), families, max_false_rate=0.5)
+    assert [fold["eps"] for fold in loose["folds"]] == pytest.approx([2.425, 3.425, 0.975])
+    weighted = leave_one_family_out(spectral, np.zeros((6, 6)), families, weights=(2.0,))
+    assert {fold["structure_weight"] for fold in weighted["folds"]} == {2.0}
 
 
 def test_design_classes_do_not_chain_through_single_links():

@@ -395,3 +395,33 @@ def test_networks_of_one_file_name_given_apart_get_their_folders(tmp_path):
         np.savez(paths[-1], **random_mlp([20, 16, 8], seed=seed))
     result = cluster(paths, realizations=3)
     assert result.models == ["run1/model.npz", "run2/model.npz"]
+
+
+@pytest.mark.parametrize("question", ["compare", "cluster", "identify", "calibrate"])
+def test_the_run_keywords_reach_the_analyses_of_every_question(files, tmp_path, question):
+    """settings, cache_dir and progress are taken among the options of each question
+    (documented once, on analyze_all): each changes what happens, none is dropped."""
+    from nnequiv import calibrate
+    from nnequiv.settings import Settings
+
+    a, b = files["a"], files["wide"]
+    cache, calls = tmp_path / "cache", []
+    run = {
+        "settings": Settings(realizations=3, seed=5),
+        "cache_dir": cache,
+        "progress": lambda *args: calls.append(args),
+        "n_jobs": 1,
+    }
+    families = {"a": "x", "a2": "x", "wide": "y", "deep": "y"}
+    asked = {
+        "compare": lambda: compare(a, b, **run).settings,
+        "cluster": lambda: cluster([a, b], **run).settings,
+        "identify": lambda: identify(a, [b], **run).settings,
+        "calibrate": lambda: Settings(
+            **calibrate([a, files["a2"], b, files["deep"]], families, **run).provenance["settings"]
+        ),
+    }
+    settings = asked[question]()
+    assert (settings.realizations, settings.seed) == (3, 5)
+    assert list((cache / "analyses").rglob("*.npz")), "nothing stored in the cache given"
+    assert calls and calls[-1][0] == calls[-1][1], "progress not reported to the end"

@@ -336,6 +336,24 @@ def test_an_index_is_read_only_with_its_own_settings(library):
         add_to_index(index.path, paths[:1], seed=1)
 
 
+def test_add_takes_the_run_keywords_of_build_index(library, tmp_path):
+    paths, index = library
+    extra, broken = tmp_path / "extra.npz", tmp_path / "broken.npz"
+    np.savez(extra, **random_mlp([20, 20, 20], seed=9))
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    calls, failed, cache = [], [], tmp_path / "cache"
+    grown = add_to_index(
+        index.path,
+        [str(extra), str(broken)],
+        cache_dir=cache,
+        progress=lambda *args: calls.append(args),
+        on_error=lambda label, error: failed.append(label),
+    )
+    assert [c.label for c in grown.changes] == ["extra.npz"]
+    assert [Path(label).name for label in failed] == ["broken.npz"]
+    assert calls and list((cache / "analyses").rglob("*.npz"))
+
+
 def test_add_never_loses_a_network_and_replaces_only_when_asked(library, tmp_path):
     paths, index = library
     labels = [e.label for e in index.entries]

@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 
 import numpy as np
@@ -77,13 +77,8 @@ class Calibration:
         object.__setattr__(self, "structure_weight", float(self.structure_weight))
 
     def to_dict(self) -> dict:
-        return {
-            "eps_design": self.eps_design,
-            "structure_weight": self.structure_weight,
-            "name": self.name,
-            "provenance": self.provenance,
-            "cross_validation": self.cross_validation,
-        }
+        """The fields, in order, as JSON-ready values (the calibration file's content)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def summary(self) -> dict:
         """The numbers a result records: tolerance, weight and where they came from."""
@@ -240,16 +235,9 @@ def fit_tolerance(
     return weight, eps, {"true_rate": true, "false_rate": false}
 
 
-def leave_one_family_out(
-    spectral: np.ndarray,
-    structural: np.ndarray,
-    labels: Sequence,
-    sets: Sequence | None = None,
-    *,
-    weights: Sequence[float] = STRUCTURE_WEIGHTS,
-    max_false_rate: float = MAX_FALSE_RATE,
-) -> dict:
-    """Leave-one-family-out check of :func:`fit_tolerance`.
+def leave_one_family_out(spectral, structural, labels, sets=None, **fit_options) -> dict:
+    """Leave-one-family-out check of :func:`fit_tolerance`, with its arguments (``weights``
+    and ``max_false_rate`` among ``fit_options``).
 
     Each family (of each set) is held out in turn: the weight and tolerance are fitted on the
     pairs that involve none of its networks, then its own pairs (same family) and its pairs
@@ -266,8 +254,8 @@ def leave_one_family_out(
     for set_name, family in families:
         held = (sets.astype(str) == set_name) & (labels.astype(str) == family)
         weight, eps, _ = fit_tolerance(
-            spectral, structural, labels, sets, weights=weights,
-            max_false_rate=max_false_rate, keep=lambda i, j: ~held[i] & ~held[j],
+            spectral, structural, labels, sets, keep=lambda i, j: ~held[i] & ~held[j],
+            **fit_options,
         )  # fmt: skip
         i, j, same, _ = _pairs(labels, sets, lambda i, j: held[i] | held[j])
         values = np.hypot(spectral[i, j], weight * structural[i, j])

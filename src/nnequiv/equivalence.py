@@ -178,13 +178,41 @@ def analyze_all(
     network found is analysed once (or read from the cache, :mod:`nnequiv.cache`) and named
     by its discovery label (``Analysis.source``; ``Analysis.path`` keeps its file). Finished
     analyses, and the networks of a fingerprint index (:mod:`nnequiv.index`), are used as
-    they are. Options, ``scheduler`` and ``n_jobs`` as for :func:`compare`;
-    ``progress(done, total, label)`` is called as analyses arrive. With ``on_error``, a
-    network that cannot be analysed is passed to it with its error and left out; without,
-    the error is raised.
+    they are.
+
+    Parameters
+    ----------
+    sources : sequence
+        The networks: anything :func:`nnequiv.analyze` accepts, finished analyses, summaries,
+        and fingerprint indexes (index files or :class:`~nnequiv.index.Library` objects).
+    settings, **options
+        As for :func:`nnequiv.analyze`.
+    cache_dir : path, None or False
+        The analysis cache (:func:`nnequiv.cache.cache_directory`): None for the default
+        (``$NNEQUIV_CACHE_DIR`` or the user cache directory), False for none.
+    progress : callable, optional
+        ``progress(done, total, label)``, called as analyses arrive.
+    n_jobs : int or None
+        Worker processes (-1: every core). The numbers do not change.
+    scheduler : str or distributed.Client, optional
+        Run the analyses on this Dask cluster (default ``$NNEQUIV_SCHEDULER``; see
+        :mod:`nnequiv.scheduler`). The numbers do not change.
+    connectomes, notes
+        Passed to :func:`nnequiv.discovery.discover`.
+    on_error : callable, optional
+        ``on_error(label, error)`` for a network that cannot be analysed, which is left out;
+        without it, the error is raised.
+
+    Returns
+    -------
+    list
+        An :class:`~nnequiv.analysis.Analysis` or :class:`~nnequiv.distances.Summary` per
+        network, in the order found.
     """
+    run = {"settings": settings, "cache_dir": cache_dir, "progress": progress}
+    run.update(n_jobs=n_jobs, scheduler=scheduler)
     return _analyse_each(
-        list(sources), options, settings, cache_dir, progress, n_jobs, scheduler,
+        list(sources), {**options, **run},
         connectomes=connectomes, notes=notes, on_error=on_error, curves=True,
     )[0]  # fmt: skip
 
@@ -223,14 +251,14 @@ def _discovered(sources: list, connectomes: bool, notes, on_error=None) -> list:
     return out
 
 
+#: The keywords of :func:`analyze_all` that say how and where networks are analysed; the
+#: other functions of this module take them among their ``**options``.
+RUN_KEYWORDS = ("settings", "cache_dir", "progress", "n_jobs", "scheduler")
+
+
 def _analyse_each(
     sources: Sequence,
     options: dict,
-    settings: Settings | None,
-    cache_dir=None,
-    progress: Callable | None = None,
-    n_jobs=None,
-    scheduler=None,
     *,
     connectomes: bool = False,
     notes=None,
@@ -239,8 +267,11 @@ def _analyse_each(
 ) -> tuple[list, DistanceSettings]:
     """Analyses of the sources (each distinct network computed once, or read from the cache;
     finished analyses, summaries and fingerprint indexes used as they are, all checked to
-    share their settings), and the distance settings. Indexes are read with their pooled
-    curves where ``curves`` (None: where the pooled level is asked for)."""
+    share their settings), and the distance settings. ``options`` holds the
+    :data:`RUN_KEYWORDS` and the analysis, loading and distance options. Indexes are read
+    with their pooled curves where ``curves`` (None: where the pooled level is asked for)."""
+    options = dict(options)
+    settings, cache_dir, progress, n_jobs, scheduler = (options.pop(k, None) for k in RUN_KEYWORDS)
     analysis_settings, distance_settings, load, connectome, given = split_options(
         options, base=settings
     )
@@ -365,17 +396,7 @@ def _calibration(calibration, eps_design) -> Calibration:
 
 
 def compare(
-    a,
-    b,
-    *,
-    eps: float | None = None,
-    eps_design: float | None = None,
-    calibration=None,
-    settings: Settings | None = None,
-    cache_dir=None,
-    n_jobs: int | None = None,
-    scheduler=None,
-    **options,
+    a, b, *, eps: float | None = None, eps_design: float | None = None, calibration=None, **options
 ) -> Verdict:
     """Decide whether two networks are equivalent (method items 9-11).
 
@@ -397,16 +418,11 @@ def compare(
         The design calibration (:func:`nnequiv.calibration.load_calibration`; None: the one
         shipped with nnequiv, fitted on labelled families): the tolerance and the weight of
         the structural part of the design distance (method item 15).
-    settings, n_jobs, **options
-        As for :func:`nnequiv.analyze`; options also take the
-        :class:`~nnequiv.settings.DistanceSettings` fields ``level`` ("layer" or "pooled")
-        and ``order_weight``.
-    cache_dir : path, None or False
-        The analysis cache (:func:`nnequiv.cache.cache_directory`): None for the default
-        (``$NNEQUIV_CACHE_DIR`` or the user cache directory), False for none.
-    scheduler : str or distributed.Client, optional
-        Run the analyses on this Dask cluster (default ``$NNEQUIV_SCHEDULER``; see
-        :mod:`nnequiv.scheduler`). The numbers do not change.
+    **options
+        How and where the networks are analysed, as for :func:`analyze_all`: ``settings``,
+        ``cache_dir``, ``progress``, ``n_jobs``, ``scheduler`` and the options of
+        :func:`nnequiv.analyze`; also the :class:`~nnequiv.settings.DistanceSettings` fields
+        ``level`` ("layer" or "pooled") and ``order_weight``.
 
     Returns
     -------
@@ -422,24 +438,19 @@ def compare(
     --------
     Two random networks of one design, and a heavy-tailed one:
 
-    >>> import numpy as np
     >>> import nnequiv
-    >>> def mlp(seed):
-    ...     rng = np.random.default_rng(seed)
-    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
-    ...             "fc2.weight": rng.standard_normal((10, 48))}
-    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
-    ...          for i in range(3)}
-    >>> nnequiv.compare(mlp(0), mlp(1), realizations=4, cache_dir=False).verdict
+    >>> from nnequiv.datasets import random_network
+    >>> design = [(48, 32), (10, 48)]
+    >>> first, second = random_network(design, seed=0), random_network(design, seed=1)
+    >>> heavy = random_network([(64, 64)] * 3, tail=1.5)
+    >>> nnequiv.compare(first, second, realizations=4, cache_dir=False).verdict
     'same network'
-    >>> nnequiv.compare(mlp(0), heavy, realizations=4, cache_dir=False).verdict
+    >>> nnequiv.compare(first, heavy, realizations=4, cache_dir=False).verdict
     'not equivalent'
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each(
-        [a, b], options, settings, cache_dir, None, n_jobs, scheduler
-    )
+    analyses, distance_settings = _analyse_each([a, b], options)
     if len(analyses) != 2:
         raise InputError(
             f"compare takes two networks; {_named(a)} and {_named(b)} hold {len(analyses)} "
@@ -483,11 +494,6 @@ def cluster(
     eps: float | None = None,
     eps_design: float | None = None,
     calibration=None,
-    settings: Settings | None = None,
-    cache_dir=None,
-    progress: Callable | None = None,
-    n_jobs: int | None = None,
-    scheduler=None,
     **options,
 ) -> Classes:
     """Sort networks into equivalence classes (method item 12).
@@ -499,29 +505,23 @@ def cluster(
     :func:`compare` (its own noise-floor eps, the design tolerance). ``sources`` may hold
     finished analyses and fingerprint indexes (paths of index files or
     :class:`~nnequiv.index.Library` objects), whose networks join the set. Options as for
-    :func:`compare`; ``progress(done, total, label)`` is called after each analysis.
+    :func:`compare`.
 
     Examples
     --------
     A copy joins its original's class; a heavy-tailed network has its own:
 
-    >>> import numpy as np
     >>> import nnequiv
-    >>> def mlp(seed):
-    ...     rng = np.random.default_rng(seed)
-    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
-    ...             "fc2.weight": rng.standard_normal((10, 48))}
-    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
-    ...          for i in range(3)}
-    >>> classes = nnequiv.cluster([mlp(0), heavy, mlp(0)], realizations=4, cache_dir=False)
+    >>> from nnequiv.datasets import random_network
+    >>> network = random_network([(48, 32), (10, 48)])
+    >>> heavy = random_network([(64, 64)] * 3, tail=1.5)
+    >>> classes = nnequiv.cluster([network, heavy, network], realizations=4, cache_dir=False)
     >>> classes.labels_.tolist()
     [0, 1, 0]
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each(
-        _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
-    )
+    analyses, distance_settings = _analyse_each(_check_sources(sources), options)
     prints = fingerprints(analyses, distance_settings)
     designs = design_prints(analyses)
     count = len(prints)
@@ -580,11 +580,6 @@ def identify(
     eps: float | None = None,
     eps_design: float | None = None,
     calibration=None,
-    settings: Settings | None = None,
-    cache_dir=None,
-    progress: Callable | None = None,
-    n_jobs: int | None = None,
-    scheduler=None,
     **options,
 ) -> Identification:
     """Which known design is this checkpoint? Rank ``library`` by design distance to
@@ -598,15 +593,11 @@ def identify(
 
     Examples
     --------
-    >>> import numpy as np
     >>> import nnequiv
-    >>> def mlp(seed):
-    ...     rng = np.random.default_rng(seed)
-    ...     return {"fc1.weight": rng.standard_normal((48, 32)),
-    ...             "fc2.weight": rng.standard_normal((10, 48))}
-    >>> heavy = {f"h{i}.weight": np.random.default_rng(i).standard_t(1.5, (64, 64))
-    ...          for i in range(3)}
-    >>> found = nnequiv.identify(mlp(0), [heavy, mlp(0)], realizations=4, cache_dir=False)
+    >>> from nnequiv.datasets import random_network
+    >>> query = random_network([(48, 32), (10, 48)])
+    >>> library = [random_network([(64, 64)] * 3, tail=1.5), query]
+    >>> found = nnequiv.identify(query, library, realizations=4, cache_dir=False)
     >>> [match.verdict for match in found.matches]
     ['same network', 'not equivalent']
     """
@@ -614,15 +605,7 @@ def identify(
         raise InputError(f"top must be an integer >= 1, got {top!r}")
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each(
-        [query, *_check_sources(library)],
-        options,
-        settings,
-        cache_dir,
-        progress,
-        n_jobs,
-        scheduler,
-    )
+    analyses, distance_settings = _analyse_each([query, *_check_sources(library)], options)
     target = fingerprint(analyses[0], distance_settings)
     designs = design_prints(analyses)
     matches = []
@@ -685,16 +668,7 @@ def _family_of(analysis, families: dict[str, str], by_stem: dict[str, str]) -> s
 
 
 def calibrate(
-    sources,
-    families,
-    *,
-    max_false_rate: float = MAX_FALSE_RATE,
-    settings: Settings | None = None,
-    cache_dir=None,
-    progress: Callable | None = None,
-    n_jobs: int | None = None,
-    scheduler=None,
-    **options,
+    sources, families, *, max_false_rate: float = MAX_FALSE_RATE, **options
 ) -> Calibration:
     """Fit the design tolerance to labelled networks (method item 11).
 
@@ -708,8 +682,8 @@ def calibrate(
     max_false_rate : float
         The largest share of pairs of different families that the tolerance may call
         equivalent (default 1 %).
-    settings, cache_dir, progress, n_jobs, scheduler, **options
-        As for :func:`cluster`.
+    **options
+        As for :func:`compare`.
 
     Returns
     -------
@@ -722,9 +696,7 @@ def calibrate(
     if rate is None or rate >= 1:
         raise InputError(f"max_false_rate must be in [0, 1), got {max_false_rate!r}")
     table = families if isinstance(families, dict) else read_families(families)
-    analyses, _ = _analyse_each(
-        _check_sources(sources), options, settings, cache_dir, progress, n_jobs, scheduler
-    )
+    analyses, _ = _analyse_each(_check_sources(sources), options)
     by_stem = {Path(name).stem: family for name, family in table.items()}
     labels = [_family_of(a, table, by_stem) for a in analyses]
     missing = [a.source for a, label in zip(analyses, labels) if label is None]

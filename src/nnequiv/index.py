@@ -482,18 +482,16 @@ def _placed(
     return inserts, deletes, changes
 
 
-def _entries(
-    sources: Sequence,
-    wanted: Request,
-    cache_dir,
-    scheduler,
-    n_jobs,
-    progress: Callable | None,
-    notes: Callable[[str], None] | None = None,
-    on_error: Callable[[str, Exception], None] | None = None,
-) -> list[IndexEntry]:
+#: The keywords of :func:`build_index` that say where networks are found and analysed;
+#: :func:`add_to_index` takes them among its ``**options``.
+RUN_KEYWORDS = ("cache_dir", "scheduler", "n_jobs", "progress", "notes", "on_error")
+
+
+def _entries(sources: Sequence, wanted: Request, run: dict) -> list[IndexEntry]:
     """Find the networks in ``sources`` (:func:`nnequiv.discovery.discover`), analyse them
-    (cache, scheduler) and make their index entries, named by their discovery labels."""
+    (cache, scheduler) and make their index entries, named by their discovery labels.
+    ``run`` holds the :data:`RUN_KEYWORDS`."""
+    notes, on_error = run.get("notes"), run.get("on_error")
     for source in sources:
         if is_index(source):
             raise InputError(
@@ -505,10 +503,10 @@ def _entries(
     analyses = analyse_all(
         unique,
         wanted,
-        cache_dir=cache_dir,
-        scheduler=scheduler,
-        n_jobs=n_jobs,
-        progress=progress,
+        cache_dir=run.get("cache_dir"),
+        scheduler=run.get("scheduler"),
+        n_jobs=run.get("n_jobs"),
+        progress=run.get("progress"),
         errors="return" if on_error is not None else "raise",
     )
     entries = []
@@ -574,7 +572,9 @@ def build_index(
         raise InputError("no networks given: the index would be empty")
     wanted = request(_analysis_options(options), settings)
     chosen = wanted.settings
-    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
+    run = {"cache_dir": cache_dir, "scheduler": scheduler, "n_jobs": n_jobs}
+    run.update(progress=progress, notes=notes, on_error=on_error)
+    entries = _entries(sources, wanted, run)
     if not entries:
         raise InputError("no network could be analysed: the index would be empty")
     output = Path(output)
@@ -610,34 +610,25 @@ def _umask() -> int:
     return mask
 
 
-def add_to_index(
-    index,
-    sources: Sequence,
-    *,
-    cache_dir=None,
-    scheduler=None,
-    n_jobs: int | None = None,
-    progress: Callable | None = None,
-    notes: Callable[[str], None] | None = None,
-    on_error: Callable[[str, Exception], None] | None = None,
-    replace: bool = False,
-    **options,
-) -> Library:
+def add_to_index(index, sources: Sequence, *, replace: bool = False, **options) -> Library:
     """Analyse ``sources`` with the index's settings and add them to the index at ``index``.
 
     The index never loses a network: one whose label is taken by another network is added
     under a longer label (its path's shortest free trailing part, else ``label#2``); with
     ``replace=True`` it takes that network's place instead. A network already there (same
     label and content) is left as it is. The :class:`Library` returned lists what happened
-    to each in ``changes``. Analysis settings given in ``options`` must be those of the
-    index; the other arguments are those of :func:`build_index`."""
+    to each in ``changes``. ``options`` holds the :data:`RUN_KEYWORDS` (``cache_dir``,
+    ``scheduler``, ``n_jobs``, ``progress``, ``notes``, ``on_error``) as for
+    :func:`build_index`, and analysis options, which must be those of the index."""
+    options = dict(options)
+    run = {key: options.pop(key, None) for key in RUN_KEYWORDS}
     library = open_index(index)
     wanted = request(_analysis_options(options), library.settings)
     check_index_settings(library, wanted.settings)
     sources = list(sources)
     if not sources:
         raise InputError("no networks given to add")
-    entries = _entries(sources, wanted, cache_dir, scheduler, n_jobs, progress, notes, on_error)
+    entries = _entries(sources, wanted, run)
     if not entries:
         raise InputError("no network could be analysed: nothing to add")
     inserts, deletes, changes = _placed(library, entries, replace)

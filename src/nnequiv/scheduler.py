@@ -16,7 +16,7 @@ they are sent) and run the same nnequiv version.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from nnequiv import _pipeline
 from nnequiv._pool import SCHEDULER_ENV, one_blas_thread, resolve_scheduler, run_tasks
@@ -24,23 +24,12 @@ from nnequiv._pool import SCHEDULER_ENV, one_blas_thread, resolve_scheduler, run
 __all__ = ["SCHEDULER_ENV", "resolve_scheduler", "one_blas_thread", "run_tasks", "analyse_all"]
 
 
-def analyse_all(
-    sources: Sequence,
-    settings,
-    options: dict,
-    *,
-    cache_dir=None,
-    scheduler=None,
-    n_jobs: int | None = None,
-    progress: Callable | None = None,
-    errors: str = "raise",
-) -> list:
+def analyse_all(sources: Sequence, settings, options: dict, **keywords) -> list:
     """Deprecated: use :func:`nnequiv.analyze_all` (one spelling); goes in the next release.
 
     The analyses of ``sources`` with ``settings`` and the loading and connectome
-    ``options``, from the cache where present, the rest run here, on ``n_jobs`` worker
-    processes or on the Dask ``scheduler``; with ``errors="return"`` a failed network gets
-    its error in its place.
+    ``options``; ``keywords`` (``cache_dir``, ``scheduler``, ``n_jobs``, ``progress``,
+    ``errors``) as for :func:`nnequiv._pipeline.analyse_all`.
     """
     warnings.warn(
         "nnequiv.scheduler.analyse_all is deprecated; use nnequiv.analyze_all (it will be "
@@ -48,12 +37,4 @@ def analyse_all(
         DeprecationWarning,
         stacklevel=2,
     )
-    return _pipeline.analyse_all(
-        sources,
-        _pipeline.request(options, settings),
-        cache_dir=cache_dir,
-        scheduler=scheduler,
-        n_jobs=n_jobs,
-        progress=progress,
-        errors=errors,
-    )
+    return _pipeline.analyse_all(sources, _pipeline.request(options, settings), **keywords)
