@@ -210,6 +210,8 @@ def test_zero_realizations_and_bad_arguments():
         cayley_spectrum("COE", 3, 1, beta=2.0)
     with pytest.raises(ValueError):
         ensemble_beta(None)
+    with pytest.raises(TypeError):  # beta is keyword-only, as in circular_eigenphases
+        cayley_spectrum(None, 3, 1, 0, 2.0)
 
 
 @pytest.mark.fixed_seed(5)

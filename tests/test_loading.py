@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import zipfile
 
 import numpy as np
@@ -433,3 +434,35 @@ def test_npy_headers_of_every_version_are_read_as_literals(tmp_path, version):
     forged = io.BytesIO(len(text).to_bytes(4, "little") + text)
     with pytest.raises(ValueError, match="not a literal"):
         npy_header(forged, (2, 0))
+
+
+@pytest.mark.parametrize(
+    ("module", "suffix", "extra"),
+    [("onnx", ".onnx", "onnx"), ("h5py", ".h5", "keras"), ("gguf", ".gguf", "gguf")],
+)
+def test_a_missing_optional_dependency_names_the_extra(
+    tmp_path, monkeypatch, module, suffix, extra
+):
+    from nnequiv.errors import MissingDependencyError
+
+    path = tmp_path / f"model{suffix}"
+    state = {"fc.weight": np.ones((3, 2), dtype=np.float32)}
+    if suffix == ".onnx":
+        save_onnx(state, path)
+    elif suffix == ".h5":
+        save_h5(state, path)
+    else:
+        path.write_bytes(b"GGUF" + bytes(20))
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError) as info:
+        layer_spectra(path)
+    assert str(info.value) == (
+        f"reading {path} needs the '{module}' package: pip install 'nnequiv[{extra}]'"
+    )
+
+
+def test_layer_spectra_passes_every_argument_on():
+    state = {"fc1.weight": np.eye(4) * 2.0, "head.weight": np.ones((2, 4))}
+    assert [s.name for s in layer_spectra(state, None, "head*")] == ["fc1.weight"]
+    (raw,) = layer_spectra(state, "fc1*", canonical="raw")
+    np.testing.assert_allclose(raw.eigenvalues, [4.0] * 4)

@@ -9,16 +9,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from nnequiv.errors import MissingDependencyError
+from nnequiv._optional import optional_module
 
 
 def frame(rows: Sequence[dict], index: str | None = None):
     """A pandas DataFrame of ``rows`` (one dict per row)."""
-    try:
-        import pandas as pd
-    except ImportError as exc:
-        raise MissingDependencyError("pandas", "pandas", "a DataFrame") from exc
-    table = pd.DataFrame(list(rows))
+    table = optional_module("pandas", "pandas", "a DataFrame").DataFrame(list(rows))
     return table.set_index(index) if index is not None else table
 
 

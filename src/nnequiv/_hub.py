@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from nnequiv.errors import InputError, MissingDependencyError, NNEquivError
+from nnequiv._optional import optional_module
+from nnequiv.errors import InputError, NNEquivError
 
 #: Hugging Face's names of one model's weights, preferred first (a folder holding several is
 #: one model in several formats).
@@ -86,12 +87,9 @@ def hub_folder(repo_id: str, notes: Callable[[str], None]) -> Path:
     where = f"no such file or folder, and not in the Hugging Face cache {cache}"
     if _hub_offline():
         raise InputError(f"{repo_id}: {where} (HF_HUB_OFFLINE is set, so it is not downloaded)")
-    try:
-        import huggingface_hub
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "huggingface_hub", "hub", f"{repo_id}: {where}; downloading it"
-        ) from exc
+    huggingface_hub = optional_module(
+        "huggingface_hub", "hub", f"{repo_id}: {where}; downloading it"
+    )
     notes(f"{repo_id}: not a local path nor in the cache; fetching it from the Hugging Face hub")
     try:
         files = huggingface_hub.HfApi().list_repo_files(repo_id)

@@ -22,7 +22,8 @@ from functools import partial
 
 from threadpoolctl import threadpool_limits
 
-from nnequiv.errors import InputError, MissingDependencyError
+from nnequiv._optional import optional_module
+from nnequiv.errors import InputError
 
 __all__ = [
     "SCHEDULER_ENV",
@@ -130,10 +131,7 @@ def _dask(func: Callable, items: Sequence, scheduler):
 @contextmanager
 def _client(scheduler):
     """A ``distributed.Client`` for ``scheduler``; one made here is closed on exit."""
-    try:
-        from distributed import Client  # optional: only a Dask run needs it
-    except ImportError:
-        raise MissingDependencyError("distributed", "dask", "--scheduler (Dask)") from None
+    Client = optional_module("distributed", "dask", "--scheduler (Dask)").Client
     if isinstance(scheduler, Client):
         yield scheduler
         return

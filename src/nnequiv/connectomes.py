@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nnequiv._optional import optional_module
 from nnequiv._seeding import stream_seed
-from nnequiv.errors import FormatError, InputError, MissingDependencyError
+from nnequiv.errors import FormatError, InputError
 from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, OIHW, WeightSource
 from nnequiv.loading._limits import (
     DecodeBudget,
@@ -448,10 +449,7 @@ def _edge_list(path: Path, edges: _EdgeReader, limit: int) -> Connectome:
 
 
 def _load_graphml(path: Path, limit: int) -> Connectome:
-    try:
-        import networkx as nx
-    except ImportError as exc:
-        raise MissingDependencyError("networkx", "graph", f"reading {path}") from exc
+    nx = optional_module("networkx", "graph", f"reading {path}")
     label = str(path)
     with open_regular(path) as handle:
         with reading(label, "not a readable GraphML file"):
@@ -469,22 +467,10 @@ def _load_graphml(path: Path, limit: int) -> Connectome:
     return Connectome(label, nodes, {"chemical": _check_matrix(label, "graph", matrix)})
 
 
-def mixed_ensemble(
-    connectome,
-    mixture: float = ConnectomeOptions.mixture,
-    submatrices: int = ConnectomeOptions.submatrices,
-    seed: int = 0,
-    partition: dict[str, str] | None = None,
-) -> dict[str, np.ndarray]:
-    """The Mixed Matrix Ensemble of a connectome, as named matrices ("layers").
-
-    Each matrix ``A`` of the connectome gives ``submatrices`` principal submatrices
-    ``A[S, S]``, where every node joins ``S`` independently with probability ``mixture`` (so
-    ``|S| ~ Binomial(N, p)``); draw k of matrix m uses the stream
-    ``("connectome-submatrix", m, k)`` (method item 14). With a
-    ``partition`` (node -> group), the blocks ``A[G, G]`` of the groups are the layers instead.
-    """
-    return dict(ensemble_draws(connectome, mixture, submatrices, seed, partition))
+def mixed_ensemble(connectome, *args, **options) -> dict[str, np.ndarray]:
+    """The Mixed Matrix Ensemble of a connectome, as named matrices ("layers"): the matrices
+    of :func:`ensemble_draws` (same arguments) in one dict."""
+    return dict(ensemble_draws(connectome, *args, **options))
 
 
 def _check_ensemble(mixture: float, submatrices: int) -> None:
@@ -501,8 +487,15 @@ def ensemble_draws(
     seed: int = 0,
     partition: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """The layers of :func:`mixed_ensemble` one at a time: each submatrix is made (as a
-    float64 array) only when it is reached."""
+    """The layers of the Mixed Matrix Ensemble of a connectome, one at a time: each
+    submatrix is made (as a float64 array) only when it is reached.
+
+    Each matrix ``A`` of the connectome gives ``submatrices`` principal submatrices
+    ``A[S, S]``, where every node joins ``S`` independently with probability ``mixture`` (so
+    ``|S| ~ Binomial(N, p)``); draw k of matrix m uses the stream
+    ``("connectome-submatrix", m, k)`` (method item 14). With a
+    ``partition`` (node -> group), the blocks ``A[G, G]`` of the groups are the layers instead.
+    """
     connectome = load_connectome(connectome)
     _check_ensemble(mixture, submatrices)
     if partition is not None:

@@ -375,7 +375,7 @@ def _one_eigenphases(n: int, beta: float, seed_seq) -> np.ndarray:
     )
 
 
-def _draw(one, ensemble, n, realizations, seed, beta, n_jobs) -> np.ndarray:
+def _draw(one, ensemble, n, realizations, seed, *, beta=None, n_jobs=None) -> np.ndarray:
     n, realizations = _check_order(n, realizations)
     b = ensemble_beta(ensemble, beta)
     seeds = realization_seeds(seed, realizations)
@@ -428,32 +428,22 @@ def circular_eigenphases(
     >>> bool(np.all(np.abs(phases) <= np.pi))
     True
     """
-    return _draw(_one_eigenphases, ensemble, n, realizations, seed, beta, n_jobs)
+    return _draw(_one_eigenphases, ensemble, n, realizations, seed, beta=beta, n_jobs=n_jobs)
 
 
 def cayley_spectrum(
-    ensemble: str | None,
-    n: int,
-    realizations: int,
-    seed=None,
-    beta: float | None = None,
-    *,
-    n_jobs: int | None = None,
+    ensemble: str | None, n: int, realizations: int, seed=None, **options
 ) -> np.ndarray:
     """Cayley variable ``x = |tan(theta / 2)|`` of C-beta-E eigenphases (method item 5).
 
-    Same law and arguments as :func:`circular_eigenphases`, but computed in O(n^2) per
-    realization from the banded Hermitian part of the CMV matrix.
+    Same law, arguments (``beta`` and ``n_jobs`` among ``options``) and references as
+    :func:`circular_eigenphases`, but computed in O(n^2) per realization from the banded
+    Hermitian part of the CMV matrix.
 
     Returns
     -------
     numpy.ndarray
         Shape ``(realizations, n)``, each row sorted ascending, values in ``[0, inf)``.
-
-    References
-    ----------
-    R. Killip and I. Nenciu, "Matrix models for circular ensembles", International
-    Mathematics Research Notices 2004 (50) 2665-2701.
 
     Examples
     --------
@@ -464,7 +454,7 @@ def cayley_spectrum(
     >>> bool(np.array_equal(x, cayley_spectrum("CUE", 6, 2, seed=0, n_jobs=2)))
     True
     """
-    return _draw(_one_cayley_spectrum, ensemble, n, realizations, seed, beta, n_jobs)
+    return _draw(_one_cayley_spectrum, ensemble, n, realizations, seed, **options)
 
 
 def _keyed_cayley_spectrum(beta: float, seed, task: tuple) -> np.ndarray:
@@ -520,8 +510,7 @@ def conjugate_ensemble(
 
     References
     ----------
-    R. Killip and I. Nenciu, "Matrix models for circular ensembles", International
-    Mathematics Research Notices 2004 (50) 2665-2701.
+    The matrix model of Killip and Nenciu (2004), cited in :func:`circular_eigenphases`.
 
     Examples
     --------

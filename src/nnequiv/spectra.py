@@ -296,10 +296,53 @@ def network_spectra(
     n_jobs: int | None = None,
     max_memory: int | None = None,
 ) -> NetworkSpectra:
-    """Spectra of every layer of a network, computed one layer at a time.
+    """Spectra (method item 2) of every eligible layer of a network, in the canonical form,
+    computed one layer at a time.
 
-    Parameters are those of :func:`layer_spectra`. A layer with no eigenvalue above
-    ``rtol * max`` (all zero, or all too small to square in float64) is skipped.
+    Parameters
+    ----------
+    source : path, dict, torch module or WeightSource
+        Anything :func:`nnequiv.loading.open_weights` accepts.
+    include, exclude : str or list of str, optional
+        Shell-style name patterns (see :func:`nnequiv.layers.layer_matrices`).
+    layout : str, optional
+        Force ``"oihw"``, ``"hwio"`` or ``"ohwi"``.
+    rtol : float
+        Eigenvalues below ``rtol * max`` are dropped as numerical zeros.
+    canonical : {"raw", "balanced", "rows"}
+        The canonical form (method item 13), by default the one of
+        :class:`~nnequiv.settings.Settings` (``"balanced"``, as :func:`nnequiv.analyze`);
+        ``"raw"``: the spectra of the stored matrices (the default before 0.4).
+    cache_dir : None
+        Deprecated and ignored (the per-layer spectrum cache is gone; :func:`nnequiv.analyze`
+        caches whole analyses); giving it warns, and it goes in the next release.
+    progress : callable, optional
+        ``progress(done, total, label)`` before and after every layer, and at every stage of
+        a layer computed in blocks (``label`` is then ``"name: stage"``); ``total`` is None
+        where the source does not list its layers before they are read.
+    block_bytes : int, optional
+        Largest block of a layer matrix held at once as float64 (default
+        :data:`BLOCK_BYTES`); a larger layer is read and computed in blocks. Changes memory
+        and time, not the result (beyond rounding).
+    n_jobs : int or None
+        Worker processes over the layers (-1: every core), for sources that list their
+        tensors from headers (safetensors files, shards, indexes; others are computed in
+        turn; :mod:`nnequiv._pool`). Each worker holds one layer's working memory and uses
+        one BLAS thread; stages are not reported from workers. Does not change the result.
+    max_memory : int or None
+        Bytes one layer's computation may take (shared among the workers); None: the
+        smallest of the available RAM, the room under ``RLIMIT_AS`` and the cgroup limit.
+        A layer whose default blocks would pass it is computed in smaller blocks (the same
+        result up to rounding); one that needs more even so is refused with a
+        :class:`~nnequiv.errors.ResourceLimitError` that names it and the GiB it needs.
+
+    Returns
+    -------
+    NetworkSpectra
+        The network's label and layout, its layer spectra in the model's order (the order of
+        a shard index, else the order in which the file stores the tensors), and the tensors
+        skipped with the reason. A layer with no eigenvalue above ``rtol * max`` (all zero,
+        or all too small to square in float64) is skipped.
     """
     _no_spectrum_cache(cache_dir)
     weights, chosen = resolved_layout(source, layout)
@@ -344,75 +387,15 @@ def _in_turn(matrices, report, total, options, block_bytes):
         yield _bounded_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
 
 
-def layer_spectra(
-    source,
-    include=None,
-    exclude=None,
-    layout: str | None = None,
-    *,
-    rtol: float = DEFAULT_RTOL,
-    canonical: str = Settings.canonical,
-    cache_dir: str | os.PathLike | None = None,
-    progress: Progress | None = None,
-    block_bytes: int | None = None,
-    n_jobs: int | None = None,
-    max_memory: int | None = None,
-) -> list[LayerSpectrum]:
-    """Spectra (method item 2) of every eligible layer of a network, in the canonical form.
+def layer_spectra(source, *args, **options) -> list[LayerSpectrum]:
+    """The layer spectra of :func:`network_spectra` (same arguments), as a list in the
+    model's order.
 
-    Parameters
-    ----------
-    source : path, dict, torch module or WeightSource
-        Anything :func:`nnequiv.loading.open_weights` accepts.
-    include, exclude : str or list of str, optional
-        Shell-style name patterns (see :func:`nnequiv.layers.layer_matrices`).
-    layout : str, optional
-        Force ``"oihw"``, ``"hwio"`` or ``"ohwi"``.
-    rtol : float
-        Eigenvalues below ``rtol * max`` are dropped as numerical zeros.
-    canonical : {"raw", "balanced", "rows"}
-        The canonical form (method item 13), by default the one of
-        :class:`~nnequiv.settings.Settings` (``"balanced"``, as :func:`nnequiv.analyze`);
-        ``"raw"``: the spectra of the stored matrices (the default before 0.4).
-    cache_dir : None
-        Deprecated and ignored (the per-layer spectrum cache is gone; :func:`nnequiv.analyze`
-        caches whole analyses); giving it warns, and it goes in the next release.
-    progress : callable, optional
-        ``progress(done, total, label)`` before and after every layer, and at every stage of
-        a layer computed in blocks (``label`` is then ``"name: stage"``); ``total`` is None
-        where the source does not list its layers before they are read.
-    block_bytes : int, optional
-        Largest block of a layer matrix held at once as float64 (default
-        :data:`BLOCK_BYTES`); a larger layer is read and computed in blocks. Changes memory
-        and time, not the result (beyond rounding).
-    n_jobs : int or None
-        Worker processes over the layers (-1: every core), for sources that list their
-        tensors from headers (safetensors files, shards, indexes; others are computed in
-        turn; :mod:`nnequiv._pool`). Each worker holds one layer's working memory and uses
-        one BLAS thread; stages are not reported from workers. Does not change the result.
-    max_memory : int or None
-        Bytes one layer's computation may take (shared among the workers); None: the
-        smallest of the available RAM, the room under ``RLIMIT_AS`` and the cgroup limit.
-        A layer whose default blocks would pass it is computed in smaller blocks (the same
-        result up to rounding); one that needs more even so is refused with a
-        :class:`~nnequiv.errors.ResourceLimitError` that names it and the GiB it needs.
-
-    Returns
-    -------
-    list of LayerSpectrum
-        In the model's order: the order of a shard index, else the order in which the file
-        stores the tensors.
+    Examples
+    --------
+    >>> from nnequiv.datasets import random_network
+    >>> spectra = layer_spectra(random_network([(6, 4), (3, 6)]))
+    >>> [(layer.name, layer.eigenvalues.size) for layer in spectra]
+    [('layer0.weight', 4), ('layer1.weight', 3)]
     """
-    _no_spectrum_cache(cache_dir)
-    return network_spectra(
-        source,
-        include,
-        exclude,
-        layout,
-        rtol=rtol,
-        canonical=canonical,
-        progress=progress,
-        block_bytes=block_bytes,
-        n_jobs=n_jobs,
-        max_memory=max_memory,
-    ).layers
+    return network_spectra(source, *args, **options).layers

@@ -21,7 +21,7 @@ from pathlib import Path
 from nnequiv.errors import FormatError
 from nnequiv.loading._gguf import MAX_DIMS, GGUFTensor, _gguf_module, iter_tensors
 from nnequiv.loading._limits import require_count, require_regular, shown
-from nnequiv.loading._source import OIHW, WeightSource
+from nnequiv.loading._source import OIHW, WeightSource, listed_source
 
 MAGICS = {b"lmgg": "ggml", b"fmgg": "ggmf", b"tjgg": "ggjt"}
 #: GGML type ids that are plain floats (read in every version).
@@ -158,7 +158,7 @@ def _records(path, reader: _Reader, sizes, aligned: bool, current_blocks: bool):
                 f"{path}: tensor '{shown(name)}' is quantised in a GGML block layout older "
                 f"than ggjt v3, which nnequiv does not read; {CONVERT_HINT}"
             )
-        tensors.append(GGUFTensor(name, tuple(reversed(dims)), ggml_type, offset, nbytes))
+        tensors.append(GGUFTensor(name, tuple(reversed(dims)), offset, nbytes, ggml_type))
         require_count(str(path), "tensors", len(tensors), "max_tensors")
     if not tensors:
         raise _Layout("no tensors")
@@ -169,10 +169,10 @@ def open_ggml(path: Path, forced=None, *, max_tensor_bytes: int | None = None) -
     """The :class:`WeightSource` of a legacy GGML file (table checked now, tensors read
     lazily, dequantised to float32 as GGUF tensors are)."""
     path = Path(path)
-    tensors = ggml_tensors(path)
-    return WeightSource(
-        str(path),
+    listed = [(tensor.name, tensor.shape) for tensor in ggml_tensors(path)]
+    return listed_source(
+        path,
         forced or OIHW,
+        listed,
         lambda: iter_tensors(path, ggml_tensors(path), max_tensor_bytes),
-        lambda: ((t.name, t.shape) for t in tensors),
     )

@@ -20,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError
+from nnequiv._optional import optional_module
+from nnequiv.errors import FormatError
 from nnequiv.loading._limits import (
+    TableEntry,
     read_tensor_bytes,
     reading,
     require_count,
     shown,
     tensor_byte_limit,
 )
-from nnequiv.loading._source import OIHW, WeightSource
+from nnequiv.loading._source import OIHW, WeightSource, listed_source
 
 GGUF_MAGIC = b"GGUF"
 #: GGML keeps at most four dimensions; eight leaves room without trusting the file.
@@ -62,23 +64,15 @@ _PLAIN = {
 
 
 @dataclass(frozen=True)
-class GGUFTensor:
-    """One entry of the tensor table: ``shape`` in NumPy order (outermost first)."""
+class GGUFTensor(TableEntry):
+    """One entry of the tensor table, with its GGML type."""
 
-    name: str
-    shape: tuple[int, ...]
     ggml_type: int
-    offset: int
-    nbytes: int
 
 
 def _gguf_module(path):
-    try:
-        import gguf
-        import gguf.quants  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("gguf", "gguf", f"reading {path}") from exc
-    return gguf
+    optional_module("gguf.quants", "gguf", f"reading {path}")  # gguf.quants is used
+    return optional_module("gguf", "gguf", f"reading {path}")
 
 
 class _Cursor:
@@ -170,7 +164,7 @@ def gguf_tensors(path: Path) -> list[GGUFTensor]:
                 f"{path}: truncated GGUF file (tensor '{shown(name)}' ends past the end of the "
                 "file)"
             )
-        tensors.append(GGUFTensor(name, shape, ggml_type, data_start + offset, nbytes))
+        tensors.append(GGUFTensor(name, shape, data_start + offset, nbytes, ggml_type))
     return tensors
 
 
@@ -255,16 +249,7 @@ def iter_tensors(
     limit = tensor_byte_limit(max_tensor_bytes)
     with open(path, "rb") as handle:
         for tensor in tensors:
-            raw = read_tensor_bytes(
-                handle,
-                path,
-                tensor.name,
-                tensor.shape,
-                tensor.offset,
-                tensor.nbytes,
-                _decoded_itemsize(tensor),
-                limit,
-            )
+            raw = read_tensor_bytes(handle, path, tensor, _decoded_itemsize(tensor), limit)
             yield tensor.name, _decode(path, tensor, raw)
 
 
@@ -277,10 +262,5 @@ def gguf_shapes(path: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
 def open_gguf(path: Path, forced=None, *, max_tensor_bytes: int | None = None) -> WeightSource:
     """The :class:`WeightSource` of a GGUF file (header checked now, tensors read lazily)."""
     path = Path(path)
-    gguf_tensors(path)
-    return WeightSource(
-        str(path),
-        forced or OIHW,
-        lambda: iter_gguf(path, max_tensor_bytes),
-        lambda: gguf_shapes(path),
-    )
+    listed = [(tensor.name, tensor.shape) for tensor in gguf_tensors(path)]
+    return listed_source(path, forced or OIHW, listed, lambda: iter_gguf(path, max_tensor_bytes))

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nnequiv._optional import optional_module
 from nnequiv.errors import (
     FormatError,
-    MissingDependencyError,
     NNEquivError,
     ResourceLimitError,
     UnsafeFileError,
@@ -93,11 +93,7 @@ def iter_keras(
 
 
 def _h5py(path):
-    try:
-        import h5py
-    except ImportError as exc:
-        raise MissingDependencyError("h5py", "keras", f"reading {path}") from exc
-    return h5py
+    return optional_module("h5py", "keras", f"reading {path}")
 
 
 def checked_datasets(source, label: str, limit: int, size: int) -> list[DatasetInfo]:

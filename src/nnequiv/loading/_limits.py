@@ -12,6 +12,7 @@ import math
 import os
 import stat
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -291,15 +292,25 @@ def tensor_byte_limit(max_tensor_bytes: int | None = None) -> int:
     return DEFAULT_MAX_TENSOR_BYTES if max_tensor_bytes is None else check_limit(max_tensor_bytes)
 
 
-def read_tensor_bytes(handle, label, name, shape, offset, nbytes, itemsize, limit) -> np.ndarray:
-    """The ``nbytes`` raw bytes of tensor ``name`` at ``offset`` of an open file, refused
-    before reading when they, or the decoded array (``itemsize`` bytes a value), would pass
-    ``limit``."""
-    decoded = math.prod(int(d) for d in shape) * itemsize
-    what = f"tensor '{shown(name)}' ({format_shape(shape)})"
-    require_within(label, what, max(decoded, nbytes), limit)
-    handle.seek(offset)
-    raw = np.fromfile(handle, dtype=np.uint8, count=nbytes)
-    if raw.size != nbytes:
+@dataclass(frozen=True)
+class TableEntry:
+    """A tensor as the table of a file lists it: its name, its shape (NumPy order), and
+    where its data lies (``nbytes`` bytes from ``offset``). Formats add their own fields."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def read_tensor_bytes(handle, label, entry: TableEntry, itemsize: int, limit: int) -> np.ndarray:
+    """The raw bytes of a tensor of an open file (``entry``), refused before reading when
+    they, or the decoded array (``itemsize`` bytes a value), would pass ``limit``."""
+    decoded = math.prod(int(d) for d in entry.shape) * itemsize
+    what = f"tensor '{shown(entry.name)}' ({format_shape(entry.shape)})"
+    require_within(label, what, max(decoded, entry.nbytes), limit)
+    handle.seek(entry.offset)
+    raw = np.fromfile(handle, dtype=np.uint8, count=entry.nbytes)
+    if raw.size != entry.nbytes:
         raise FormatError(f"{label}: truncated file ({what} ends past the end of the file)")
     return raw

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError, UnsafeFileError
+from nnequiv._optional import optional_module
+from nnequiv.errors import FormatError, UnsafeFileError
 from nnequiv.loading._limits import (
     format_shape,
     linked_inside,
@@ -48,11 +49,8 @@ _PACKED_4BIT = {"int4", "uint4", "float4_e2m1fn"}
 def iter_onnx(path: Path, limit: int) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, array)`` of every initializer and Constant-node tensor, quantized weights
     dequantized (their scales and zero points as :class:`Dropped`)."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError as exc:
-        raise MissingDependencyError("onnx", "onnx", f"reading {path}") from exc
+    onnx = optional_module("onnx", "onnx", f"reading {path}")
+    numpy_helper = optional_module("onnx.numpy_helper", "onnx", f"reading {path}")
     label = str(path)
     with open_regular(path) as handle:
         with reading(label, "not a readable ONNX model"):

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError
+from nnequiv._optional import optional_module
+from nnequiv.errors import FormatError
 from nnequiv.loading._limits import (
     DecodeBudget,
     open_regular,
@@ -417,10 +418,7 @@ def _any_kept(tensors: dict) -> bool:
 
 def _trusted_load(path: Path, limit: int) -> dict:
     """Load with torch itself, running the file's code (``trust_code=True`` only)."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("torch", "torch", f"reading {path}") from exc
+    torch = optional_module("torch", "torch", f"reading {path}")
     label = str(path)
     if _is_zip(path):
         with zip_archive(path, "PyTorch archive") as archive:

@@ -210,3 +210,10 @@ def count_once(items: Iterable[tuple[str, object]]) -> Iterator[tuple[str, objec
         else:
             first[key] = str(name)
             yield name, value
+
+
+def listed_source(path, layout: str | None, listed: list, read: Callable) -> WeightSource:
+    """The :class:`WeightSource` of a file whose table lists its tensors, checked already:
+    ``listed`` holds their ``(name, shape)``, ``read()`` yields their ``(name, array)``
+    pairs when they are asked for."""
+    return WeightSource(str(path), layout, read, lambda: iter(listed))

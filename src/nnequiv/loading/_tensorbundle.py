@@ -26,13 +26,14 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from nnequiv.errors import FormatError, InputError
 from nnequiv.loading._limits import (
+    TableEntry,
     open_regular,
     read_tensor_bytes,
     require_count,
@@ -71,15 +72,12 @@ _BFLOAT16, _HALF = 14, 19
 
 
 @dataclass(frozen=True)
-class BundleEntry:
-    """One variable: its dtype id, shape, shard, and the byte span of its data."""
+class BundleEntry(TableEntry):
+    """One variable: its name, shape and the byte span of its data, its dtype id, its data
+    shard, and whether it is saved in slices."""
 
-    name: str
     dtype: int
-    shape: tuple[int, ...]
     shard: int
-    offset: int
-    size: int
     sliced: bool
 
 
@@ -107,7 +105,7 @@ def _entry(name: str, data: bytes) -> BundleEntry:
             sliced = True
     if any(d < 0 for d in shape) or offset < 0 or size < 0:
         raise Corrupt(f"variable '{shown(name)}' has a negative size or offset")
-    return BundleEntry(name, dtype, tuple(shape), shard, offset, size, sliced)
+    return BundleEntry(name, tuple(shape), offset, size, dtype, shard, sliced)
 
 
 def _block(data: bytes, handle: bytes, label: str) -> bytes:
@@ -312,9 +310,9 @@ def _items(prefix: BundlePrefix, label: str, limit: int):
                     "which nnequiv does not read"
                 )
             dtype = np.dtype(_DTYPES[entry.dtype]).newbyteorder(order)
-            if entry.size != math.prod(entry.shape) * dtype.itemsize:
+            if entry.nbytes != math.prod(entry.shape) * dtype.itemsize:
                 raise FormatError(
-                    f"{label}: variable '{shown(name)}' holds {entry.size} bytes, its shape "
+                    f"{label}: variable '{shown(name)}' holds {entry.nbytes} bytes, its shape "
                     f"and dtype need {math.prod(entry.shape) * dtype.itemsize}"
                 )
             if not 0 <= entry.shard < shards:
@@ -323,13 +321,11 @@ def _items(prefix: BundlePrefix, label: str, limit: int):
                 shard = prefix.file(f".data-{entry.shard:05d}-of-{shards:05d}")
                 handles[entry.shard] = open_regular(shard, f"{label}: data shard '{shard.name}'")
             handle = handles[entry.shard]
-            if entry.offset + entry.size > handle.seek(0, 2):
+            if entry.offset + entry.nbytes > handle.seek(0, 2):
                 raise FormatError(
                     f"{label}: variable '{shown(name)}' ends past the end of its data file"
                 )
-            raw = read_tensor_bytes(
-                handle, label, name, entry.shape, entry.offset, entry.size, 4, limit
-            )
+            raw = read_tensor_bytes(handle, label, replace(entry, name=name), 4, limit)
             values = raw.view(dtype).reshape(entry.shape)
             if entry.dtype == _BFLOAT16:
                 values = (values.astype(np.uint32) << 16).view(np.float32)

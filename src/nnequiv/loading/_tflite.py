@@ -27,16 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from nnequiv.errors import FormatError, MissingDependencyError, NNEquivError
+from nnequiv._optional import optional_module
+from nnequiv.errors import FormatError, NNEquivError
 from nnequiv.loading._limits import (
     DecodeBudget,
+    TableEntry,
     describe,
     read_tensor_bytes,
     require_count,
     shown,
     tensor_byte_limit,
 )
-from nnequiv.loading._source import OHWI, WeightSource
+from nnequiv.loading._source import OHWI, WeightSource, listed_source
 
 IDENTIFIER = b"TFL3"
 #: TFLite TensorType ids -> numpy dtypes (little-endian); INT4 is packed two per byte.
@@ -80,14 +82,10 @@ class Sparsity:
 
 
 @dataclass(frozen=True)
-class TFLiteTensor:
+class TFLiteTensor(TableEntry):
     """A constant tensor of a TFLite model: where its data lies and how to decode it."""
 
-    name: str
-    shape: tuple[int, ...]
     tensor_type: int
-    offset: int
-    nbytes: int
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
     axis: int = 0
@@ -103,11 +101,7 @@ class TFLiteTensor:
 
 
 def _tflite_module(path):
-    try:
-        import tflite
-    except ImportError as exc:
-        raise MissingDependencyError("tflite", "tflite", f"reading {path}") from exc
-    return tflite
+    return optional_module("tflite", "tflite", f"reading {path}")
 
 
 def tflite_tensors(path: Path) -> list[TFLiteTensor]:
@@ -223,7 +217,7 @@ def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
                 f"than its shape {shape} has elements, or not whole elements"
             )
         return TFLiteTensor(
-            name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise, sparsity
+            name, shape, offset, nbytes, kind, scale, zero_point, axis, depthwise, sparsity
         )
     elements = int(np.prod(shape, dtype=object))
     expected = (elements + 1) // 2 if kind == _INT4 else elements * np.dtype(_DTYPES[kind]).itemsize
@@ -233,7 +227,7 @@ def _entry(path, tensor, name, offset, nbytes, depthwise) -> TFLiteTensor:
             f"needs {expected}"
         )
     scale, zero_point, axis = _quantization(path, name, tensor.Quantization(), shape)
-    return TFLiteTensor(name, shape, kind, offset, nbytes, scale, zero_point, axis, depthwise)
+    return TFLiteTensor(name, shape, offset, nbytes, kind, scale, zero_point, axis, depthwise)
 
 
 #: Most compressed indices a sparse tensor may list per level.
@@ -426,32 +420,12 @@ def iter_tflite(
     with open(path, "rb") as handle:
         for entry in tensors:
             wide = np.dtype(_DTYPES.get(entry.tensor_type, "i1")).itemsize == 8
-            raw = read_tensor_bytes(
-                handle,
-                path,
-                entry.name,
-                entry.shape,
-                entry.offset,
-                entry.nbytes,
-                8 if wide else 4,
-                limit,
-            )
+            raw = read_tensor_bytes(handle, path, entry, 8 if wide else 4, limit)
             yield entry.name, _decode(entry, raw, str(path))
-
-
-def tflite_shapes(path: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
-    """``(name, shape)`` of every constant tensor from the flatbuffer alone."""
-    for entry in tflite_tensors(path):
-        yield entry.name, entry.output_shape
 
 
 def open_tflite(path: Path, forced=None, *, max_tensor_bytes: int | None = None) -> WeightSource:
     """The :class:`WeightSource` of a TFLite file (tables checked now, tensors read lazily)."""
     path = Path(path)
-    tflite_tensors(path)
-    return WeightSource(
-        str(path),
-        forced or OHWI,
-        lambda: iter_tflite(path, max_tensor_bytes),
-        lambda: tflite_shapes(path),
-    )
+    listed = [(entry.name, entry.output_shape) for entry in tflite_tensors(path)]
+    return listed_source(path, forced or OHWI, listed, lambda: iter_tflite(path, max_tensor_bytes))

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from nnequiv._display import display_names
+from nnequiv._optional import optional_module
 from nnequiv.analysis import Analysis
-from nnequiv.errors import InputError, MissingDependencyError
+from nnequiv.errors import InputError
 from nnequiv.output._figure_data import (
     CUT_COLOR,
     Curve,
@@ -29,14 +30,8 @@ __all__ = ["plot_analysis", "plot_pair", "plot_classes"]
 
 
 def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "plot", "plotting") from exc
-    return plt
+    optional_module("matplotlib", "plot", "plotting").use("Agg")
+    return optional_module("matplotlib.pyplot", "plot", "plotting")
 
 
 def _save(fig, directory: Path, stem: str) -> list[str]:
