@@ -110,10 +110,10 @@ class Curves:
     locations : numpy.ndarray
         The stored grid edges, shape ``(G,)``.
     signed, absolute : numpy.ndarray
-        Per realisation and layer, the signed tail-mass difference and the CSD of the layer
+        Per realization and layer, the signed tail-mass difference and the CSD of the layer
         against its conjugate matrix at ``locations``, shape ``(R, L, G)``.
     pooled : numpy.ndarray
-        Pooled CSD of each realisation on the whole grid (method item 7), shape ``(R, bins)``.
+        Pooled CSD of each realization on the whole grid (method item 7), shape ``(R, bins)``.
     """
 
     label: str
@@ -182,7 +182,7 @@ class Scale:
     """A fixed scale of the layer points (set-independent unless ``standardise``).
 
     A layer point is ``(c_1 S(x_1), ..., c_K S(x_K), w log n)`` with S the signed (or
-    absolute) tail-mass curve averaged over the realisations.
+    absolute) tail-mass curve averaged over the realizations.
 
     Attributes
     ----------
@@ -197,7 +197,7 @@ class Scale:
         normalised to mean 1, so w keeps its meaning).
     standardise : bool
         Today's scale (docs/method.md item 10): every coordinate standardised over the
-        single-realisation points of the compared set, ``log n`` then times ``order_weight``.
+        single-realization points of the compared set, ``log n`` then times ``order_weight``.
     layer_weight : {"equal", "sqrt_n", "n"}
         Mass of each layer point in its cloud: equal (today), or proportional to ``sqrt(n)``
         or ``n`` (a layer counts by its number of eigenvalues).
@@ -225,18 +225,18 @@ class Scale:
         raise ValueError(f"unknown coordinate weighting {self.coordinate!r}")
 
 
-def raw_points(curves: Curves, scale: Scale, realisations=slice(None)) -> np.ndarray:
-    """Unscaled layer points ``(S(x_1..x_K), log n)`` of the chosen realisations, shape
+def raw_points(curves: Curves, scale: Scale, realizations=slice(None)) -> np.ndarray:
+    """Unscaled layer points ``(S(x_1..x_K), log n)`` of the chosen realizations, shape
     ``(R', L, K + 1)``."""
     curve = curves.signed if scale.fingerprint == "signed" else curves.absolute
-    values = curve[realisations][..., location_index(curves, scale.locations)]
+    values = curve[realizations][..., location_index(curves, scale.locations)]
     log_n = np.broadcast_to(np.log(curves.orders)[None, :, None], values.shape[:2] + (1,))
     return np.concatenate([values, log_n], axis=2)
 
 
 def feature_scale(curve_set: list[Curves], scale: Scale) -> tuple[np.ndarray, np.ndarray]:
     """Centre and divisor of the layer coordinates: fixed (0 and 1/weights), or today's
-    standardisation over the single-realisation points of ``curve_set``."""
+    standardisation over the single-realization points of ``curve_set``."""
     weights = np.append(scale.coordinate_weights(), scale.order_weight)
     if not scale.standardise:
         with np.errstate(divide="ignore"):
@@ -249,10 +249,10 @@ def feature_scale(curve_set: list[Curves], scale: Scale) -> tuple[np.ndarray, np
     return stacked.mean(axis=0), std / weights
 
 
-def cloud(curves: Curves, scale: Scale, centre_divisor, realisations=slice(None)) -> np.ndarray:
-    """The scaled layer cloud: realisation means of the layer points, shape ``(L, K + 1)``."""
+def cloud(curves: Curves, scale: Scale, centre_divisor, realizations=slice(None)) -> np.ndarray:
+    """The scaled layer cloud: realization means of the layer points, shape ``(L, K + 1)``."""
     centre, divisor = centre_divisor
-    return (raw_points(curves, scale, realisations).mean(axis=0) - centre) / divisor
+    return (raw_points(curves, scale, realizations).mean(axis=0) - centre) / divisor
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray, p=None, q=None) -> float:
@@ -266,7 +266,7 @@ def energy_distance(x: np.ndarray, y: np.ndarray, p=None, q=None) -> float:
 
 def cloud_distance(a: Curves, b: Curves, scale: Scale, centre_divisor, picks=None) -> float:
     """Energy distance between the scaled layer clouds of two networks, the layer points
-    weighted as ``scale.layer_weight`` says; ``picks`` chooses the realisations."""
+    weighted as ``scale.layer_weight`` says; ``picks`` chooses the realizations."""
     chosen = slice(None) if picks is None else picks
     return energy_distance(
         cloud(a, scale, centre_divisor, chosen),
@@ -283,7 +283,7 @@ def layer_distance_matrix(curve_set: list[Curves], scale: Scale) -> np.ndarray:
 
 
 def pooled_distance_matrix(curve_set: list[Curves]) -> np.ndarray:
-    """The paper's pooled distance ``max_x |CSD_A(x) - CSD_B(x)|`` of realisation means."""
+    """The paper's pooled distance ``max_x |CSD_A(x) - CSD_B(x)|`` of realization means."""
     means = [c.pooled.mean(axis=0) for c in curve_set]
     return _pairwise(means, lambda a, b: float(np.abs(a - b).max()))
 
@@ -304,7 +304,7 @@ def _pairwise(items: list, distance) -> np.ndarray:
 
 def noise_floor(curves: Curves, scale: Scale) -> float:
     """Distance expected between two independent analyses of one network (fixed scale):
-    between the means of the two halves of its realisations, divided by sqrt(2)."""
+    between the means of the two halves of its realizations, divided by sqrt(2)."""
     half = curves.signed.shape[0] // 2
     centre_divisor = feature_scale([curves], scale)
     first = cloud(curves, scale, centre_divisor, slice(0, half))
@@ -316,7 +316,7 @@ def noise_floor(curves: Curves, scale: Scale) -> float:
 def distance_spread(
     a: Curves, b: Curves, scale: Scale, seed: int = 0, resamples: int = 32
 ) -> tuple[float, float]:
-    """2.5-97.5 % range of the layer distance over bootstrap resamples of the realisations
+    """2.5-97.5 % range of the layer distance over bootstrap resamples of the realizations
     (the same resample for both networks), widened to contain the distance (method item 11)."""
     centre_divisor = feature_scale([a, b], scale)
     distance = cloud_distance(a, b, scale, centre_divisor)

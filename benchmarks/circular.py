@@ -2,7 +2,7 @@
 
 The scipy path draws ``scipy.stats.unitary_group`` matrices (COE as U^T U, CSE as the
 quaternion dual product of a 2n x 2n one) and takes ``numpy.linalg.eigvals``. nnequiv times
-are medians of 3 runs of 20 realisations; the scipy path is timed per realisation (median of
+are medians of 3 runs of 20 realizations; the scipy path is timed per realization (median of
 3) and scaled to 20, because 20 of its CSE matrices at n = 1024 take many minutes.
 
 Run: ``python benchmarks/circular.py`` (``make bench``).
@@ -43,7 +43,7 @@ def scipy_eigenvalues(kind: str, n: int, rng) -> np.ndarray:
     return np.linalg.eigvals(j @ u.T @ j.T @ u)
 
 
-def scipy_seconds_per_realisation(kind: str, n: int, repeats: int) -> float:
+def scipy_seconds_per_realization(kind: str, n: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     return median_seconds(lambda: scipy_eigenvalues(kind, n, rng), repeats)
 
@@ -69,7 +69,7 @@ def main() -> None:
 
 
 def orders_table(orders: list[int], big: int) -> None:
-    print("seconds for 20 realisations (median); ratio = scipy path / nnequiv")
+    print("seconds for 20 realizations (median); ratio = scipy path / nnequiv")
     header = (
         f"{'kind':4} {'n':>5} {'scipy path':>11} {'eigenphases':>12} {'ratio':>7} "
         f"{'cayley n_jobs=1':>16} {'ratio':>7} {'cayley n_jobs=-1':>17} {'ratio':>7}"
@@ -81,7 +81,7 @@ def orders_table(orders: list[int], big: int) -> None:
                 scipy_20 = float("nan")
                 phases = float("nan")
             else:
-                scipy_20 = 20 * scipy_seconds_per_realisation(kind, n, 3)
+                scipy_20 = 20 * scipy_seconds_per_realization(kind, n, 3)
                 phases = median_seconds(lambda: circular_eigenphases(kind, n, 20, seed=0), 1)
             serial = median_seconds(lambda: cayley_spectrum(kind, n, 20, seed=0), 3)
             parallel = median_seconds(lambda: cayley_spectrum(kind, n, 20, seed=0, n_jobs=-1), 3)
@@ -98,7 +98,7 @@ def resnet50_table() -> None:
     orders = [min(shape) for shape in shapes]
     print(
         f"\n# conjugate ensemble of a ResNet-50 topology: {len(orders)} layers, "
-        f"orders {min(orders)}..{max(orders)}, 10 realisations"
+        f"orders {min(orders)}..{max(orders)}, 10 realizations"
     )
     print(
         f"{'kind':4} {'scipy 1 thread':>14} {'nnequiv n_jobs=1':>17} {'ratio':>7} "
@@ -124,7 +124,7 @@ def resnet50_table() -> None:
             flush=True,
         )
     print(
-        "(scipy path timed for 1 realisation of every layer and scaled to 10; one core against "
+        "(scipy path timed for 1 realization of every layer and scaled to 10; one core against "
         "one core, then every core against every core: BLAS threads for scipy, worker "
         "processes for nnequiv)"
     )

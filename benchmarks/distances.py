@@ -1,9 +1,9 @@
 """Benchmark: pairwise distances per second on one core, with and without their spread.
 
-Fingerprints of zoo-sized networks: ``--layers`` layers (default 40), 10 realisations,
+Fingerprints of zoo-sized networks: ``--layers`` layers (default 40), 10 realizations,
 9 locations, orders between 16 and 1024. The summaries are synthetic (the cost of a
 distance depends on the sizes only); with ``--zoo DIR`` the real networks there are
-analysed (10 realisations, private cache) and used instead. Every pair of ``--networks``
+analysed (10 realizations, private cache) and used instead. Every pair of ``--networks``
 fingerprints is timed with ``distance`` and ``distance_with_spread`` (32 bootstrap
 resamples), and ``cluster`` of the summaries (every pair's distance, spread, eps and
 verdict), all with one BLAS thread. Rates are per second of the process's CPU time (one

@@ -179,7 +179,7 @@ def dense_floor(folder: Path) -> float:
     start = time.perf_counter()
     conjugate_ensemble(orders, defaults.ensemble, defaults.realizations, seed=0)
     drawn = time.perf_counter() - start
-    print(f"  conjugate ensemble ({defaults.ensemble}, {defaults.realizations} realisations, "
+    print(f"  conjugate ensemble ({defaults.ensemble}, {defaults.realizations} realizations, "
           f"{len(orders)} layers) {drawn:.1f}")  # fmt: skip
     print(f"  floor {total + drawn:.1f}", flush=True)
     return total + drawn

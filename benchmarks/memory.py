@@ -13,7 +13,7 @@ Writes large inputs into ``--workdir`` (default ``/tmp/nnequiv-memory``; reused 
 
 and runs ``prlimit --as=LIMIT python -m nnequiv analyze FILE --no-cache`` on each (LIMIT:
 ``--limit``, default 4,000,000,000 bytes; the CSV connectomes with two draws of p = 0.25
-and two realisations, :data:`CONNECTOME_OPTIONS`), one after the other, printing for each: the exit
+and two realizations, :data:`CONNECTOME_OPTIONS`), one after the other, printing for each: the exit
 status, whether stderr holds a traceback, its number of lines and last line (or the
 analysis's layer count), the peak RSS of the process (``ru_maxrss``) and the wall time.
 

@@ -60,10 +60,10 @@ EQUIVALENT: dict[tuple, str] = {
     ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):",
      "csd.shape[0] < 2 or not np.isfinite(fit.alpha)", "Or -> And", 0):
         "where alpha is NaN every resample's alpha is NaN too (CSD >= 0, so a resample has no "
-        "non-zero bin the mean lacks); with one realisation replicate_interval gives NaN itself",
+        "non-zero bin the mean lacks); with one realization replicate_interval gives NaN itself",
     ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):", "0",
      "0 -> 1", 0):
-        "with one realisation replicate_interval gives NaN itself: the early return saves work",
+        "with one realization replicate_interval gives NaN itself: the early return saves work",
     ("csd", "_t_quantile", "@lru_cache(maxsize=256)", "256", "256 -> 257", 0): _SAME_BITS,
     ("analysis", "stream_keys", "keys: list[tuple[int, int]] = [(0, 0)] * len(orders)", "0",
      "0 -> 1", 0): "a placeholder: every key is written by the loop that follows",

@@ -34,7 +34,7 @@ def main() -> None:
     count = len(runs[0][0])
     print(
         f"# {count} zoo networks, seeds 0..{args.seeds - 1}, {args.level} level, "
-        f"{runs[0][0][0].settings.realizations} realisations ({time.perf_counter() - start:.0f} s)"
+        f"{runs[0][0][0].settings.realizations} realizations ({time.perf_counter() - start:.0f} s)"
     )
     pairs = list(itertools.combinations(range(count), 2))
     print(f"{'reported at':>11} {'checked at':>10} {'d covered':>10} {'alpha covered':>14}")

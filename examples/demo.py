@@ -64,7 +64,7 @@ def main() -> None:
     nnequiv("compare", paths["wide_seed0"], paths["deep_seed0"], *layout, "--plot", figures)
     print(
         "\n# The calibrated eps of a pair is the larger of the two networks' noise floors: how "
-        "far two analyses of one network land apart. It shrinks with more realisations, so "
+        "far two analyses of one network land apart. It shrinks with more realizations, so "
         "networks trained from different seeds are told apart where they differ; the tree "
         "below groups them by design all the same."
     )

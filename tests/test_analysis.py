@@ -113,7 +113,7 @@ def test_rtol_decides_what_counts_as_zero():
     assert analyze(low_rank, realizations=2, rtol=1e-40).layers[0].n_dropped < 27
 
 
-def test_realisations_and_jobs():
+def test_realizations_and_jobs():
     assert small(realizations=6).csd.shape == (6, 240)
     serial = analyze(cnn_state(), realizations=3)
     for jobs in (2, -1):  # -1: every core
@@ -283,7 +283,7 @@ def test_the_notebook_view_shows_shapes_and_the_first_20_layers():
     assert "first 20" not in twenty and "layer19" in twenty
 
 
-def test_mean_conjugate_density_and_band_follow_the_realisations():
+def test_mean_conjugate_density_and_band_follow_the_realizations():
     analysis = small()
     assert analysis.csd_band[0].tolist() == analysis.csd.min(axis=0).tolist()
     assert analysis.csd_band[1].tolist() == analysis.csd.max(axis=0).tolist()
@@ -291,7 +291,7 @@ def test_mean_conjugate_density_and_band_follow_the_realisations():
     curves = analysis.to_dict()["curves"]
     assert curves["csd_low"] == analysis.csd_band[0].tolist()
     assert curves["csd_mean"] == analysis.csd_mean.tolist()
-    # p_circ is the mean of the R conjugate densities: the CSD at e_0 of each realisation is
+    # p_circ is the mean of the R conjugate densities: the CSD at e_0 of each realization is
     # its total variation from p_net, so the mean density is within their mean of p_net
     assert np.abs(analysis.p_circ - analysis.p_net).sum() <= analysis.csd[:, 0].mean() + 1e-12
 

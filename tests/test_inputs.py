@@ -141,7 +141,7 @@ def test_text_output_uses_the_unique_labels(capsys, tmp_path):
 
 # --- Every source kind through every command (issue 19, item 7) ---------------------------------
 
-R = 2  # realisations: enough for a calibrated eps
+R = 2  # realizations: enough for a calibrated eps
 
 
 def shards(folder, state):

@@ -28,7 +28,7 @@ from nnequiv.errors import FormatError, InputError
 from nnequiv.index import add_to_index, build_index, is_index, open_index
 from nnequiv.settings import DistanceSettings, Settings
 
-R = 4  # realisations: enough for a calibrated eps, small enough to be quick
+R = 4  # realizations: enough for a calibrated eps, small enough to be quick
 
 
 def write_nets(directory: Path, count: int = 5, widths=(48, 40, 32, 10)) -> list[str]:
@@ -327,7 +327,7 @@ def test_a_summary_is_refused_where_the_whole_analysis_is_needed(library):
 def test_an_index_is_read_only_with_its_own_settings(library):
     paths, index = library
     with pytest.raises(InputError, match=r"index built with realizations=4.*--realizations 4"):
-        identify(paths[0], index.path)  # the default realisations differ
+        identify(paths[0], index.path)  # the default realizations differ
     with pytest.raises(InputError, match="index built with seed=0"):
         identify(paths[0], index.path, realizations=R, seed=1)
     with pytest.raises(InputError, match="index built with seed=0"):
