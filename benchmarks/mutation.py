@@ -90,15 +90,6 @@ EQUIVALENT: dict[tuple, str] = {
      "replicates[index] = np.abs(a.resampled - b.resampled).max(axis=-1)", "-1", "drop USub",
      0): "the array is 2-D (resamples x bins): axis 1 is axis -1",
     ("equivalence", "cluster",
-     '_, labels = connected_components(verdicts == "equivalent", directed=False)', "False",
-     "False -> True", 0):
-        "the verdict graph is symmetric: its weak components (SciPy's default for directed "
-        "graphs) are its components",
-    ("equivalence", "cluster",
-     'tree = linkage(squareform(distance, checks=False), "average") if count > 1 else '
-     "np.zeros((0, 4))", "False", "False -> True", 0):
-        "the checks (symmetric, zero diagonal) hold by construction",
-    ("equivalence", "cluster",
      "off_diagonal = pair_eps_matrix[~np.eye(count, dtype=bool)] if count > 1 else "
      "pair_eps_matrix", "1", "1 -> 2", 0):
         "for two networks the median of [floor a, eps, eps, floor b] is eps, which is the "

@@ -226,7 +226,7 @@ def test_damaged_cache_entries_are_recomputed(tmp_path, private_cache):
         assert_same_analysis(load_analysis(entry, fresh.settings), fresh)  # rewritten
 
 
-def _analyse_into(arguments) -> str:
+def _analyze_into(arguments) -> str:
     path, directory = arguments
     analysis = analyze(path, realizations=R, cache_dir=directory)
     return analysis.csd.tobytes().hex()
@@ -237,7 +237,7 @@ def test_concurrent_processes_share_the_cache(tmp_path):
     directory = tmp_path / "shared-cache"
     context = multiprocessing.get_context("fork")
     with context.Pool(4) as pool:
-        results = pool.map(_analyse_into, [(first, directory)] * 8)
+        results = pool.map(_analyze_into, [(first, directory)] * 8)
     assert len(set(results)) == 1
     (entry,) = entries(directory)
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temporary left

@@ -2,7 +2,7 @@
 
 The one path from a source to its :class:`~nnequiv.analysis.Analysis`, for a network
 analysed here (:func:`analyze`), and for the networks of a set analysed here, on local
-worker processes or on a Dask cluster (:func:`analyse_all`). The options are split once per
+worker processes or on a Dask cluster (:func:`analyze_sources`). The options are split once per
 call (a :class:`Request`); an in-memory source or a connectome opened to hash it for the
 cache is the one analysed here (its tensors read, and a connectome's ensemble drawn, once).
 Cached analyses are read here, before anything is sent out; new ones are stored here when
@@ -34,7 +34,7 @@ from nnequiv.loading import WeightSource
 from nnequiv.settings import ConnectomeOptions, LoadOptions, Settings, split_options
 from nnequiv.spectra import Progress
 
-__all__ = ["Request", "request", "analyze", "analyse_all", "require_analyses", "too_deep"]
+__all__ = ["Request", "request", "analyze", "analyze_sources", "require_analyses", "too_deep"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _look_up(source, wanted: Request, directory: Path | None) -> _Looked:
     return _Looked(read_entry(entry, wanted.settings, label), entry, weights)
 
 
-def _analysed(
+def _analyzed(
     source,
     wanted: Request,
     weights: WeightSource | None,
@@ -131,7 +131,7 @@ def _obtained(
         raise _out_of_memory(source, exc) from None
     if looked.analysis is not None:
         return looked.analysis
-    analysis = _analysed(source, wanted, looked.weights, n_jobs, progress)
+    analysis = _analyzed(source, wanted, looked.weights, n_jobs, progress)
     write_entry(looked.entry, analysis)
     return analysis
 
@@ -208,12 +208,12 @@ class _Job:
     weights: WeightSource | None = None
 
 
-def _analyse_job(wanted: Request, n_jobs, errors: str, job: _Job):
-    """The analysis of one job (no cache: looked up and stored by :func:`analyse_all`), or
+def _analyze_job(wanted: Request, n_jobs, errors: str, job: _Job):
+    """The analysis of one job (no cache: looked up and stored by :func:`analyze_sources`), or
     with ``errors="return"`` its :class:`~nnequiv.errors.NNEquivError`."""
     try:
         try:
-            analysis = _analysed(job.source, wanted, job.weights, n_jobs, None)
+            analysis = _analyzed(job.source, wanted, job.weights, n_jobs, None)
         except RecursionError:
             raise too_deep(job.label or _label_of(job.source)) from None
     except NNEquivError as exc:
@@ -233,7 +233,7 @@ def _job(source, looked: _Looked, remote: bool, sent: bool) -> _Job:
     return _Job(source, None, None if sent else looked.weights)
 
 
-def analyse_all(
+def analyze_sources(
     sources: Sequence,
     wanted: Request,
     *,
@@ -283,7 +283,7 @@ def analyse_all(
 
     announce()
     run_tasks(
-        partial(_analyse_job, wanted, None if across else n_jobs, errors),
+        partial(_analyze_job, wanted, None if across else n_jobs, errors),
         [_job(sources[i], looked[i], chosen is not None, across) for i in missing],
         scheduler=chosen,
         n_jobs=n_jobs if across else None,

@@ -8,14 +8,14 @@ depends on that pair alone (and the settings), whichever other networks are anal
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from nnequiv._display import display_names, numbered
-from nnequiv._pipeline import Request, analyse_all
+from nnequiv._display import numbered
+from nnequiv._sets import analyze_all, analyze_each, check_sources
 from nnequiv._version import __version__
 from nnequiv.analysis import Analysis
 from nnequiv.calibration import (
@@ -26,12 +26,9 @@ from nnequiv.calibration import (
     leave_one_family_out,
     load_calibration,
 )
-from nnequiv.discovery import discover
 from nnequiv.distances import (
     DesignPrint,
     Fingerprint,
-    Summary,
-    check_comparable,
     design_distances_with_spread,
     design_part_matrices,
     design_prints,
@@ -41,9 +38,8 @@ from nnequiv.distances import (
 )
 from nnequiv.errors import InputError
 from nnequiv.explain import explain
-from nnequiv.index import Library, check_index_settings, is_index, open_index
 from nnequiv.results import Classes, Identification, Match, Verdict
-from nnequiv.settings import DistanceSettings, Settings, split_options
+from nnequiv.settings import DistanceSettings
 
 __all__ = [
     "analyze_all",
@@ -155,199 +151,6 @@ def _resolve_eps(eps: float | None, a: Fingerprint, b: Fingerprint) -> tuple[flo
     return value, "calibrated"
 
 
-# ---- analyses of a set -----------------------------------------------------------------
-
-
-def analyze_all(
-    sources,
-    settings: Settings | None = None,
-    *,
-    cache_dir=None,
-    progress: Callable | None = None,
-    n_jobs: int | None = None,
-    scheduler=None,
-    connectomes: bool = False,
-    notes: Callable[[str], None] | None = None,
-    on_error: Callable[[str, Exception], None] | None = None,
-    **options,
-) -> list:
-    """The analyses of many sources, all checked to share their analysis settings.
-
-    Files, folders, index files, Hugging Face caches and hub ids are found with
-    :func:`nnequiv.discovery.discover` (``connectomes`` and ``notes`` are passed to it); each
-    network found is analysed once (or read from the cache, :mod:`nnequiv.cache`) and named
-    by its discovery label (``Analysis.source``; ``Analysis.path`` keeps its file). Finished
-    analyses, and the networks of a fingerprint index (:mod:`nnequiv.index`), are used as
-    they are.
-
-    Parameters
-    ----------
-    sources : sequence
-        The networks: anything :func:`nnequiv.analyze` accepts, finished analyses, summaries,
-        and fingerprint indexes (index files or :class:`~nnequiv.index.Library` objects).
-    settings, **options
-        As for :func:`nnequiv.analyze`.
-    cache_dir : path, None or False
-        The analysis cache (:func:`nnequiv.cache.cache_directory`): None for the default
-        (``$NNEQUIV_CACHE_DIR`` or the user cache directory), False for none.
-    progress : callable, optional
-        ``progress(done, total, label)``, called as analyses arrive.
-    n_jobs : int or None
-        Worker processes (-1: every core). The numbers do not change.
-    scheduler : str or distributed.Client, optional
-        Run the analyses on this Dask cluster (default ``$NNEQUIV_SCHEDULER``; see
-        :mod:`nnequiv.scheduler`). The numbers do not change.
-    connectomes, notes
-        Passed to :func:`nnequiv.discovery.discover`.
-    on_error : callable, optional
-        ``on_error(label, error)`` for a network that cannot be analysed, which is left out;
-        without it, the error is raised.
-
-    Returns
-    -------
-    list
-        An :class:`~nnequiv.analysis.Analysis` or :class:`~nnequiv.distances.Summary` per
-        network, in the order found.
-    """
-    run = {"settings": settings, "cache_dir": cache_dir, "progress": progress}
-    run.update(n_jobs=n_jobs, scheduler=scheduler)
-    return _analyse_each(
-        list(sources), {**options, **run},
-        connectomes=connectomes, notes=notes, on_error=on_error, curves=True,
-    )[0]  # fmt: skip
-
-
-def _expand_libraries(sources: Sequence, curves: bool) -> tuple[list, list]:
-    """Sources with every fingerprint index (a :class:`~nnequiv.index.Library` or the path
-    of an index file, read with its pooled CSD curves where ``curves``) replaced by its
-    networks' summaries, and the indexes."""
-    out, libraries = [], []
-    for source in sources:
-        if not isinstance(source, Library) and is_index(source):
-            source = open_index(source, curves=curves)
-        if isinstance(source, Library):
-            libraries.append(source)
-            out += source.summaries
-        else:
-            out.append(source)
-    return out, libraries
-
-
-def _discovered(sources: list, connectomes: bool, notes, on_error=None) -> list:
-    """Each source as itself (a finished Analysis or Summary) or as the networks discovery
-    finds in it, in order; labels made unique across all of them."""
-    out = []
-    for source in sources:
-        if isinstance(source, (Analysis, Summary)):
-            out.append(source)
-        else:
-            out += discover(source, connectomes=connectomes, notes=notes, on_error=on_error)
-    found = [item for item in out if not isinstance(item, (Analysis, Summary))]
-    labels = [item.label for item in found]
-    if len(set(labels)) < len(labels):
-        unique = display_names([str(item.path or item.label) for item in found])
-        relabelled = iter(replace(item, label=label) for item, label in zip(found, unique))
-        out = [item if isinstance(item, (Analysis, Summary)) else next(relabelled) for item in out]
-    return out
-
-
-#: The keywords of :func:`analyze_all` that say how and where networks are analysed; the
-#: other functions of this module take them among their ``**options``.
-RUN_KEYWORDS = ("settings", "cache_dir", "progress", "n_jobs", "scheduler")
-
-
-def _analyse_each(
-    sources: Sequence,
-    options: dict,
-    *,
-    connectomes: bool = False,
-    notes=None,
-    on_error=None,
-    curves: bool | None = None,
-) -> tuple[list, DistanceSettings]:
-    """Analyses of the sources (each distinct network computed once, or read from the cache;
-    finished analyses, summaries and fingerprint indexes used as they are, all checked to
-    share their settings), and the distance settings. ``options`` holds the
-    :data:`RUN_KEYWORDS` and the analysis, loading and distance options. Indexes are read
-    with their pooled curves where ``curves`` (None: where the pooled level is asked for)."""
-    options = dict(options)
-    settings, cache_dir, progress, n_jobs, scheduler = (options.pop(k, None) for k in RUN_KEYWORDS)
-    analysis_settings, distance_settings, load, connectome, given = split_options(
-        options, base=settings
-    )
-    chosen_explicitly = settings is not None or any(
-        k in {f.name for f in fields(Settings)} for k in options
-    )
-    if curves is None:
-        curves = distance_settings.level == "pooled"
-    sources, libraries = _expand_libraries(sources, curves)
-    items = _discovered(sources, connectomes, notes, on_error)
-    finished = [isinstance(item, (Analysis, Summary)) for item in items]
-    if chosen_explicitly or not all(finished):
-        for library in libraries:
-            check_index_settings(library, analysis_settings)
-    if not items:
-        raise InputError("no networks given: the set to compare is empty")
-    positions: dict = {}
-    for item, done in zip(items, finished):
-        if not done:
-            positions.setdefault(_source_key(item), item)
-    results = analyse_all(
-        [item.source for item in positions.values()],
-        Request(analysis_settings, load, connectome, given),
-        cache_dir=cache_dir,
-        scheduler=scheduler,
-        n_jobs=n_jobs,
-        progress=progress,
-        errors="return" if on_error is not None else "raise",
-    )
-    analysed = {}
-    for (key, item), result in zip(positions.items(), results):
-        if isinstance(result, Exception):
-            on_error(item.label, result)
-            continue
-        path = item.path and str(Path(item.path).resolve())
-        analysed[key] = replace(result, source=item.label, path=path)
-    out = []
-    for item, done in zip(items, finished):
-        if done:
-            if chosen_explicitly:
-                check_comparable([_Requested(analysis_settings), item])
-            out.append(item)
-        elif _source_key(item) in analysed:
-            out.append(analysed[_source_key(item)])
-    if not out:
-        raise InputError("no network could be analysed")
-    check_comparable(out)
-    return out, distance_settings
-
-
-def _source_key(item):
-    """One key per distinct network: its file, or the object it was given as."""
-    path = getattr(item, "path", None)
-    if path is not None:
-        return os.fspath(path)
-    source = getattr(item, "source", item)
-    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
-
-
-@dataclass(frozen=True)
-class _Requested:
-    """The settings a caller asked for, in the shape :func:`check_comparable` reads."""
-
-    settings: Settings
-    source: str = "the settings requested"
-
-
-def _check_sources(sources) -> list:
-    if isinstance(sources, (str, os.PathLike, Library)):
-        sources = [sources]
-    sources = list(sources)
-    if not sources:
-        raise InputError("no networks given: the set to compare is empty")
-    return sources
-
-
 def _judge(
     a: Fingerprint,
     others: Sequence[Fingerprint],
@@ -450,7 +253,7 @@ def compare(
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each([a, b], options)
+    analyses, distance_settings = analyze_each([a, b], options)
     if len(analyses) != 2:
         raise InputError(
             f"compare takes two networks; {_named(a)} and {_named(b)} hold {len(analyses)} "
@@ -521,7 +324,7 @@ def cluster(
     """
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each(_check_sources(sources), options)
+    analyses, distance_settings = analyze_each(check_sources(sources), options)
     prints = fingerprints(analyses, distance_settings)
     designs = design_prints(analyses)
     count = len(prints)
@@ -605,7 +408,7 @@ def identify(
         raise InputError(f"top must be an integer >= 1, got {top!r}")
     eps = check_eps(eps)
     chosen = _calibration(calibration, eps_design)
-    analyses, distance_settings = _analyse_each([query, *_check_sources(library)], options)
+    analyses, distance_settings = analyze_each([query, *check_sources(library)], options)
     target = fingerprint(analyses[0], distance_settings)
     designs = design_prints(analyses)
     matches = []
@@ -696,7 +499,7 @@ def calibrate(
     if rate is None or rate >= 1:
         raise InputError(f"max_false_rate must be in [0, 1), got {max_false_rate!r}")
     table = families if isinstance(families, dict) else read_families(families)
-    analyses, _ = _analyse_each(_check_sources(sources), options)
+    analyses, _ = analyze_each(check_sources(sources), options)
     by_stem = {Path(name).stem: family for name, family in table.items()}
     labels = [_family_of(a, table, by_stem) for a in analyses]
     missing = [a.source for a, label in zip(analyses, labels) if label is None]

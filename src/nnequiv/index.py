@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from nnequiv._pipeline import Request, analyse_all, request
+from nnequiv._pipeline import Request, analyze_sources, request
 from nnequiv._serial import Invalid, require, stored_settings, summary_blobs, summary_from_blobs
 from nnequiv._version import __version__
 from nnequiv.cache import content_hash
@@ -500,7 +500,7 @@ def _entries(sources: Sequence, wanted: Request, run: dict) -> list[IndexEntry]:
             )
     found = discover(list(sources), notes=notes, on_error=on_error)
     unique = [item.source for item in found]
-    analyses = analyse_all(
+    analyses = analyze_sources(
         unique,
         wanted,
         cache_dir=run.get("cache_dir"),

@@ -29,7 +29,7 @@ def analyse_all(sources: Sequence, settings, options: dict, **keywords) -> list:
 
     The analyses of ``sources`` with ``settings`` and the loading and connectome
     ``options``; ``keywords`` (``cache_dir``, ``scheduler``, ``n_jobs``, ``progress``,
-    ``errors``) as for :func:`nnequiv._pipeline.analyse_all`.
+    ``errors``) as for :func:`nnequiv._pipeline.analyze_sources`.
     """
     warnings.warn(
         "nnequiv.scheduler.analyse_all is deprecated; use nnequiv.analyze_all (it will be "
@@ -37,4 +37,4 @@ def analyse_all(sources: Sequence, settings, options: dict, **keywords) -> list:
         DeprecationWarning,
         stacklevel=2,
     )
-    return _pipeline.analyse_all(sources, _pipeline.request(options, settings), **keywords)
+    return _pipeline.analyze_sources(sources, _pipeline.request(options, settings), **keywords)
