@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("csd", "spectra", "analysis", "distances", "equivalence", "explain")
+MODULES = ("csd", "spectra", "analysis", "distances", "_sets", "equivalence", "explain")
 SWAPS = {"min": "max", "max": "min", "mean": "median", "median": "mean", "argmin": "argmax",
          "argmax": "argmin", "any": "all", "all": "any"}  # fmt: skip
 COMPARISONS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
