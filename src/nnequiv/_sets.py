@@ -23,6 +23,11 @@ from nnequiv.settings import DistanceSettings, Settings, split_options
 __all__ = ["analyze_all", "analyze_each", "check_sources", "RUN_KEYWORDS"]
 
 
+#: The keywords of :func:`analyze_all` that say how and where networks are analysed; compare,
+#: cluster, identify and calibrate take them among their ``**options``.
+RUN_KEYWORDS = ("settings", "cache_dir", "progress", "n_jobs", "scheduler")
+
+
 def analyze_all(
     sources,
     settings: Settings | None = None,
@@ -74,8 +79,7 @@ def analyze_all(
         An :class:`~nnequiv.analysis.Analysis` or :class:`~nnequiv.distances.Summary` per
         network, in the order found.
     """
-    run = {"settings": settings, "cache_dir": cache_dir, "progress": progress}
-    run.update(n_jobs=n_jobs, scheduler=scheduler)
+    run = dict(zip(RUN_KEYWORDS, (settings, cache_dir, progress, n_jobs, scheduler)))
     return analyze_each(
         list(sources), {**options, **run},
         connectomes=connectomes, notes=notes, on_error=on_error, curves=True,
@@ -114,11 +118,6 @@ def _discovered(sources: list, connectomes: bool, notes, on_error=None) -> list:
         relabelled = iter(replace(item, label=label) for item, label in zip(found, unique))
         out = [item if isinstance(item, (Analysis, Summary)) else next(relabelled) for item in out]
     return out
-
-
-#: The keywords of :func:`analyze_all` that say how and where networks are analysed; the
-#: other functions of this module take them among their ``**options``.
-RUN_KEYWORDS = ("settings", "cache_dir", "progress", "n_jobs", "scheduler")
 
 
 def analyze_each(

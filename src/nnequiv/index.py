@@ -572,8 +572,7 @@ def build_index(
         raise InputError("no networks given: the index would be empty")
     wanted = request(_analysis_options(options), settings)
     chosen = wanted.settings
-    run = {"cache_dir": cache_dir, "scheduler": scheduler, "n_jobs": n_jobs}
-    run.update(progress=progress, notes=notes, on_error=on_error)
+    run = dict(zip(RUN_KEYWORDS, (cache_dir, scheduler, n_jobs, progress, notes, on_error)))
     entries = _entries(sources, wanted, run)
     if not entries:
         raise InputError("no network could be analysed: the index would be empty")
