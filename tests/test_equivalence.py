@@ -376,6 +376,21 @@ def test_a_numeric_table_that_is_not_a_connectome_is_left_out_unless_asked(files
         analyze_all([folder / "table.csv"], realizations=3, connectomes=True)
 
 
+@pytest.mark.parametrize("question", ["compare", "cluster", "identify"])
+def test_the_questions_take_no_named_csv_as_a_connectome(files, question):
+    """Only analyze_all(connectomes=True) (``--connectome``) reads a named CSV that is not
+    a whole connectome as one; the questions look for networks in it."""
+    table = files["a"].parent / "table.csv"
+    table.write_text("1,2,3,4,5\n6,7,8,9,10\n")
+    asked = {
+        "compare": lambda: compare(table, files["a"], realizations=3),
+        "cluster": lambda: cluster([table, files["a"]], realizations=3),
+        "identify": lambda: identify(table, [files["a"]], realizations=3),
+    }[question]
+    with pytest.raises(InputError, match="table.csv: no network found"):
+        asked()
+
+
 def test_progress_is_reported_for_every_network_in_order(files):
     calls = []
     paths = [files[k] for k in ("a", "wide", "deep")]
