@@ -78,6 +78,10 @@ EQUIVALENT: dict[tuple, str] = {
     ("distances", "_resamples", "@lru_cache(maxsize=64)", "64", "64 -> 65", 0): _SAME_BITS,
     ("distances", "_resamples", "resamples.setflags(write=False)", "False", "False -> True", 0):
         "a guard against writes into the cached resamples; nothing writes them",
+    ("spectra", "_spectrum_of",
+     "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)", "0", "0 -> 1", 0):
+        "one byte more in the working memory of a refused layer, which its message prints "
+        "in GiB with two decimals; nothing else reads it",
     ("distances", "fingerprints",
      "step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))", "1",
      "1 -> 2", 0): "groups of at least 2 networks: " + _SAME_BITS,
