@@ -17,11 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py --out demo-output
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# The suite runs on a pytest-xdist worker per core (at most 4: each worker imports and
+# collects everything first, about 8 s of CPU); tests marked xdist_group share a worker.
+# PYTEST_XDIST_AUTO_NUM_WORKERS=1 (or `$(PY) -m pytest`) runs it on fewer.
+XDIST := -n auto --maxprocesses 4 --dist loadgroup
 
-test-fast: $(STAMP)  # the suite less the tests marked slow (about a minute on 2 cores)
-	$(PY) -m pytest -q -m "not slow"
+test: $(STAMP)
+	$(PY) -m pytest -q $(XDIST)
+
+test-fast: $(STAMP)  # the suite less the tests marked slow: under a minute on 2 idle cores
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 $(VENV)/.bench: $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q -r requirements-bench.txt

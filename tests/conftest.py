@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import pytest
 from _helpers import random_mlp, seed_sweep
+from threadpoolctl import threadpool_limits
+
+
+def pytest_collection_finish(session):
+    """A pytest-xdist worker (``make test``: one per core) holds the BLAS and OpenMP pools of
+    the libraries the tests have loaded to one thread, as nnequiv's own workers do: else
+    the idle threads of one worker spin on the cores that the others compute on."""
+    if hasattr(session.config, "workerinput"):
+        threadpool_limits(limits=1)
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,9 @@ import pytest
 
 from nnequiv.errors import FormatError
 
-#: Hundreds of mutants per format: minutes on 2 cores (`make test-fast` leaves them out).
-pytestmark = pytest.mark.slow
+#: Hundreds of mutants per format: minutes on 2 cores (`make test-fast` leaves them out). The
+#: module's tests share their fuzz runs, so pytest-xdist gives them all to one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fuzz")]
 
 #: Mutants per format and the seed of their random streams (fixed: the same mutants every run).
 MUTANTS_PER_FORMAT = 200

@@ -215,6 +215,7 @@ def _open(browser, path: Path):
     return page, events
 
 
+@pytest.mark.xdist_group("chromium")  # one worker launches the browser for both tests
 def test_report_renders_in_chromium(browser, networks, classes, tmp_path):
     verdict = compare(networks[0], networks[2])
     path = write_report(
@@ -253,6 +254,7 @@ def test_report_renders_in_chromium(browser, networks, classes, tmp_path):
     assert events == {"errors": [], "dialogs": [], "requests": []}
 
 
+@pytest.mark.xdist_group("chromium")
 def test_hostile_names_stay_text_in_chromium(browser, networks, tmp_path):
     evil = [dataclasses.replace(a, source=EVIL) if i == 1 else a for i, a in enumerate(networks)]
     path = write_report(tmp_path / "evil.html", analyses=evil, classes=cluster(evil))
