@@ -187,7 +187,12 @@ def test_bad_options_are_refused():
         ({"tail_quantile": 1.5}, "tail_quantile"),
         ({"locations": (-1.0,)}, "locations"),
         ({"colour": "red"}, "unknown option 'colour'"),
+        ({"realisations": 3}, r"unknown option 'realisations' \(did you mean 'realizations'\?\)"),
+        ({"n_job": 2}, r"did you mean 'n_jobs'\?"),  # the keywords beside the options too
+        ({"level": "pooled"}, "'level' is a distance setting"),
         ({"mixture": 0.3}, "connectomes only"),
+        ({"n_jobs": "x"}, "n_jobs must be a non-zero integer or None, got 'x'"),
+        ({"settings": {"realizations": 3}}, "settings must be a nnequiv.Settings, got dict"),
     ]:
         with pytest.raises(InputError, match=message):
             small(**options)

@@ -149,3 +149,33 @@ def test_a_file_given_twice_has_one_label_per_place_in_text_and_json(tmp_path):
     assert classes.to_dict()["models"] == classes.models
     text = format_classes(classes)
     assert all(label in text for label in classes.models)
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "original", "call"),
+    [
+        ("nnequiv.spectra.layer_spectra", "nnequiv.spectra.network_spectra", ({"w": np.eye(3)},)),
+        (
+            "nnequiv.connectomes.mixed_ensemble",
+            "nnequiv.connectomes.ensemble_draws",
+            ({"chemical": np.eye(3)},),
+        ),
+        (
+            "nnequiv.ensembles.cayley_spectrum",
+            "nnequiv.ensembles.circular_eigenphases",
+            ("CUE", 3, 1),
+        ),
+    ],
+)
+def test_shortcuts_show_and_check_the_arguments_of_their_original(shortcut, original, call):
+    import importlib
+    import inspect
+
+    def resolve(name):
+        module, _, attribute = name.rpartition(".")
+        return getattr(importlib.import_module(module), attribute)
+
+    short, full = resolve(shortcut), resolve(original)
+    assert inspect.signature(short).parameters == inspect.signature(full).parameters
+    with pytest.raises(TypeError, match=rf"^{short.__name__}\(\): .*'no_such_option'"):
+        short(*call, no_such_option=1)

@@ -92,6 +92,8 @@ def test_leaving_one_family_out_judges_it_with_a_tolerance_fitted_without_it():
     assert [fold["eps"] for fold in loose["folds"]] == pytest.approx([2.425, 3.425, 0.975])
     weighted = leave_one_family_out(spectral, np.zeros((6, 6)), families, weights=(2.0,))
     assert {fold["structure_weight"] for fold in weighted["folds"]} == {2.0}
+    with pytest.raises(TypeError, match="leave_one_family_out.*keep"):
+        leave_one_family_out(spectral, np.zeros((6, 6)), families, keep=lambda i, j: i < j)
 
 
 def test_design_classes_do_not_chain_through_single_links():

@@ -39,6 +39,10 @@ def test_gaussian_and_student_t_entries(seed):
         ([(3, 3, 3)], None, r"shape \(out, in\)"),
         ([(3, 3)], 0.0, "degrees of freedom"),
         ([(3, 3)], float("nan"), "degrees of freedom"),
+        ([(3, 3)], "x", "degrees of freedom"),
+        ([3, 2], None, r"shape \(out, in\)"),
+        ([], None, r"shape \(out, in\)"),
+        ([(3, 2.5)], None, "integer sizes"),
     ],
 )
 def test_bad_arguments_are_input_errors(shapes, tail, message):

@@ -440,3 +440,15 @@ def test_the_run_keywords_reach_the_analyses_of_every_question(files, tmp_path, 
     assert (settings.realizations, settings.seed) == (3, 5)
     assert list((cache / "analyses").rglob("*.npz")), "nothing stored in the cache given"
     assert calls and calls[-1][0] == calls[-1][1], "progress not reported to the end"
+
+
+def test_keywords_a_question_does_not_use_are_refused_not_ignored(files):
+    from nnequiv import calibrate
+
+    a, b = files["a"], files["wide"]
+    with pytest.raises(InputError, match=r"unknown option 'n_job' \(did you mean 'n_jobs'\?\)"):
+        compare(a, b, realizations=3, n_job=2)
+    with pytest.raises(InputError, match="'level' is a distance setting"):
+        analyze_all([a, b], realizations=3, level="pooled")  # an analysis has no distance
+    with pytest.raises(InputError, match="'order_weight' is a distance setting"):
+        calibrate([a, b], {"a": "x", "wide": "y"}, realizations=3, order_weight=99.0)

@@ -459,6 +459,7 @@ def test_a_missing_optional_dependency_names_the_extra(
     assert str(info.value) == (
         f"reading {path} needs the '{module}' package: pip install 'nnequiv[{extra}]'"
     )
+    assert isinstance(info.value.__cause__, ImportError)  # why the import failed is kept
 
 
 def test_layer_spectra_passes_every_argument_on():

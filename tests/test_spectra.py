@@ -231,6 +231,10 @@ def test_rtol_sets_the_numerical_zeros_dropped():
 
 def test_cache_dir_is_deprecated_ignored_and_writes_nothing(tmp_path):
     state = random_mlp([12, 9, 5], seed=5)
+    for spectra in (layer_spectra, network_spectra):  # the warning points at the caller
+        with pytest.warns(DeprecationWarning, match="cache_dir of layer_spectra") as caught:
+            spectra(state, cache_dir=tmp_path / "spectra")
+        assert [w.filename for w in caught] == [__file__]
     with pytest.warns(DeprecationWarning, match="cache_dir of layer_spectra"):
         given = layer_spectra(state, cache_dir=tmp_path / "spectra")
     assert not (tmp_path / "spectra").exists()

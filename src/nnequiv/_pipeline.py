@@ -48,9 +48,15 @@ class Request:
     given: frozenset = frozenset()
 
 
-def request(options: dict, settings: Settings | None = None) -> Request:
-    """The :class:`Request` of keyword ``options`` over ``settings`` (no distance setting)."""
-    chosen, _, load, connectome, given = split_options(options, base=settings)
+def request(options: dict, settings: Settings | None = None, also=()) -> Request:
+    """The :class:`Request` of keyword ``options`` over ``settings``; a distance setting is
+    refused, and ``also`` names the caller's other keywords in the answer to an unknown one
+    (:func:`nnequiv.settings.split_options`)."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise InputError(f"settings must be a nnequiv.Settings, got {type(settings).__name__}")
+    chosen, _, load, connectome, given = split_options(
+        options, base=settings, distances=False, also=also
+    )
     return Request(chosen, load, connectome, given)
 
 
@@ -194,7 +200,7 @@ def analyze(
     >>> [layer.name for layer in analysis.layers], analysis.orders.tolist()
     (['layer0.weight', 'layer1.weight'], [32, 10])
     """
-    wanted = request(options, settings)
+    wanted = request(options, settings, also=("settings", "cache_dir", "n_jobs", "progress"))
     return _obtained(source, wanted, cache_directory(cache_dir), n_jobs, progress)
 
 

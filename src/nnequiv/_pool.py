@@ -14,6 +14,7 @@ A Dask cluster is named by its scheduler address (``scheduler="tcp://host:8786"`
 from __future__ import annotations
 
 import multiprocessing
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,9 +47,9 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
     """Number of workers for ``n_jobs`` (None: 1; negative: cores + 1 + n_jobs)."""
     if n_jobs is None:
         return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
+        raise InputError(f"n_jobs must be a non-zero integer or None, got {n_jobs!r}")
     n_jobs = int(n_jobs)
-    if n_jobs == 0:
-        raise InputError("n_jobs must be a non-zero integer or None")
     if n_jobs < 0:
         return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
     return n_jobs

@@ -82,7 +82,7 @@ def analyze_all(
     run = dict(zip(RUN_KEYWORDS, (settings, cache_dir, progress, n_jobs, scheduler)))
     return analyze_each(
         list(sources), {**options, **run},
-        connectomes=connectomes, notes=notes, on_error=on_error, curves=True,
+        connectomes=connectomes, notes=notes, on_error=on_error, curves=True, distances=False,
     )[0]  # fmt: skip
 
 
@@ -128,16 +128,20 @@ def analyze_each(
     notes=None,
     on_error=None,
     curves: bool | None = None,
+    distances: bool = True,
 ) -> tuple[list, DistanceSettings]:
     """Analyses of the sources (each distinct network computed once, or read from the cache;
     finished analyses, summaries and fingerprint indexes used as they are, all checked to
     share their settings), and the distance settings. ``options`` holds the
-    :data:`RUN_KEYWORDS` and the analysis, loading and distance options. Indexes are read
-    with their pooled curves where ``curves`` (None: where the pooled level is asked for)."""
+    :data:`RUN_KEYWORDS` and the analysis, loading and (where ``distances``) distance
+    options. Indexes are read with their pooled curves where ``curves`` (None: where the
+    pooled level is asked for)."""
     options = dict(options)
     settings, cache_dir, progress, n_jobs, scheduler = (options.pop(k, None) for k in RUN_KEYWORDS)
+    if settings is not None and not isinstance(settings, Settings):
+        raise InputError(f"settings must be a nnequiv.Settings, got {type(settings).__name__}")
     analysis_settings, distance_settings, load, connectome, given = split_options(
-        options, base=settings
+        options, base=settings, distances=distances, also=RUN_KEYWORDS
     )
     chosen_explicitly = settings is not None or any(
         k in {f.name for f in fields(Settings)} for k in options

@@ -246,6 +246,10 @@ def leave_one_family_out(spectral, structural, labels, sets=None, **fit_options)
     pairs judged equivalent (``false_rate``; each such pair is judged in the folds of both its
     families, and both count), the pair counts, and each fold's weight and tolerance.
     """
+    if "keep" in fit_options:
+        raise TypeError(
+            "leave_one_family_out() chooses each fold's pairs itself; keep is not taken"
+        )
     labels = np.asarray(labels)
     sets = np.zeros(len(labels), dtype=int) if sets is None else np.asarray(sets)
     families = sorted({(str(s), str(f)) for s, f in zip(sets, labels)})

@@ -21,6 +21,7 @@ import numpy as np
 
 from nnequiv._optional import optional_module
 from nnequiv._seeding import stream_seed
+from nnequiv._signatures import arguments_of
 from nnequiv.errors import FormatError, InputError
 from nnequiv.loading import DEFAULT_MAX_TENSOR_BYTES, OIHW, WeightSource
 from nnequiv.loading._limits import (
@@ -467,12 +468,6 @@ def _load_graphml(path: Path, limit: int) -> Connectome:
     return Connectome(label, nodes, {"chemical": _check_matrix(label, "graph", matrix)})
 
 
-def mixed_ensemble(connectome, *args, **options) -> dict[str, np.ndarray]:
-    """The Mixed Matrix Ensemble of a connectome, as named matrices ("layers"): the matrices
-    of :func:`ensemble_draws` (same arguments) in one dict."""
-    return dict(ensemble_draws(connectome, *args, **options))
-
-
 def _check_ensemble(mixture: float, submatrices: int) -> None:
     if not 0 < mixture <= 1:
         raise InputError(f"mixture p must be in (0, 1], got {mixture}")
@@ -515,6 +510,13 @@ def ensemble_draws(
             rng = np.random.default_rng(stream_seed(seed, "connectome-submatrix", m, k))
             members = np.flatnonzero(rng.random(size) < mixture)
             yield f"{name}/draw{k:03d}", principal_submatrix(matrix, members)
+
+
+@arguments_of(ensemble_draws)
+def mixed_ensemble(connectome, *args, **options) -> dict[str, np.ndarray]:
+    """The Mixed Matrix Ensemble of a connectome, as named matrices ("layers"): the matrices
+    of :func:`ensemble_draws`, whose arguments it takes (documented there), in one dict."""
+    return dict(ensemble_draws(connectome, *args, **options))
 
 
 def _weighted_swaps(matrix: np.ndarray, rng, symmetric: bool, swaps_per_edge: int) -> np.ndarray:

@@ -6,6 +6,7 @@ names mapped to weight matrices, shaped ``(out, in)`` as PyTorch stores linear l
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +31,8 @@ def random_network(
         Student-t entries with ``nu`` degrees of freedom (heavy-tailed, as the layers of
         trained networks often are; the smaller ``nu``, the heavier).
     seed : int or None
-        Fixes every entry (the random stream ``"random-network"``).
+        Fixes every entry (the random stream ``"random-network"``); None draws fresh
+        entropy, so two calls differ.
 
     Returns
     -------
@@ -44,11 +46,17 @@ def random_network(
     >>> {name: matrix.shape for name, matrix in network.items()}
     {'layer0.weight': (48, 32), 'layer1.weight': (10, 48)}
     """
-    if tail is not None and not (np.isfinite(tail) and tail > 0):
+    real = isinstance(tail, (int, float, np.integer, np.floating)) and not isinstance(tail, bool)
+    if tail is not None and not (real and np.isfinite(tail) and tail > 0):
         raise InputError(f"tail must be None or a degrees of freedom > 0, got {tail!r}")
-    sizes = [tuple(int(n) for n in shape) for shape in shapes]
-    if any(len(shape) != 2 or min(shape) < 1 for shape in sizes):
-        raise InputError(f"every layer needs a shape (out, in) of sizes >= 1, got {shapes!r}")
+    try:
+        sizes = [tuple(operator.index(n) for n in shape) for shape in shapes]
+    except TypeError:
+        sizes = []
+    if not sizes or any(len(shape) != 2 or min(shape) < 1 for shape in sizes):
+        raise InputError(
+            f"shapes must list a shape (out, in) of integer sizes >= 1 per layer, got {shapes!r}"
+        )
     rng = np.random.default_rng(stream_seed(seed, "random-network"))
     if tail is None:
         return {f"layer{i}.weight": rng.standard_normal(shape) for i, shape in enumerate(sizes)}

@@ -27,6 +27,7 @@ from scipy.linalg import lapack
 
 from nnequiv._pool import map_ordered
 from nnequiv._seeding import realization_seeds, stream_seed
+from nnequiv._signatures import arguments_of
 from nnequiv.errors import InputError
 from nnequiv.settings import Settings
 
@@ -431,14 +432,13 @@ def circular_eigenphases(
     return _draw(_one_eigenphases, ensemble, n, realizations, seed, beta=beta, n_jobs=n_jobs)
 
 
-def cayley_spectrum(
-    ensemble: str | None, n: int, realizations: int, seed=None, **options
-) -> np.ndarray:
+@arguments_of(circular_eigenphases)
+def cayley_spectrum(ensemble, n, realizations, seed=None, **options) -> np.ndarray:
     """Cayley variable ``x = |tan(theta / 2)|`` of C-beta-E eigenphases (method item 5).
 
-    Same law, arguments (``beta`` and ``n_jobs`` among ``options``) and references as
-    :func:`circular_eigenphases`, but computed in O(n^2) per realization from the banded
-    Hermitian part of the CMV matrix.
+    Same law, arguments (documented there) and references as :func:`circular_eigenphases`,
+    but computed in O(n^2) per realization from the banded Hermitian part of the CMV
+    matrix.
 
     Returns
     -------

@@ -486,7 +486,7 @@ def calibrate(
         The largest share of pairs of different families that the tolerance may call
         equivalent (default 1 %).
     **options
-        As for :func:`compare`.
+        As for :func:`compare`, less the distance settings (the design distance has none).
 
     Returns
     -------
@@ -499,7 +499,7 @@ def calibrate(
     if rate is None or rate >= 1:
         raise InputError(f"max_false_rate must be in [0, 1), got {max_false_rate!r}")
     table = families if isinstance(families, dict) else read_families(families)
-    analyses, _ = analyze_each(check_sources(sources), options)
+    analyses, _ = analyze_each(check_sources(sources), options, distances=False)
     by_stem = {Path(name).stem: family for name, family in table.items()}
     labels = [_family_of(a, table, by_stem) for a in analyses]
     missing = [a.source for a, label in zip(analyses, labels) if label is None]

@@ -570,7 +570,7 @@ def build_index(
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the index would be empty")
-    wanted = request(_analysis_options(options), settings)
+    wanted = request(_analysis_options(options), settings, also=RUN_KEYWORDS)
     chosen = wanted.settings
     run = dict(zip(RUN_KEYWORDS, (cache_dir, scheduler, n_jobs, progress, notes, on_error)))
     entries = _entries(sources, wanted, run)
@@ -622,7 +622,7 @@ def add_to_index(index, sources: Sequence, *, replace: bool = False, **options) 
     options = dict(options)
     run = {key: options.pop(key, None) for key in RUN_KEYWORDS}
     library = open_index(index)
-    wanted = request(_analysis_options(options), library.settings)
+    wanted = request(_analysis_options(options), library.settings, also=RUN_KEYWORDS)
     check_index_settings(library, wanted.settings)
     sources = list(sources)
     if not sources:

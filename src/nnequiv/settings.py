@@ -16,8 +16,9 @@ so a default is written once. :func:`split_options` sorts keyword arguments into
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 
 import numpy as np
@@ -387,23 +388,43 @@ def field_default(f):
     return f.default_factory() if f.default is MISSING else f.default
 
 
-def split_options(options: Mapping, *, base: Settings | None = None) -> tuple:
+def split_options(
+    options: Mapping,
+    *,
+    base: Settings | None = None,
+    distances: bool = True,
+    also: Iterable[str] = (),
+) -> tuple:
     """Sort keyword options into ``(Settings, DistanceSettings, LoadOptions,
     ConnectomeOptions, connectome_given)``, validating each.
 
     ``base`` supplies analysis settings not given in ``options``. ``connectome_given`` is
-    the set of connectome options the caller gave explicitly (refused for networks).
+    the set of connectome options the caller gave explicitly (refused for networks). With
+    ``distances=False`` the :class:`DistanceSettings` fields are refused (an analysis has
+    none). ``also`` names the other keywords the caller takes, for the message that answers
+    an unknown option.
 
     Raises
     ------
     InputError
-        An unknown option or a bad value.
+        An unknown option (with the closest known name) or a bad value.
     """
     names = {group: {f.name for f in fields(group)} for group in GROUPS}
+    if not distances:
+        given = sorted(names[DistanceSettings] & set(options))
+        if given:
+            raise InputError(
+                f"{given[0]!r} is a distance setting (compare, cluster and identify take it); "
+                "an analysis has none: drop it"
+            )
+        names[DistanceSettings] = set()
     unknown = set(options) - set().union(*names.values())
     if unknown:
-        known = sorted(set().union(*names.values()))
-        raise InputError(f"unknown option {sorted(unknown)[0]!r}; options are: {', '.join(known)}")
+        name = sorted(unknown)[0]
+        known = sorted(set().union(*names.values(), also))
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown option {name!r}{hint}; options are: {', '.join(known)}")
 
     def chosen(group):
         return {k: v for k, v in options.items() if k in names[group] and v is not None}

@@ -45,6 +45,7 @@ from nnequiv._blockwise import (
 )
 from nnequiv._memory import format_gib, memory_budget
 from nnequiv._pool import ordered_map, resolve_n_jobs
+from nnequiv._signatures import arguments_of
 from nnequiv.errors import ResourceLimitError
 from nnequiv.layers import (
     LayerMatrix,
@@ -270,15 +271,16 @@ def _bounded_layer_spectrum(
     return LayerSpectrum(layer.name, layer.shape, layer.matrix_shape, *found)
 
 
-def _no_spectrum_cache(cache_dir) -> None:
-    """Warn that the per-layer spectrum cache is gone (``cache_dir`` given)."""
+def _no_spectrum_cache(cache_dir, stacklevel: int = 3) -> None:
+    """Warn that the per-layer spectrum cache is gone (``cache_dir`` given), at the line
+    ``stacklevel`` frames up (3: the caller of the function that calls this)."""
     if cache_dir is not None:
         warnings.warn(
             "cache_dir of layer_spectra and network_spectra is deprecated and ignored (the "
             "per-layer spectrum cache is gone; nnequiv.analyze caches whole analyses); it "
             "will be removed in the next release",
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -387,9 +389,10 @@ def _in_turn(matrices, report, total, options, block_bytes):
         yield _bounded_layer_spectrum(layer, **options, block_bytes=block_bytes, stage=stage)
 
 
+@arguments_of(network_spectra)
 def layer_spectra(source, *args, **options) -> list[LayerSpectrum]:
-    """The layer spectra of :func:`network_spectra` (same arguments), as a list in the
-    model's order.
+    """The layer spectra of :func:`nnequiv.spectra.network_spectra`, whose arguments it
+    takes (documented there), as a list in the model's order.
 
     Examples
     --------
@@ -398,4 +401,5 @@ def layer_spectra(source, *args, **options) -> list[LayerSpectrum]:
     >>> [(layer.name, layer.eigenvalues.size) for layer in spectra]
     [('layer0.weight', 4), ('layer1.weight', 3)]
     """
+    _no_spectrum_cache(options.pop("cache_dir", None), stacklevel=4)  # the caller's line
     return network_spectra(source, *args, **options).layers
