@@ -56,6 +56,10 @@ PLUGIN = "nnequiv_mutation_tracer"
 #: is killed (then it was not equivalent) or no longer exists.
 _SAME_BITS = "changes how much is computed at once (or cached), not a single bit"
 _ROUNDING = "two computations of the same quantity; they agree to rounding (last bits)"
+_REFUSAL_FIGURE = (
+    "the one-row blocks in the working memory of a refused layer (KiB to a few MiB) in the GiB its "
+    "message prints with two decimals; nothing else reads it"
+)
 EQUIVALENT: dict[tuple, str] = {
     ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):",
      "csd.shape[0] < 2 or not np.isfinite(fit.alpha)", "Or -> And", 0):
@@ -80,8 +84,13 @@ EQUIVALENT: dict[tuple, str] = {
         "a guard against writes into the cached resamples; nothing writes them",
     ("spectra", "_spectrum_of",
      "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)", "0", "0 -> 1", 0):
-        "one byte more in the working memory of a refused layer, which its message prints "
-        "in GiB with two decimals; nothing else reads it",
+        _REFUSAL_FIGURE,
+    ("spectra", "_spectrum_of",
+     "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)", "8", "8 -> 9", 0):
+        _REFUSAL_FIGURE,
+    ("spectra", "_spectrum_of",
+     "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)",
+     "8 * max(rows, columns)", "Mult -> Div", 0): _REFUSAL_FIGURE,
     ("distances", "fingerprints",
      "step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))", "1",
      "1 -> 2", 0): "groups of at least 2 networks: " + _SAME_BITS,
