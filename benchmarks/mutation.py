@@ -91,6 +91,9 @@ EQUIVALENT: dict[tuple, str] = {
     ("spectra", "_spectrum_of",
      "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)",
      "8 * max(rows, columns)", "Mult -> Div", 0): _REFUSAL_FIGURE,
+    ("spectra", "_spectrum_of",
+     "needed = working_bytes(blocks.shape, 8 * max(rows, columns), 0)", "max", "max -> min", 0):
+        _REFUSAL_FIGURE,
     ("distances", "fingerprints",
      "step = max(1, FINGERPRINT_ELEMENTS // (BOOTSTRAP_RESAMPLES * int(np.prod(shape))))", "1",
      "1 -> 2", 0): "groups of at least 2 networks: " + _SAME_BITS,
