@@ -452,3 +452,10 @@ def test_keywords_a_question_does_not_use_are_refused_not_ignored(files):
         analyze_all([a, b], realizations=3, level="pooled")  # an analysis has no distance
     with pytest.raises(InputError, match="'order_weight' is a distance setting"):
         calibrate([a, b], {"a": "x", "wide": "y"}, realizations=3, order_weight=99.0)
+
+
+def test_analyze_all_takes_a_named_table_as_a_connectome_only_when_asked(files):
+    table = files["a"].parent / "table.csv"
+    table.write_text("1,2,3,4,5\n6,7,8,9,10\n")
+    with pytest.raises(InputError, match="table.csv: no network found"):
+        analyze_all([table], realizations=3)

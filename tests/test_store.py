@@ -14,7 +14,7 @@ import pytest
 from _helpers import random_mlp
 
 import nnequiv._pipeline
-from nnequiv import analyze, cluster, compare, identify
+from nnequiv import analyze, analyze_all, cluster, compare, identify
 from nnequiv.cache import (
     analysis_from_bytes,
     analysis_to_bytes,
@@ -671,3 +671,9 @@ def test_a_crafted_wal_frame_cannot_grow_the_index_in_memory():
     result = _with_wal(database, log)
     assert len(result) == page_size and result[:18] == database[:18]
     assert result[18:20] == b"\x01\x01"  # rollback-journal mode, to open from memory
+
+
+def test_analyze_all_reads_an_index_with_its_pooled_curves(library):
+    paths, index = library
+    found = analyze_all([index.path], realizations=R)
+    assert found and all(summary.csd is not None for summary in found)
