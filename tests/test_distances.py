@@ -344,3 +344,14 @@ def test_clouds_compared_in_groups_get_the_bits_of_one_pair_at_a_time(group_dist
     assert np.array_equal(broadcast[0], alone[0]) and broadcast.shape == (3, 7)
     assert together[1, 2] == np.add.reduce(cdist(x[1, 2], y[1, 2]).ravel()) / 20
     assert np.array_equal(_mean_pair_distance(x, x), _mean_pair_distance(x, x.copy()))
+
+
+def test_mean_pair_distance_broadcasts_one_cloud_against_many():
+    from nnequiv.distances import _mean_pair_distance
+
+    rng = np.random.default_rng(0)
+    one, many = rng.standard_normal((5, 3)), rng.standard_normal((4, 6, 3))
+    got = _mean_pair_distance(one, many)
+    assert got.shape == (4,)
+    for k in range(4):
+        assert got[k] == _mean_pair_distance(one, many[k])  # the same bits as one pair
