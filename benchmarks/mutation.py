@@ -61,6 +61,29 @@ _REFUSAL_FIGURE = (
     "message prints with two decimals; nothing else reads it"
 )
 EQUIVALENT: dict[tuple, str] = {
+    ("distances", "_mean_pair_distance", "group = int(np.sqrt(GROUP_DISTANCES / pairs))",
+     "GROUP_DISTANCES / pairs", "Div -> Mult", 0):
+        "larger groups of cloud pairs per kernel call: " + _SAME_BITS,
+    ("distances", "_mean_pair_distance",
+     "x_outer[part].reshape(-1, width), y_outer[part].reshape(-1, width)", "1", "1 -> 2", 0):
+        "NumPy takes any negative size in reshape as the unknown one: -2 is -1",
+    ("distances", "_mean_pair_distance",
+     "x_outer[part].reshape(-1, width), y_outer[part].reshape(-1, width)", "1", "1 -> 2", 1):
+        "NumPy takes any negative size in reshape as the unknown one: -2 is -1",
+    ("distances", "_mean_pair_distance",
+     "out_outer[part] = block.reshape(count, pairs).sum(axis=-1) / pairs", "-1", "drop USub",
+     0): "the array is 2-D (clouds x point pairs): axis 1 is axis -1",
+    ("distances", "design_prints", "order = np.lexsort((streams[:, 1], streams[:, 0]))", "0",
+     "0 -> 1", 0):
+        "another order of the structure rows, whose distances are averaged over all pairs: "
+        + _ROUNDING,
+    ("distances", "design_part_matrices", "for j in range(i + 1, count):", "i + 1",
+     "Add -> Sub", 0):
+        "adds each print against itself (exactly 0) and recomputes a symmetric pair in the "
+        "other order: " + _ROUNDING,
+    ("equivalence", "judge_pair", "parts: tuple[float, float] = (0.0, 0.0),", "0.0",
+     "0.0 -> 1.0", 0):
+        "a tie of the parts goes to the spectral part, as (1.0, 0.0) does",
     ("csd", "decay_with_interval", "if csd.shape[0] < 2 or not np.isfinite(fit.alpha):",
      "csd.shape[0] < 2 or not np.isfinite(fit.alpha)", "Or -> And", 0):
         "where alpha is NaN every resample's alpha is NaN too (CSD >= 0, so a resample has no "
