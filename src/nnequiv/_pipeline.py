@@ -52,8 +52,6 @@ def request(options: dict, settings: Settings | None = None, also=()) -> Request
     """The :class:`Request` of keyword ``options`` over ``settings``; a distance setting is
     refused, and ``also`` names the caller's other keywords in the answer to an unknown one
     (:func:`nnequiv.settings.split_options`)."""
-    if settings is not None and not isinstance(settings, Settings):
-        raise InputError(f"settings must be a nnequiv.Settings, got {type(settings).__name__}")
     chosen, _, load, connectome, given = split_options(
         options, base=settings, distances=False, also=also
     )

@@ -138,8 +138,6 @@ def analyze_each(
     pooled level is asked for)."""
     options = dict(options)
     settings, cache_dir, progress, n_jobs, scheduler = (options.pop(k, None) for k in RUN_KEYWORDS)
-    if settings is not None and not isinstance(settings, Settings):
-        raise InputError(f"settings must be a nnequiv.Settings, got {type(settings).__name__}")
     analysis_settings, distance_settings, load, connectome, given = split_options(
         options, base=settings, distances=distances, also=RUN_KEYWORDS
     )

@@ -31,7 +31,7 @@ from nnequiv.discovery import discover
 from nnequiv.distances import Summary, summarize
 from nnequiv.errors import FormatError, InputError, NNEquivError
 from nnequiv.loading._limits import LIMITS, open_regular, shown
-from nnequiv.settings import DistanceSettings, Settings
+from nnequiv.settings import Settings
 
 __all__ = [
     "IndexChange",
@@ -529,14 +529,6 @@ def _entries(sources: Sequence, wanted: Request, run: dict) -> list[IndexEntry]:
     return entries
 
 
-def _analysis_options(options: dict) -> dict:
-    distance_names = {f.name for f in fields(DistanceSettings)}
-    unknown = distance_names & set(options)
-    if unknown:
-        raise InputError(f"an index stores no distance settings; drop {sorted(unknown)[0]!r}")
-    return dict(options)
-
-
 def build_index(
     sources: Sequence,
     output,
@@ -570,7 +562,7 @@ def build_index(
     sources = list(sources)
     if not sources:
         raise InputError("no networks given: the index would be empty")
-    wanted = request(_analysis_options(options), settings, also=RUN_KEYWORDS)
+    wanted = request(options, settings, also=RUN_KEYWORDS)
     chosen = wanted.settings
     run = dict(zip(RUN_KEYWORDS, (cache_dir, scheduler, n_jobs, progress, notes, on_error)))
     entries = _entries(sources, wanted, run)
@@ -622,7 +614,7 @@ def add_to_index(index, sources: Sequence, *, replace: bool = False, **options) 
     options = dict(options)
     run = {key: options.pop(key, None) for key in RUN_KEYWORDS}
     library = open_index(index)
-    wanted = request(_analysis_options(options), library.settings, also=RUN_KEYWORDS)
+    wanted = request(options, library.settings, also=RUN_KEYWORDS)
     check_index_settings(library, wanted.settings)
     sources = list(sources)
     if not sources:

@@ -398,8 +398,9 @@ def split_options(
     """Sort keyword options into ``(Settings, DistanceSettings, LoadOptions,
     ConnectomeOptions, connectome_given)``, validating each.
 
-    ``base`` supplies analysis settings not given in ``options``. ``connectome_given`` is
-    the set of connectome options the caller gave explicitly (refused for networks). With
+    ``base`` (a :class:`Settings`) supplies analysis settings not given in ``options``.
+    ``connectome_given`` is the set of connectome options the caller gave explicitly
+    (refused for networks). With
     ``distances=False`` the :class:`DistanceSettings` fields are refused (an analysis has
     none). ``also`` names the other keywords the caller takes, for the message that answers
     an unknown option.
@@ -409,6 +410,8 @@ def split_options(
     InputError
         An unknown option (with the closest known name) or a bad value.
     """
+    if base is not None and not isinstance(base, Settings):
+        raise InputError(f"settings must be a nnequiv.Settings, got {type(base).__name__}")
     names = {group: {f.name for f in fields(group)} for group in GROUPS}
     if not distances:
         given = sorted(names[DistanceSettings] & set(options))
